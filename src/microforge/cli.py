@@ -1,0 +1,117 @@
+"""The `microforge` command."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import List, Optional
+
+import numpy as np
+import typer
+from rich.console import Console
+from rich.table import Table
+
+import microforge
+from microforge.errors import InputError, MicroforgeError
+from microforge.graph.ir import Tensor
+from microforge.reference.interpreter import from_batch, to_batch
+
+app = typer.Typer(add_completion=False, no_args_is_help=True,
+                  help="Take an int8 neural network onto a microcontroller and measure what it costs there.")
+console = Console()
+errors = Console(stderr=True)
+
+
+def _fail(exc: MicroforgeError) -> None:
+    errors.print(f"[bold red]error:[/] {exc}", markup=True, highlight=False)
+    raise typer.Exit(code=2)
+
+
+def _kib(n: int) -> str:
+    return f"{n:,} B ({n / 1024:.1f} KiB)"
+
+
+@app.command()
+def analyze(model: Path = typer.Argument(..., help="a .tflite model"),
+            as_json: bool = typer.Option(False, "--json", help="print JSON instead of a table")) -> None:
+    """Per-op shapes, MACs, parameter and activation bytes; totals and the RAM lower bound."""
+    try:
+        graph = microforge.load(model)
+    except MicroforgeError as exc:
+        _fail(exc)
+    report = microforge.analyze(graph)
+    if as_json:
+        print(json.dumps(report, indent=1))
+        return
+    table = Table(title=f"{model.name}: {len(graph.ops)} ops", title_justify="left")
+    for col in ("#", "op", "input shapes", "output shape", "MACs", "param B", "act B", "live B"):
+        table.add_column(col, justify="right" if col not in ("op", "input shapes", "output shape") else "left")
+    for r in report["ops"]:
+        table.add_row(str(r["index"]), r["type"], " ".join(map(str, r["inputs"])), " ".join(map(str, r["outputs"])),
+                      f"{r['macs']:,}", f"{r['param_bytes']:,}", f"{r['activation_bytes']:,}", f"{r['live_bytes']:,}")
+    console.print(table)
+    t = report["totals"]
+    console.print(f"MACs per inference      {t['macs']:,}")
+    console.print(f"flash for constants     {_kib(t['flash_bytes'])}")
+    console.print(f"RAM lower bound (arena) {_kib(t['ram_lower_bound_bytes'])}  "
+                  "[dim](most activation bytes live at once, layer by layer, in the model's op order)[/]")
+
+
+def read_input_file(path: Path, tensor: Tensor) -> np.ndarray:
+    """A .npy array or raw tensor bytes (a whole number of samples) -> the interpreter's batch form."""
+    try:
+        if path.suffix == ".npy":
+            return to_batch(tensor, np.load(path, allow_pickle=False))
+        raw = path.read_bytes()
+    except (OSError, ValueError) as exc:
+        raise InputError(f"cannot read input file {path}: {exc}") from None
+    sample = tensor.nbytes
+    if len(raw) == 0 or len(raw) % sample:
+        raise InputError(f"input file {path} holds {len(raw)} bytes, not a whole number of samples of "
+                         f"'{tensor.name}' ({list(tensor.shape)} {tensor.dtype} = {sample} bytes each)")
+    return np.frombuffer(raw, dtype=tensor.dtype).reshape((-1,) + tensor.shape)
+
+
+def write_output_file(path: Path, tensor: Tensor, batch: np.ndarray) -> None:
+    if path.suffix == ".npy":
+        np.save(path, from_batch(tensor, batch))
+    else:
+        path.write_bytes(np.ascontiguousarray(batch).tobytes())
+
+
+@app.command()
+def run(model: Path = typer.Argument(..., help="a .tflite model"),
+        inputs: List[Path] = typer.Option(..., "--input", "-i",
+                                          help=".npy or raw bytes, one file per model input, each a batch"),
+        outputs: Optional[List[Path]] = typer.Option(None, "--output", "-o",
+                                                     help="where to write each model output (.npy or raw)")) -> None:
+    """Run the reference interpreter (bit-exact with TFLite Micro) on a batch of inputs."""
+    try:
+        graph = microforge.load(model)
+        if len(inputs) != len(graph.inputs):
+            raise InputError(f"{model.name} has {len(graph.inputs)} inputs "
+                             f"({', '.join(t.name for t in graph.inputs)}); got {len(inputs)} --input files")
+        if outputs and len(outputs) != len(graph.outputs):
+            raise InputError(f"{model.name} has {len(graph.outputs)} outputs; got {len(outputs)} --output files")
+        batches = [read_input_file(p, t) for p, t in zip(inputs, graph.inputs)]
+        results = microforge.run(graph, *[from_batch(t, b) for t, b in zip(graph.inputs, batches)])
+    except MicroforgeError as exc:
+        _fail(exc)
+    results = results if isinstance(results, list) else [results]
+    batched = [to_batch(t, r) for t, r in zip(graph.outputs, results)]
+    for path, tensor, batch in zip(outputs or [], graph.outputs, batched):
+        write_output_file(path, tensor, batch)
+        console.print(f"wrote {len(batch)} x {list(tensor.shape)} {tensor.dtype} to {path}")
+    _print_predictions(graph.outputs[0], batched[0])
+
+
+def _print_predictions(tensor: Tensor, batch: np.ndarray, limit: int = 10) -> None:
+    """For a classifier-shaped output, the top-1 class and its (dequantized) score per sample."""
+    flat = batch.reshape(len(batch), -1).astype(np.float64)
+    if tensor.quant is not None and not tensor.quant.per_channel:
+        flat = tensor.scale * (flat - tensor.zero_point)
+    for n, row in enumerate(flat[:limit]):
+        best = int(np.argmax(row))
+        console.print(f"sample {n}: predicted class {best} (score {row[best]:.4f})")
+    if len(flat) > limit:
+        console.print(f"... {len(flat) - limit} more samples")

@@ -1,0 +1,124 @@
+"""Integer requantization exactly as TFLite Micro's reference kernels do it, vectorised over numpy arrays.
+
+TFLite represents a real multiplier M as a 32-bit fixed-point significand in [2^30, 2^31) and a power-of-
+two exponent: M = significand * 2^(shift - 31). Applying it to an int32 accumulator takes a doubling
+high multiply that rounds half away from zero, then a right shift that rounds half away from zero
+("double rounding", the TFLM default). Every function here takes int64 arrays holding int32 values and
+returns the same, so the arithmetic never silently wraps in numpy.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from microforge.errors import ModelError
+
+INT32_MIN = -(2**31)
+INT32_MAX = 2**31 - 1
+
+
+def round_half_away(value: float) -> int:
+    """std::round: halves go away from zero (Python's round() goes to even)."""
+    return int(math.copysign(math.floor(abs(value) + 0.5), value))
+
+
+def quantize_multiplier(multiplier: float) -> tuple[int, int]:
+    """Split a positive real multiplier into (int32 significand, shift) like TFLite's QuantizeMultiplier."""
+    if multiplier == 0.0:
+        return 0, 0
+    if not math.isfinite(multiplier) or multiplier < 0:
+        raise ModelError(f"quantization multiplier {multiplier!r} is not a finite non-negative number")
+    fraction, shift = math.frexp(multiplier)
+    significand = round_half_away(fraction * (1 << 31))
+    if significand == 1 << 31:
+        significand //= 2
+        shift += 1
+    if shift < -31:
+        return 0, 0
+    if shift > 30:
+        raise ModelError(f"quantization multiplier {multiplier!r} is too large (needs shift {shift} > 30)")
+    return significand, shift
+
+
+def quantize_multipliers(multipliers) -> tuple[np.ndarray, np.ndarray]:
+    """`quantize_multiplier` over a sequence; returns int64 arrays (significands, shifts)."""
+    pairs = [quantize_multiplier(float(m)) for m in np.atleast_1d(multipliers)]
+    return (np.array([p[0] for p in pairs], dtype=np.int64), np.array([p[1] for p in pairs], dtype=np.int64))
+
+
+def _trunc_div_pow2(value: np.ndarray, bits: int) -> np.ndarray:
+    """C integer division by 2**bits (truncates toward zero) on int64 arrays."""
+    magnitude = np.abs(value) >> bits
+    return np.where(value < 0, -magnitude, magnitude)
+
+
+def saturating_rounding_doubling_high_mul(a, b, bits: int = 32) -> np.ndarray:
+    """gemmlowp's SaturatingRoundingDoublingHighMul for int32 (bits=32) or int16 (bits=16) operands."""
+    a = np.asarray(a, dtype=np.int64)
+    b = np.asarray(b, dtype=np.int64)
+    lowest = -(1 << (bits - 1))
+    product = a * b
+    nudge = np.where(product >= 0, 1 << (bits - 2), 1 - (1 << (bits - 2)))
+    high = _trunc_div_pow2(product + nudge, bits - 1)
+    return np.where((a == lowest) & (b == lowest), (1 << (bits - 1)) - 1, high)
+
+
+def rounding_divide_by_pot(x, exponent) -> np.ndarray:
+    """gemmlowp's RoundingDivideByPOT: arithmetic right shift rounding half away from zero."""
+    x = np.asarray(x, dtype=np.int64)
+    exponent = np.asarray(exponent, dtype=np.int64)
+    mask = (np.int64(1) << exponent) - 1
+    remainder = x & mask
+    threshold = (mask >> 1) + (x < 0)
+    return (x >> exponent) + (remainder > threshold)
+
+
+def wrap_int32(x) -> np.ndarray:
+    """Two's-complement wrap of int64 values to int32 range, as C int32 arithmetic does."""
+    x = np.asarray(x, dtype=np.int64)
+    return ((x + (1 << 31)) & 0xFFFFFFFF) - (1 << 31)
+
+
+def multiply_by_quantized_multiplier(x, significand, shift) -> np.ndarray:
+    """TFLite's MultiplyByQuantizedMultiplier; significand/shift broadcast against x (per channel)."""
+    x = np.asarray(x, dtype=np.int64)
+    shift = np.asarray(shift, dtype=np.int64)
+    left = np.maximum(shift, 0)
+    right = np.maximum(-shift, 0)
+    shifted = wrap_int32(x * (np.int64(1) << left))
+    return rounding_divide_by_pot(saturating_rounding_doubling_high_mul(shifted, significand), right)
+
+
+def quantize_in_float32(value: float, scale: float, zero_point: int) -> int:
+    """zero_point + round(value / scale) with the division done in float32, as TFLite's kernels do."""
+    return zero_point + round_half_away(float(np.float32(value) / np.float32(scale)))
+
+
+def activation_range_quantized(activation: str, scale: float, zero_point: int, dtype) -> tuple[int, int]:
+    """TFLite's CalculateActivationRangeQuantized: the clamp [lo, hi] a fused activation means in int8."""
+    info = np.iinfo(dtype)
+    lo, hi = int(info.min), int(info.max)
+    if activation == "NONE":
+        return lo, hi
+    if activation == "RELU":
+        return max(lo, quantize_in_float32(0.0, scale, zero_point)), hi
+    if activation == "RELU6":
+        return max(lo, quantize_in_float32(0.0, scale, zero_point)), min(hi, quantize_in_float32(6.0, scale, zero_point))
+    if activation == "RELU_N1_TO_1":
+        return max(lo, quantize_in_float32(-1.0, scale, zero_point)), min(hi, quantize_in_float32(1.0, scale, zero_point))
+    raise ModelError(f"fused activation {activation} is not supported for quantized ops")
+
+
+def activation_range_float(activation: str) -> tuple[float, float]:
+    """The clamp a fused activation means for float32 ops."""
+    ranges = {
+        "NONE": (-np.inf, np.inf),
+        "RELU": (0.0, np.inf),
+        "RELU6": (0.0, 6.0),
+        "RELU_N1_TO_1": (-1.0, 1.0),
+    }
+    if activation not in ranges:
+        raise ModelError(f"fused activation {activation} is not supported for float ops")
+    return ranges[activation]

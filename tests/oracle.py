@@ -1,0 +1,52 @@
+"""TFLite Micro as the oracle: run a .tflite model sample by sample through the `tflite-micro` package."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+
+import numpy as np
+from tflite_micro.python.tflite_micro import runtime as tflm
+
+
+@contextlib.contextmanager
+def quiet_stderr():
+    """TFLM prints allocation tables to the C-level stderr; keep test output readable."""
+    saved = os.dup(2)
+    with open(os.devnull, "wb") as devnull:
+        os.dup2(devnull.fileno(), 2)
+    try:
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
+def tflm_interpreter(model: bytes, arena_size: int = 4 << 20):
+    with quiet_stderr():
+        return tflm.Interpreter.from_bytes(model, arena_size=arena_size)
+
+
+def tflm_run(model: bytes, batch_inputs: list[np.ndarray], arena_size: int = 4 << 20) -> list[np.ndarray]:
+    """Run every sample of the batch; `batch_inputs[i]` has shape (N, *input_i.shape).
+
+    Returns one array per model output with shape (N, *output.shape).
+    """
+    interpreter = tflm_interpreter(model, arena_size)
+    count = len(batch_inputs[0])
+    outputs: list[list[np.ndarray]] = []
+    with quiet_stderr():
+        for n in range(count):
+            for i, x in enumerate(batch_inputs):
+                interpreter.set_input(np.ascontiguousarray(x[n]), i)
+            interpreter.invoke()
+            outs = []
+            k = 0
+            while True:
+                try:
+                    outs.append(np.array(interpreter.get_output(k)))
+                except Exception:  # the package signals "no such output" only by raising
+                    break
+                k += 1
+            outputs.append(outs)
+    return [np.stack([sample[k] for sample in outputs]) for k in range(len(outputs[0]))]
