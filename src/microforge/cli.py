@@ -23,7 +23,7 @@ errors = Console(stderr=True)
 
 
 def _fail(exc: MicroforgeError) -> None:
-    errors.print(f"[bold red]error:[/] {exc}", markup=True, highlight=False)
+    errors.print(f"[bold red]error:[/] {exc}", markup=True, highlight=False, soft_wrap=True)
     raise typer.Exit(code=2)
 
 

@@ -1,0 +1,309 @@
+"""Reference activation kernels: SOFTMAX, LOGISTIC, HARD_SWISH, RELU, RELU6 (int8 and float32).
+
+The int8 kernels reproduce TFLite Micro's reference kernels bit for bit. SOFTMAX and LOGISTIC use
+gemmlowp's fixed-point exp and 1/(1+x) (TFLM's kernels/internal/fixedpoint.h), written here over int64
+numpy arrays holding int32 values; HARD_SWISH uses TFLM's int16 fixed-point steps.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from microforge.errors import ModelError, UnsupportedError
+from microforge.graph.ir import Op, Tensor
+from microforge.reference.fixedpoint import (INT32_MAX, INT32_MIN, multiply_by_quantized_multiplier,
+                                             quantize_in_float32, quantize_multiplier, rounding_divide_by_pot,
+                                             saturating_rounding_doubling_high_mul, wrap_int32)
+from microforge.reference.registry import kernel
+from microforge.reference.shape import check_arity, check_dtypes, check_output_shape
+
+INT8_MIN, INT8_MAX = -128, 127
+INT16_MIN, INT16_MAX = -(2**15), 2**15 - 1
+srdhm = saturating_rounding_doubling_high_mul
+
+# ----------------------------------------------------------------------------------------------------------
+# gemmlowp fixed point on int64 arrays holding int32 raw values. A Qm value has m integer bits.
+
+
+def _multiply_by_pot(x: np.ndarray, exponent: int) -> np.ndarray:
+    """gemmlowp SaturatingRoundingMultiplyByPOT: saturating left shift, or rounding right shift."""
+    if exponent < 0:
+        return rounding_divide_by_pot(x, -exponent)
+    threshold = (1 << (31 - exponent)) - 1
+    return np.where(x > threshold, INT32_MAX, np.where(x < -threshold, INT32_MIN, x << exponent))
+
+
+def _rounding_half_sum(a: np.ndarray, b) -> np.ndarray:
+    """gemmlowp RoundingHalfSum for int32: (a + b + sign) / 2 with C's truncating division."""
+    total = a + b + np.where(a + b >= 0, 1, -1)
+    return np.where(total >= 0, total // 2, -((-total) // 2))
+
+
+def _exp_on_interval_between_negative_one_quarter_and_0_excl(a: np.ndarray) -> np.ndarray:
+    """exp(a) for Q0 a in [-1/4, 0): a Taylor expansion around -1/8."""
+    constant_term = 1895147668  # exp(-1/8) in Q0
+    one_third = 715827883
+    x = a + (1 << 28)  # x = a + 1/8
+    x2 = srdhm(x, x)
+    x3 = srdhm(x2, x)
+    x4 = srdhm(x2, x2)
+    x4_over_4 = rounding_divide_by_pot(x4, 2)
+    poly = rounding_divide_by_pot(srdhm(x4_over_4 + x3, one_third) + x2, 1)  # x^4/24 + x^3/6 + x^2/2
+    return constant_term + srdhm(constant_term, x + poly)
+
+
+# exp(-2^k) in Q0 for the barrel shifter of exp_on_negative_values, k = -2 .. 4.
+_EXP_OF_MINUS_POWERS_OF_TWO = ((-2, 1672461947), (-1, 1302514674), (0, 790015084), (1, 290630308),
+                               (2, 39332535), (3, 720401), (4, 242))
+
+
+def _exp_on_negative_values(a: np.ndarray, integer_bits: int) -> np.ndarray:
+    """gemmlowp exp_on_negative_values: Q`integer_bits` a <= 0 -> Q0 exp(a)."""
+    fractional_bits = 31 - integer_bits
+    one_quarter = 1 << (fractional_bits - 2)
+    a_mod_quarter_minus_quarter = (a & (one_quarter - 1)) - one_quarter
+    result = _exp_on_interval_between_negative_one_quarter_and_0_excl(
+        _multiply_by_pot(a_mod_quarter_minus_quarter, integer_bits))  # Rescale to Q0
+    remainder = a_mod_quarter_minus_quarter - a
+    for exponent, multiplier in _EXP_OF_MINUS_POWERS_OF_TWO:
+        if integer_bits > exponent:
+            bit = 1 << (fractional_bits + exponent)
+            result = np.where(remainder & bit, srdhm(result, multiplier), result)
+    if integer_bits > 5:  # below -32 the result is flushed to zero
+        result = np.where(a < -(1 << (36 - integer_bits)), 0, result)
+    return np.where(a == 0, INT32_MAX, result)
+
+
+def _one_over_one_plus_x_for_x_in_0_1(a: np.ndarray) -> np.ndarray:
+    """gemmlowp one_over_one_plus_x_for_x_in_0_1: Q0 a -> Q0 1/(1+a), by Newton-Raphson in Q2."""
+    half_denominator = _rounding_half_sum(a, INT32_MAX)
+    x = 1515870810 + srdhm(half_denominator, -1010580540)  # 48/17 - 32/17 * d, in Q2
+    for _ in range(3):
+        one_minus_half_denominator_times_x = (1 << 29) - srdhm(half_denominator, x)  # 1.0 in Q2
+        x = x + _multiply_by_pot(srdhm(x, one_minus_half_denominator_times_x), 2)  # Q4 -> Q2
+    return _multiply_by_pot(x, 1)  # x / 2 in Q1, rescaled to Q0
+
+
+def _logistic(a: np.ndarray, integer_bits: int) -> np.ndarray:
+    """gemmlowp logistic: Q`integer_bits` a -> Q0 1/(1+exp(-a))."""
+    positive = a > 0
+    magnitude = np.where(positive, a, -a)
+    if_positive = _one_over_one_plus_x_for_x_in_0_1(_exp_on_negative_values(-magnitude, integer_bits))
+    result = np.where(positive, if_positive, INT32_MAX - if_positive)
+    return np.where(a == 0, 1 << 30, result)
+
+
+def _count_leading_zeros32(x: np.ndarray) -> np.ndarray:
+    """Leading zero bits of int32 values seen as uint32 (frexp's exponent is exact for them)."""
+    return np.where(x < 0, 0, 32 - np.frexp(x.astype(np.float64))[1].astype(np.int64))
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Shared checks
+
+
+def _check_unary(op: Op) -> str:
+    check_arity(op, 1)
+    dtype = check_dtypes(op, ("int8", "float32"))
+    check_output_shape(op, op.inputs[0].shape)
+    if dtype == "int8":
+        for t in (op.inputs[0], op.outputs[0]):
+            if t.quant is None or t.quant.per_channel:
+                raise UnsupportedError(f"{op.where}: int8 '{t.name}' needs per-tensor quantization")
+            if not t.scale > 0:
+                raise ModelError(f"{op.where}: '{t.name}' has scale {t.scale}; scales must be positive")
+    return dtype
+
+
+def _require_output_quantization(op: Op, scale: float, zero_point: int) -> None:
+    out = op.outputs[0]
+    if np.float32(out.scale) != np.float32(scale) or out.zero_point != zero_point:
+        raise UnsupportedError(f"{op.where}: int8 output '{out.name}' must have scale 1/256 and zero point "
+                               f"{zero_point} (TFLM requires it); it has scale {out.scale} and zero point "
+                               f"{out.zero_point}")
+
+
+def _quantize_multiplier(op: Op, real: float, what: str) -> tuple[int, int]:
+    try:
+        return quantize_multiplier(real)
+    except ModelError as exc:
+        raise UnsupportedError(f"{op.where}: the {what} cannot be represented: {exc}") from None
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Kernels
+
+
+@kernel("SOFTMAX")
+def softmax(op: Op, args: list) -> np.ndarray:
+    """SOFTMAX over the last axis with option beta.
+
+    int8 -> int8 as TFLM: input differences to the row maximum are scaled by beta * input_scale into Q5.26
+    (differences below diff_min count as zero), exponentiated and summed in fixed point, and each exp is
+    multiplied by the fixed-point reciprocal of the sum. The output must be scale 1/256, zero point -128.
+    """
+    dtype = _check_unary(op)
+    if not op.inputs[0].shape:
+        raise ModelError(f"{op.where}: input '{op.inputs[0].name}' must have at least one dimension")
+    beta = np.float32(op.options.get("beta", 1.0))  # stored as float32 in the model
+    x = args[0]
+    if dtype == "float32":
+        x = x.astype(np.float32)
+        exps = np.exp((x - x.max(axis=-1, keepdims=True)) * beta)
+        total = np.cumsum(exps, axis=-1, dtype=np.float32)[..., -1:]  # TFLM sums in order, in float32
+        return (exps / total).astype(np.float32)
+
+    _require_output_quantization(op, 1.0 / 256, -128)
+    scaled_diff_integer_bits = 5
+    real = min(float(beta) * op.inputs[0].scale * (1 << (31 - scaled_diff_integer_bits)), (1 << 31) - 1.0)
+    if not real > 1.0:
+        raise UnsupportedError(f"{op.where}: beta * input scale = {float(beta) * op.inputs[0].scale!r} is too "
+                               "small for TFLM's int8 softmax")
+    multiplier, left_shift = _quantize_multiplier(op, real, "input multiplier beta * scale")
+    radius = ((1 << scaled_diff_integer_bits) - 1) * (1 << (31 - scaled_diff_integer_bits)) / (1 << left_shift)
+    diff_min = -math.floor(radius)
+
+    diff = x.astype(np.int64) - x.max(axis=-1, keepdims=True)
+    used = diff >= diff_min
+    exps = _exp_on_negative_values(multiply_by_quantized_multiplier(diff, multiplier, left_shift),
+                                   scaled_diff_integer_bits)
+    accumulation_integer_bits = 12
+    sum_of_exps = wrap_int32(np.sum(np.where(used, rounding_divide_by_pot(exps, accumulation_integer_bits), 0),
+                                    axis=-1, keepdims=True))
+    headroom_plus_one = _count_leading_zeros32(sum_of_exps)
+    num_bits_over_unit = accumulation_integer_bits - headroom_plus_one
+    shifted_sum_minus_one = (sum_of_exps << headroom_plus_one) - (1 << 31)
+    reciprocal = _one_over_one_plus_x_for_x_in_0_1(shifted_sum_minus_one)
+    exponent = num_bits_over_unit + 31 - 8
+    # TFLM's TFLITE_CHECK(0 <= exponent <= 31) fails (and aborts) once a row's sum of exps reaches 512
+    # (in Q12.19), i.e. rows of over 512 values close to their maximum, or when the int32 sum wraps.
+    if np.any((exponent < 0) | (exponent > 31)):
+        raise UnsupportedError(f"{op.where}: a row of {op.inputs[0].shape[-1]} values has a sum of exponentials "
+                               "of 512 or more, which TFLM's int8 softmax cannot represent (it aborts)")
+    out = rounding_divide_by_pot(srdhm(reciprocal, exps), exponent) + INT8_MIN
+    return np.where(used, np.clip(out, INT8_MIN, INT8_MAX), INT8_MIN).astype(np.int8)
+
+
+@kernel("LOGISTIC")
+def logistic(op: Op, args: list) -> np.ndarray:
+    """LOGISTIC (sigmoid). int8 as TFLM: the centred input is rescaled to Q4.27 and fed to gemmlowp's
+    fixed-point logistic; inputs beyond the range radius saturate. Output scale 1/256, zero point -128."""
+    dtype = _check_unary(op)
+    x = args[0]
+    if dtype == "float32":
+        x = x.astype(np.float32)
+        with np.errstate(over="ignore"):  # exp overflows only where the other branch is taken
+            mid = np.float32(1) / (np.float32(1) + np.exp(-x))
+            low = np.exp(x)
+        return np.where(x > np.float32(16.619047164916992188), np.float32(1),
+                        np.where(x < np.float32(-9), low, mid)).astype(np.float32)
+
+    _require_output_quantization(op, 1.0 / 256, -128)
+    src = op.inputs[0]
+    input_integer_bits = 4
+    fraction, left_shift = math.frexp(src.scale * (1 << (31 - input_integer_bits)))
+    multiplier = int(math.copysign(math.floor(abs(fraction * (1 << 31)) + 0.5), fraction))
+    radius = math.floor(((1 << input_integer_bits) - 1) * (1 << (31 - input_integer_bits)) / 2.0 ** left_shift)
+
+    centred = x.astype(np.int64) - src.zero_point
+    in_q4 = multiply_by_quantized_multiplier(centred, multiplier, left_shift)
+    out = rounding_divide_by_pot(_logistic(in_q4, input_integer_bits), 31 - 8) + INT8_MIN
+    out = np.clip(out, INT8_MIN, INT8_MAX)
+    return np.where(centred <= -radius, INT8_MIN, np.where(centred >= radius, INT8_MAX, out)).astype(np.int8)
+
+
+def _down_scale_to_int16(multiplier: int) -> int:
+    """TFLM's DownScaleInt32ToInt16Multiplier: round a Q31 multiplier to Q15, saturating."""
+    if multiplier >= INT32_MAX - (1 << 15):
+        return INT16_MAX
+    return (multiplier + (1 << 15)) >> 16
+
+
+def _saturating_left_shift16(x: np.ndarray, amount: int) -> np.ndarray:
+    return np.clip(x * (1 << amount), INT16_MIN, INT16_MAX)
+
+
+def _saturating_doubling_high_mul16(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """SQDMULH on int16: (a * b) / 2^15 truncated toward zero, saturating -1 * -1."""
+    product = a * b
+    high = np.where(product >= 0, product >> 15, -((-product) >> 15))
+    return np.where((a == INT16_MIN) & (b == INT16_MIN), INT16_MAX, high)
+
+
+@kernel("HARD_SWISH")
+def hard_swish(op: Op, args: list) -> np.ndarray:
+    """HARD_SWISH x * relu6(x + 3) / 6. int8 as TFLM: int16 fixed point, with the input on a 2^7 finer
+    scale, a "reluish" factor in [0, 1] from x / 3 and a truncating final multiply."""
+    dtype = _check_unary(op)
+    x = args[0]
+    if dtype == "float32":
+        x = x.astype(np.float32)
+        relu6 = np.minimum(np.float32(6), np.maximum(np.float32(0), x + np.float32(3)))
+        return (x * relu6 / np.float32(6)).astype(np.float32)
+
+    src, out = op.inputs[0], op.outputs[0]
+    # TFLM computes these scales in float32, then widens the ratios to double.
+    hires_input_scale = np.float32(1.0 / 128.0) * np.float32(src.scale)
+    reluish_scale = np.float32(3.0 / 32768.0)
+    out_m32, out_exponent = _quantize_multiplier(op, float(hires_input_scale / np.float32(out.scale)),
+                                                 "output multiplier")
+    relu_m32, relu_exponent = _quantize_multiplier(op, float(hires_input_scale / reluish_scale),
+                                                   "reluish multiplier")
+    # TFLM requires the output multiplier below 1; int16 right shifts past 15 bits are beyond its care.
+    if out_exponent > 0 or out_exponent < -15 or relu_exponent < -15:
+        raise UnsupportedError(f"{op.where}: scales of '{src.name}' ({src.scale}) and '{out.name}' "
+                               f"({out.scale}) are outside what TFLM's int8 HARD_SWISH supports")
+    out_m16, relu_m16 = _down_scale_to_int16(out_m32), _down_scale_to_int16(relu_m32)
+
+    hires = (x.astype(np.int64) - src.zero_point) * (1 << 7)
+    on_preshift_output_scale = srdhm(hires, out_m16, bits=16)
+    # The relu-ish factor: rescale so that 3.0 maps to 2^15 (saturating), then map [-1, 1] to [0, 1].
+    reluish = hires
+    if relu_exponent > 0:
+        reluish = _saturating_left_shift16(reluish, relu_exponent - 1)
+    reluish = srdhm(reluish, relu_m16, bits=16)
+    if relu_exponent > 0:
+        reluish = _saturating_left_shift16(reluish, 1)
+    if relu_exponent < 0:
+        reluish = rounding_divide_by_pot(reluish, -relu_exponent)
+    reluish = (reluish + (1 << 15)) >> 1
+    preshift_output = _saturating_doubling_high_mul16(reluish, on_preshift_output_scale)
+    result = rounding_divide_by_pot(preshift_output, -out_exponent) + out.zero_point
+    result = ((result - INT16_MIN) & 0xFFFF) + INT16_MIN  # TFLM adds the zero point in int16
+    return np.clip(result, INT8_MIN, INT8_MAX).astype(np.int8)
+
+
+@kernel("RELU")
+def relu(op: Op, args: list) -> np.ndarray:
+    """RELU max(x, 0). int8 as TFLM: requantize from the input to the output scale, then clamp below at
+    the output's zero."""
+    dtype = _check_unary(op)
+    x = args[0]
+    if dtype == "float32":
+        x = x.astype(np.float32)
+        return np.where(x < 0, np.float32(0), x).astype(np.float32)
+
+    src, out = op.inputs[0], op.outputs[0]
+    multiplier, shift = quantize_multiplier(float(src.scale) / float(out.scale))
+    raw = multiply_by_quantized_multiplier(x.astype(np.int64) - src.zero_point, multiplier, shift) + out.zero_point
+    return np.clip(raw, max(INT8_MIN, out.zero_point), INT8_MAX).astype(np.int8)
+
+
+@kernel("RELU6")
+def relu6(op: Op, args: list) -> np.ndarray:
+    """RELU6 min(max(x, 0), 6). int8 as TFLM: clamp the raw input to its own quantized 0 and 6.
+
+    TFLM does not requantize here: the output is read with the input's scale and zero point, whatever
+    the output tensor declares (TFLite's converters give both the same quantization).
+    """
+    dtype = _check_unary(op)
+    x = args[0]
+    if dtype == "float32":
+        x = x.astype(np.float32)
+        return np.where(x > 6, np.float32(6), np.where(x < 0, np.float32(0), x)).astype(np.float32)
+
+    src: Tensor = op.inputs[0]
+    six = min(max(quantize_in_float32(6.0, src.scale, src.zero_point), INT8_MIN), INT8_MAX)
+    return np.clip(x, src.zero_point, six).astype(np.int8)

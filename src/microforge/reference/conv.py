@@ -1,0 +1,454 @@
+"""CONV_2D, DEPTHWISE_CONV_2D and FULLY_CONNECTED, bit-exact with TFLite Micro's reference kernels.
+
+Layouts are TFLite's: activations NHWC; conv weights [out, kh, kw, in / groups]; depthwise weights
+[1, kh, kw, in * depth_multiplier]; fully-connected weights [out, in].
+
+int8: the accumulator is a float64 matrix product of (x - input_zero_point) with the int8 weights. Every
+partial sum is an integer far below 2**53, so float64 holds TFLM's int32 accumulator exactly while BLAS does
+the work. It is then requantized with TFLite's fixed-point rules, so outputs are byte-identical to TFLM.
+float32: computed in float64 and rounded to float32 once; TFLM sums in float32 in its own order, so the two
+agree to a few ulps, not bit for bit.
+
+The window helpers here (geometry, taps, checks) are shared with pool.py and pad.py.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterator
+
+import numpy as np
+
+from microforge.errors import ModelError, UnsupportedError
+from microforge.graph.ir import Op, Tensor
+from microforge.reference.fixedpoint import (
+    activation_range_float,
+    activation_range_quantized,
+    multiply_by_quantized_multiplier,
+    quantize_multipliers,
+)
+from microforge.reference.registry import kernel
+
+ACTIVATIONS = ("NONE", "RELU", "RELU6", "RELU_N1_TO_1")
+# TFLite's GetQuantizedConvolutionMultipler rejects a bias scale further than this (relative to the output
+# scale) from input_scale * weight_scale.
+BIAS_SCALE_TOLERANCE = 0.02
+PATCH_BYTES = 64 << 20  # im2col memory bound per chunk of samples
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Checks shared by the kernels of this module, pool.py and pad.py
+
+
+def io_tensors(op: Op, required: int) -> tuple[list[Tensor], Tensor]:
+    """The first `required` inputs (all present) and the output of `op`, or ModelError."""
+    if len(op.inputs) < required or any(t is None for t in op.inputs[:required]):
+        raise ModelError(f"{op.where}: needs {required} inputs, has {len(op.inputs)}")
+    if not op.outputs or op.outputs[0] is None:
+        raise ModelError(f"{op.where}: has no output tensor")
+    return list(op.inputs[:required]), op.outputs[0]
+
+
+def optional_input(op: Op, index: int) -> Tensor | None:
+    return op.inputs[index] if len(op.inputs) > index else None
+
+
+def batched_arg(op: Op, args: list, index: int) -> np.ndarray:
+    """args[index] checked against its tensor: shape (N, *tensor.shape)."""
+    tensor = op.inputs[index]
+    value = np.asarray(args[index])
+    if value.shape[1:] != tensor.shape or value.ndim != len(tensor.shape) + 1:
+        raise ModelError(f"{op.where}: value of input '{tensor.name}' has shape {list(value.shape)}, "
+                         f"expected (N, {', '.join(map(str, tensor.shape))})")
+    return value
+
+
+def constant_data(op: Op, tensor: Tensor, role: str) -> np.ndarray:
+    if not tensor.is_constant:
+        raise UnsupportedError(f"{op.where}: {role} '{tensor.name}' must be a constant tensor")
+    data = np.asarray(tensor.data)
+    if data.shape != tensor.shape:
+        raise ModelError(f"{op.where}: {role} '{tensor.name}' holds data of shape {list(data.shape)}, "
+                         f"but its shape is {list(tensor.shape)}")
+    return data
+
+
+def check_output_shape(op: Op, shape: tuple[int, ...]) -> None:
+    out = op.outputs[0]
+    if tuple(out.shape) != tuple(shape):
+        raise ModelError(f"{op.where}: output '{out.name}' has shape {list(out.shape)}, "
+                         f"but the op computes {list(shape)}")
+
+
+def positive_option(op: Op, name: str) -> int:
+    value = op.options.get(name)
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value <= 0:
+        raise ModelError(f"{op.where}: option {name}={value!r} must be a positive integer")
+    return int(value)
+
+
+def activation_of(op: Op) -> str:
+    act = op.options.get("fused_activation_function", "NONE")
+    if act not in ACTIVATIONS:
+        raise UnsupportedError(f"{op.where}: fused activation {act!r} is not supported "
+                               f"(supported: {', '.join(ACTIVATIONS)})")
+    return act
+
+
+def per_tensor_quant(op: Op, tensor: Tensor, role: str) -> tuple[float, int]:
+    """(scale, zero_point) of an int8 activation, which must be per-tensor quantized."""
+    q = tensor.quant
+    if q is None or q.scale.size != 1 or q.zero_point.size != 1:
+        raise ModelError(f"{op.where}: int8 {role} '{tensor.name}' needs per-tensor quantization")
+    scale, zero_point = float(q.scale[0]), int(q.zero_point[0])
+    if not (np.isfinite(scale) and scale > 0):
+        raise ModelError(f"{op.where}: {role} '{tensor.name}' has scale {scale!r}; it must be positive")
+    if not -128 <= zero_point <= 127:
+        raise ModelError(f"{op.where}: {role} '{tensor.name}' has zero point {zero_point} outside int8")
+    return scale, zero_point
+
+
+def quantized_activation_range(op: Op, scale: float, zero_point: int) -> tuple[int, int]:
+    return activation_range_quantized(activation_of(op), scale, zero_point, np.int8)
+
+
+def clamp_float(op: Op, y: np.ndarray) -> np.ndarray:
+    lo, hi = activation_range_float(activation_of(op))
+    return np.clip(y, lo, hi).astype(np.float32)
+
+
+@dataclass(frozen=True)
+class Window:
+    """A 2-D sliding window: kernel size, strides, dilations, output size and leading padding."""
+
+    kh: int
+    kw: int
+    stride_h: int
+    stride_w: int
+    dilation_h: int
+    dilation_w: int
+    out_h: int
+    out_w: int
+    pad_top: int
+    pad_left: int
+
+
+def _out_size_and_pad(op: Op, padding: str, size: int, kernel_size: int, stride: int, dilation: int,
+                      axis: str) -> tuple[int, int]:
+    # TFLite's ComputeOutSize and ComputePaddingWithOffset: the odd padding element goes after.
+    effective = (kernel_size - 1) * dilation + 1
+    out = (size + stride - 1) // stride if padding == "SAME" else (size + stride - effective) // stride
+    if out <= 0:
+        raise ModelError(f"{op.where}: window of {effective} does not fit the input {axis} {size} "
+                         f"with {padding} padding")
+    total = max(0, (out - 1) * stride + effective - size)
+    return out, total // 2
+
+
+def window(op: Op, in_h: int, in_w: int, kh: int, kw: int, dilated: bool) -> Window:
+    """The window of a conv (dilated=True) or pool op from its options, as TFLite computes it."""
+    padding = op.options.get("padding")
+    if padding not in ("SAME", "VALID"):
+        raise ModelError(f"{op.where}: padding {padding!r} must be 'SAME' or 'VALID'")
+    if kh <= 0 or kw <= 0:
+        raise ModelError(f"{op.where}: window {kh}x{kw} must be at least 1x1")
+    sh, sw = positive_option(op, "stride_h"), positive_option(op, "stride_w")
+    dh = positive_option(op, "dilation_h_factor") if dilated else 1
+    dw = positive_option(op, "dilation_w_factor") if dilated else 1
+    out_h, pad_top = _out_size_and_pad(op, padding, in_h, kh, sh, dh, "height")
+    out_w, pad_left = _out_size_and_pad(op, padding, in_w, kw, sw, dw, "width")
+    return Window(kh, kw, sh, sw, dh, dw, out_h, out_w, pad_top, pad_left)
+
+
+def window_taps(x: np.ndarray, win: Window, pad_value) -> Iterator[tuple[int, int, np.ndarray]]:
+    """For each kernel tap (i, j): the (M, out_h, out_w, C) view of x (M, H, W, C) it reads.
+
+    Positions outside the input read `pad_value`; TFLM skips them instead, so callers pick a value that
+    changes nothing (0 for sums of zero-point-shifted values, the lowest value for max).
+    """
+    _, h, w, _ = x.shape
+    need_h = (win.out_h - 1) * win.stride_h + (win.kh - 1) * win.dilation_h + 1
+    need_w = (win.out_w - 1) * win.stride_w + (win.kw - 1) * win.dilation_w + 1
+    bottom = max(0, need_h - win.pad_top - h)
+    right = max(0, need_w - win.pad_left - w)
+    xp = np.pad(x, ((0, 0), (win.pad_top, bottom), (win.pad_left, right), (0, 0)), constant_values=pad_value)
+    span_h = (win.out_h - 1) * win.stride_h + 1
+    span_w = (win.out_w - 1) * win.stride_w + 1
+    for i in range(win.kh):
+        for j in range(win.kw):
+            r, c = i * win.dilation_h, j * win.dilation_w
+            yield i, j, xp[:, r:r + span_h:win.stride_h, c:c + span_w:win.stride_w, :]
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Quantization parameters of the weight ops
+
+
+def _weight_scales(op: Op, weights: Tensor, channels: int, axis: int) -> np.ndarray:
+    """The per-output-channel scales of symmetric int8 weights (a per-tensor scale is broadcast)."""
+    q = weights.quant
+    if q is None:
+        raise ModelError(f"{op.where}: int8 weights '{weights.name}' have no quantization parameters")
+    if q.scale.size not in (1, channels) or q.zero_point.size != q.scale.size:
+        raise ModelError(f"{op.where}: weights '{weights.name}' have {q.scale.size} scales and "
+                         f"{q.zero_point.size} zero points for {channels} output channels")
+    if q.scale.size > 1 and q.axis != axis:
+        raise ModelError(f"{op.where}: weights '{weights.name}' are quantized along axis {q.axis}, "
+                         f"expected {axis}")
+    if np.any(q.zero_point != 0):
+        raise ModelError(f"{op.where}: int8 weights '{weights.name}' must be symmetric (zero point 0)")
+    if not np.all(np.isfinite(q.scale) & (q.scale > 0)):
+        raise ModelError(f"{op.where}: weights '{weights.name}' have a non-positive scale")
+    return np.broadcast_to(q.scale, (channels,))
+
+
+def _multipliers(op: Op, real_multipliers: list[float]) -> tuple[np.ndarray, np.ndarray]:
+    try:
+        return quantize_multipliers(real_multipliers)
+    except ModelError as err:
+        raise ModelError(f"{op.where}: {err}") from None
+
+
+def _per_channel_multipliers(op, input_scale, weight_scales, output_scale):
+    # PopulateConvolutionQuantizationParams: (double)input_scale * (double)weight_scale / (double)output_scale.
+    return _multipliers(op, [input_scale * float(s) / output_scale for s in weight_scales])
+
+
+def _int32_bias(op: Op, channels: int, input_scale: float, weight_scales: np.ndarray,
+                output_scale: float) -> np.ndarray | None:
+    bias = optional_input(op, 2)
+    if bias is None:
+        return None
+    data = constant_data(op, bias, "bias")
+    if bias.dtype != np.int32:
+        raise UnsupportedError(f"{op.where}: bias '{bias.name}' of an int8 op must be int32, not {bias.dtype}")
+    if data.size != channels:
+        raise ModelError(f"{op.where}: bias '{bias.name}' has {data.size} values for {channels} channels")
+    if bias.quant is not None:
+        # The kernel adds the bias to input_scale * weight_scale units; TFLite checks the scales agree.
+        if bias.quant.scale.size not in (1, channels):
+            raise ModelError(f"{op.where}: bias '{bias.name}' has {bias.quant.scale.size} scales "
+                             f"for {channels} channels")
+        product = input_scale * weight_scales.astype(np.float64)
+        diff = np.abs(product - bias.quant.scale.astype(np.float64)) / output_scale
+        if np.any(diff > BIAS_SCALE_TOLERANCE):
+            raise ModelError(f"{op.where}: bias '{bias.name}' scale is not input_scale * weight_scale")
+    return data.reshape(channels).astype(np.int64)
+
+
+def _float_bias(op: Op, channels: int) -> np.ndarray | None:
+    bias = optional_input(op, 2)
+    if bias is None:
+        return None
+    data = constant_data(op, bias, "bias")
+    if bias.dtype != np.float32:
+        raise UnsupportedError(f"{op.where}: bias '{bias.name}' of a float32 op must be float32, "
+                               f"not {bias.dtype}")
+    if data.size != channels:
+        raise ModelError(f"{op.where}: bias '{bias.name}' has {data.size} values for {channels} channels")
+    return data.reshape(channels).astype(np.float64)
+
+
+def _float_weights(op: Op, weights: Tensor, axis: int) -> np.ndarray:
+    """float32 weights, or hybrid int8 weights dequantized to float32 (scale * (q - zero_point))."""
+    data = constant_data(op, weights, "weights")
+    if weights.dtype == np.float32:
+        return data.astype(np.float64)
+    q = weights.quant
+    if weights.dtype != np.int8 or q is None:
+        raise UnsupportedError(f"{op.where}: weights '{weights.name}' of a float32 op must be float32 or "
+                               f"quantized int8, not {weights.dtype}")
+    channels = weights.shape[axis]
+    if q.zero_point.size != q.scale.size or (q.scale.size > 1 and (q.scale.size != channels or q.axis != axis)):
+        raise ModelError(f"{op.where}: weights '{weights.name}' have {q.scale.size} scales along axis "
+                         f"{q.axis}; expected one or {weights.shape[axis]} along axis {axis}")
+    shape = [1] * data.ndim
+    shape[axis] = q.scale.size
+    scale = q.scale.astype(np.float64).reshape(shape)
+    zero_point = q.zero_point.reshape(shape)
+    return (scale * (data.astype(np.int64) - zero_point)).astype(np.float32).astype(np.float64)
+
+
+def _kind(op: Op, x: Tensor, weights: Tensor, out: Tensor) -> str:
+    """'int8' or 'float32': the arithmetic the op uses; UnsupportedError for other type combinations."""
+    if x.dtype == np.int8 and weights.dtype == np.int8 and out.dtype == np.int8:
+        return "int8"
+    if x.dtype == np.float32 and weights.dtype in (np.float32, np.int8) and out.dtype == np.float32:
+        return "float32"
+    raise UnsupportedError(f"{op.where}: {x.dtype} input '{x.name}' with {weights.dtype} weights and "
+                           f"{out.dtype} output is not supported (int8 or float32 only)")
+
+
+def _requantize(op: Op, acc: np.ndarray, bias, multiplier, shift, out_scale, out_zero_point) -> np.ndarray:
+    """Exact float64 accumulator -> int8 output, as TFLM's per-channel reference kernels do it."""
+    acc = acc.astype(np.int64)
+    if bias is not None:
+        acc += bias
+    # (An accumulator beyond int32 wraps inside multiply_by_quantized_multiplier, as TFLM's int32 would.)
+    lo, hi = quantized_activation_range(op, out_scale, out_zero_point)
+    y = multiply_by_quantized_multiplier(acc, multiplier, shift) + out_zero_point
+    return np.clip(y, lo, hi).astype(np.int8)
+
+
+def _finish_float(op: Op, acc: np.ndarray, bias) -> np.ndarray:
+    if bias is not None:
+        acc = acc + bias
+    return clamp_float(op, acc)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Kernels
+
+
+def _conv_sum(x: np.ndarray, w: np.ndarray, win: Window, groups: int) -> np.ndarray:
+    """sum over taps and input channels of x (M, H, W, C) * w (O, kh, kw, C / groups), in float64.
+
+    im2col: one matrix product per group of (positions, kh * kw * C / groups) patches with the weights.
+    Samples go through in chunks so the patch matrix stays within PATCH_BYTES.
+    """
+    m, _, _, c = x.shape
+    per_sample = win.out_h * win.out_w * win.kh * win.kw * c * 8
+    step = max(1, PATCH_BYTES // max(1, per_sample))
+    if m > step:
+        return np.concatenate([_conv_sum(x[s:s + step], w, win, groups) for s in range(0, m, step)])
+    out_channels, _, _, group_in = w.shape
+    group_out = out_channels // groups
+    # (M, out_h, out_w, taps, C) with taps in (kh, kw) order, matching the weights' layout.
+    patches = np.stack([tap for _, _, tap in window_taps(x, win, 0.0)], axis=3)
+    patches = patches.reshape(-1, win.kh * win.kw, groups, group_in)
+    acc = np.empty((patches.shape[0], out_channels))
+    for g in range(groups):
+        cols = patches[:, :, g, :].reshape(patches.shape[0], -1)
+        w_group = w[g * group_out:(g + 1) * group_out].reshape(group_out, -1)
+        acc[:, g * group_out:(g + 1) * group_out] = cols @ w_group.T
+    return acc.reshape(m, win.out_h, win.out_w, out_channels)
+
+
+@kernel("CONV_2D")
+def conv_2d(op: Op, args: list) -> np.ndarray:
+    """2-D convolution. Input NHWC, weights [out, kh, kw, in / groups], optional bias [out], output NHWC.
+
+    int8 (byte-identical to TFLM): per-tensor or per-channel symmetric weights, int32 bias, per-channel
+    requantization with multipliers computed in double. Grouped convolution when in is a multiple of the
+    weights' input depth. float32 (few-ulp agreement): float32 weights, or hybrid int8 weights dequantized.
+    """
+    (x_t, w_t), out_t = io_tensors(op, 2)
+    kind = _kind(op, x_t, w_t, out_t)
+    x = batched_arg(op, args, 0)
+    w = constant_data(op, w_t, "weights")
+    if x.ndim != 5 or w.ndim != 4:
+        raise ModelError(f"{op.where}: input '{x_t.name}' and weights '{w_t.name}' must be 4-D")
+    n, batch, h, width, c = x.shape
+    out_channels, kh, kw, group_in = w.shape
+    if group_in == 0 or c % group_in or out_channels % (c // group_in):
+        raise ModelError(f"{op.where}: input '{x_t.name}' has {c} channels, weights '{w_t.name}' take "
+                         f"{group_in} per group for {out_channels} outputs")
+    groups = c // group_in
+    win = window(op, h, width, kh, kw, dilated=True)
+    check_output_shape(op, (batch, win.out_h, win.out_w, out_channels))
+    x = x.reshape(n * batch, h, width, c)
+    if kind == "int8":
+        in_scale, in_zp = per_tensor_quant(op, x_t, "input")
+        out_scale, out_zp = per_tensor_quant(op, out_t, "output")
+        w_scales = _weight_scales(op, w_t, out_channels, axis=0)
+        bias = _int32_bias(op, out_channels, in_scale, w_scales, out_scale)
+        multiplier, shift = _per_channel_multipliers(op, in_scale, w_scales, out_scale)
+        acc = _conv_sum(x.astype(np.float64) - in_zp, w.astype(np.float64), win, groups)
+        y = _requantize(op, acc, bias, multiplier, shift, out_scale, out_zp)
+    else:
+        acc = _conv_sum(x.astype(np.float64), _float_weights(op, w_t, axis=0), win, groups)
+        y = _finish_float(op, acc, _float_bias(op, out_channels))
+    return y.reshape((n,) + out_t.shape)
+
+
+@kernel("DEPTHWISE_CONV_2D")
+def depthwise_conv_2d(op: Op, args: list) -> np.ndarray:
+    """Depthwise convolution. Input NHWC, weights [1, kh, kw, in * depth_multiplier], output NHWC.
+
+    Output channel c * depth_multiplier + m reads input channel c. int8 exact like CONV_2D (weights
+    quantized along axis 3); float32 and hybrid weights as CONV_2D.
+    """
+    (x_t, w_t), out_t = io_tensors(op, 2)
+    kind = _kind(op, x_t, w_t, out_t)
+    x = batched_arg(op, args, 0)
+    w = constant_data(op, w_t, "weights")
+    if x.ndim != 5 or w.ndim != 4 or w.shape[0] != 1:
+        raise ModelError(f"{op.where}: input '{x_t.name}' must be 4-D and weights '{w_t.name}' "
+                         f"[1, kh, kw, channels], got {list(w_t.shape)}")
+    n, batch, h, width, c = x.shape
+    _, kh, kw, out_channels = w.shape
+    multiplier_option = positive_option(op, "depth_multiplier")
+    if c * multiplier_option != out_channels:
+        raise ModelError(f"{op.where}: input '{x_t.name}' has {c} channels and depth_multiplier "
+                         f"{multiplier_option}, but weights '{w_t.name}' have {out_channels} channels")
+    win = window(op, h, width, kh, kw, dilated=True)
+    check_output_shape(op, (batch, win.out_h, win.out_w, out_channels))
+    x = x.reshape(n * batch, h, width, c)
+    if kind == "int8":
+        in_scale, in_zp = per_tensor_quant(op, x_t, "input")
+        out_scale, out_zp = per_tensor_quant(op, out_t, "output")
+        w_scales = _weight_scales(op, w_t, out_channels, axis=3)
+        bias = _int32_bias(op, out_channels, in_scale, w_scales, out_scale)
+        multiplier, shift = _per_channel_multipliers(op, in_scale, w_scales, out_scale)
+        x, w = x.astype(np.float64) - in_zp, w.astype(np.float64)
+    else:
+        x, w = x.astype(np.float64), _float_weights(op, w_t, axis=3)
+    acc = np.zeros((n * batch, win.out_h, win.out_w, out_channels))
+    for i, j, tap in window_taps(x, win, 0.0):
+        # Repeating each input channel depth_multiplier times lines it up with its output channels.
+        acc += np.repeat(tap, multiplier_option, axis=-1) * w[0, i, j]
+    if kind == "int8":
+        y = _requantize(op, acc, bias, multiplier, shift, out_scale, out_zp)
+    else:
+        y = _finish_float(op, acc, _float_bias(op, out_channels))
+    return y.reshape((n,) + out_t.shape)
+
+
+@kernel("FULLY_CONNECTED")
+def fully_connected(op: Op, args: list) -> np.ndarray:
+    """Fully connected layer. Weights [out, in]; the input, of any rank, is read as rows [-1, in].
+
+    Output [rows, out], or with keep_num_dims the input's shape with its last dimension replaced by out.
+    int8 exact: per-tensor weights use TFLite's per-tensor multiplier (the two scales multiplied in float32,
+    then divided in double), per-channel weights the per-channel one (all in double). float32 and hybrid
+    int8 weights as CONV_2D.
+    """
+    (x_t, w_t), out_t = io_tensors(op, 2)
+    kind = _kind(op, x_t, w_t, out_t)
+    if op.options.get("weights_format", "DEFAULT") != "DEFAULT":
+        raise UnsupportedError(f"{op.where}: weights_format {op.options['weights_format']!r} is not supported")
+    x = batched_arg(op, args, 0)
+    w = constant_data(op, w_t, "weights")
+    if w.ndim != 2 or w.shape[1] == 0:
+        raise ModelError(f"{op.where}: weights '{w_t.name}' must be [out, in], got {list(w_t.shape)}")
+    out_features, in_features = w.shape
+    if x_t.size % in_features:
+        raise ModelError(f"{op.where}: input '{x_t.name}' of {x_t.size} values cannot be split into "
+                         f"rows of {in_features}")
+    rows = x_t.size // in_features
+    if op.options.get("keep_num_dims", False):
+        if not x_t.shape or x_t.shape[-1] != in_features:
+            raise ModelError(f"{op.where}: with keep_num_dims the last dimension of input '{x_t.name}' "
+                             f"must be {in_features}")
+        check_output_shape(op, x_t.shape[:-1] + (out_features,))
+    else:
+        check_output_shape(op, (rows, out_features))
+    n = x.shape[0]
+    x = x.reshape(n * rows, in_features)
+    if kind == "int8":
+        in_scale, in_zp = per_tensor_quant(op, x_t, "input")
+        out_scale, out_zp = per_tensor_quant(op, out_t, "output")
+        w_scales = _weight_scales(op, w_t, out_features, axis=0)
+        bias = _int32_bias(op, out_features, in_scale, w_scales, out_scale)
+        if w_t.quant.scale.size == 1:
+            # GetQuantizedConvolutionMultipler: the scale product is rounded to float32 first.
+            product = float(np.float32(in_scale) * np.float32(w_t.quant.scale[0]))
+            multiplier, shift = _multipliers(op, [product / out_scale])
+        else:
+            multiplier, shift = _per_channel_multipliers(op, in_scale, w_scales, out_scale)
+        acc = (x.astype(np.float64) - in_zp) @ w.astype(np.float64).T
+        y = _requantize(op, acc, bias, multiplier, shift, out_scale, out_zp)
+    else:
+        acc = x.astype(np.float64) @ _float_weights(op, w_t, axis=0).T
+        y = _finish_float(op, acc, _float_bias(op, out_features))
+    return y.reshape((n,) + out_t.shape)

@@ -1,0 +1,73 @@
+"""Reference kernels QUANTIZE and DEQUANTIZE, as TFLite Micro's reference kernels compute them.
+
+QUANTIZE float32 -> int8 divides in float32 by the output scale and rounds half away from zero;
+QUANTIZE int8 -> int8 requantizes with an integer multiplier; DEQUANTIZE computes scale * (q - zp) in
+double and casts the result to float32.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from microforge.errors import ModelError, UnsupportedError
+from microforge.graph.ir import Op, Tensor
+from microforge.reference.fixedpoint import multiply_by_quantized_multiplier, quantize_multiplier
+from microforge.reference.registry import kernel
+from microforge.reference.shape import check_arity, check_output_shape
+
+INT8_MIN, INT8_MAX = -128, 127
+
+
+def round_half_away_array(x) -> np.ndarray:
+    """Elementwise std::round (halves away from zero) of a float array, returned as float64.
+
+    Works in float64, where adding 0.5 to a float32 value is exact, so values just below a half (such as
+    0.49999997f) are not rounded up the way a float32 `floor(|x| + 0.5)` would.
+    """
+    x = np.asarray(x, dtype=np.float64)
+    return np.copysign(np.floor(np.abs(x) + 0.5), x)
+
+
+def _per_tensor(op: Op, t: Tensor) -> None:
+    if t.quant is None or t.quant.per_channel:
+        raise UnsupportedError(f"{op.where}: '{t.name}' needs per-tensor quantization")
+    if not t.scale > 0:
+        raise ModelError(f"{op.where}: '{t.name}' has scale {t.scale}; scales must be positive")
+
+
+@kernel("QUANTIZE", dtypes=("float32", "int8"))
+def quantize(op: Op, args: list) -> np.ndarray:
+    """QUANTIZE to int8: from float32 (TFLM's AffineQuantize) or from int8 (TFLM's Requantize)."""
+    check_arity(op, 1)
+    src, out = op.inputs[0], op.outputs[0]
+    if out.dtype != np.int8 or src.dtype not in (np.float32, np.int8):
+        raise UnsupportedError(f"{op.where}: QUANTIZE {src.dtype} -> {out.dtype} is not supported "
+                               "(supported: float32 -> int8, int8 -> int8)")
+    check_output_shape(op, src.shape)
+    _per_tensor(op, out)
+    if src.dtype == np.float32:
+        # TFLM divides in float32 (the scale is stored as double and cast back) and rounds the float.
+        scaled = args[0].astype(np.float32) / np.float32(out.scale)
+        # Beyond the int32 range (and for NaN) TFLM's cast to int32 is undefined in C: x86 gives INT32_MIN,
+        # Arm (the targets) saturates and maps NaN to 0. We do as Arm does.
+        rounded = np.nan_to_num(round_half_away_array(scaled), nan=0.0)
+        q = np.clip(rounded, -(2.0 ** 31), 2.0 ** 31 - 1) + out.zero_point
+        return np.clip(q, INT8_MIN, INT8_MAX).astype(np.int8)
+    _per_tensor(op, src)
+    multiplier, shift = quantize_multiplier(float(src.scale) / float(out.scale))
+    q = multiply_by_quantized_multiplier(args[0].astype(np.int64) - src.zero_point, multiplier, shift)
+    return np.clip(q + out.zero_point, INT8_MIN, INT8_MAX).astype(np.int8)
+
+
+@kernel("DEQUANTIZE", dtypes=("int8",))
+def dequantize(op: Op, args: list) -> np.ndarray:
+    """DEQUANTIZE int8 -> float32: float(double(scale) * (q - zero_point)), as TFLM does."""
+    check_arity(op, 1)
+    src, out = op.inputs[0], op.outputs[0]
+    if src.dtype != np.int8 or out.dtype != np.float32:
+        raise UnsupportedError(f"{op.where}: DEQUANTIZE {src.dtype} -> {out.dtype} is not supported "
+                               "(supported: int8 -> float32)")
+    check_output_shape(op, src.shape)
+    _per_tensor(op, src)
+    centred = args[0].astype(np.float64) - src.zero_point
+    return (float(src.scale) * centred).astype(np.float32)
