@@ -19,8 +19,8 @@ from microforge.graph.builder import GraphBuilder
 from microforge.reference import conv  # noqa: F401  (registers the kernels)
 from microforge.reference.registry import KERNELS
 
-BATCH = 6
-SETTINGS = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+BATCH = 8
+SETTINGS = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 ACTIVATIONS = ["NONE", "RELU", "RELU6", "RELU_N1_TO_1"]
 
 
@@ -191,19 +191,19 @@ def test_fully_connected_int8_matches_tflm(case):
     assert_same(*run_both(*case))
 
 
-@settings(max_examples=20, deadline=None)
+@settings(max_examples=40, deadline=None)
 @given(conv_cases(float_op=True))
 def test_conv_float_matches_tflm(case):
     assert_same(*run_both(*case))
 
 
-@settings(max_examples=20, deadline=None)
+@settings(max_examples=40, deadline=None)
 @given(conv_cases(depthwise=True, float_op=True))
 def test_depthwise_float_matches_tflm(case):
     assert_same(*run_both(*case))
 
 
-@settings(max_examples=20, deadline=None)
+@settings(max_examples=40, deadline=None)
 @given(fc_cases(float_op=True))
 def test_fully_connected_float_matches_tflm(case):
     assert_same(*run_both(*case))
@@ -223,7 +223,7 @@ def _dequantized_copy(graph, op):
         w.data, w.dtype, w.quant = saved
 
 
-@settings(max_examples=20, deadline=None)
+@settings(max_examples=40, deadline=None)
 @given(st.one_of(conv_cases(float_op=True, hybrid=True), conv_cases(depthwise=True, float_op=True, hybrid=True),
                  fc_cases(float_op=True, hybrid=True)))
 def test_hybrid_weights_are_dequantized(case):
@@ -234,26 +234,39 @@ def test_hybrid_weights_are_dequantized(case):
     assert_same(ours, theirs)
 
 
-def test_fully_connected_per_tensor_multiplier_uses_float32_scale_product():
-    """Scales whose float32 product differs from the double product give TFLM's (float32) answer."""
+def test_fully_connected_per_tensor_multiplier_is_computed_in_double():
+    """TFLM computes the per-tensor multiplier in double, not from the float32 product of the scales.
+
+    Find scales whose two multipliers differ, and accumulators on which that changes the output byte;
+    a one-input FC with unit weights puts those accumulators in the bias.
+    """
     rng = np.random.default_rng(1)
-    for _ in range(200):
+    mbqm = conv.multiply_by_quantized_multiplier
+    for _ in range(2000):
         in_scale, w_scale = np.float32(rng.uniform(0.01, 0.1)), np.float32(rng.uniform(0.001, 0.01))
-        out_scale = np.float32(float(in_scale) * float(w_scale) * rng.uniform(20, 60))
-        single = float(np.float32(in_scale * w_scale)) / float(out_scale)
-        double = float(in_scale) * float(w_scale) / float(out_scale)
-        if conv.quantize_multipliers([single])[0][0] != conv.quantize_multipliers([double])[0][0]:
+        out_scale = np.float32(float(in_scale) * float(w_scale) * rng.uniform(1000, 8000))
+        single = conv.quantize_multipliers([float(np.float32(in_scale * w_scale)) / float(out_scale)])
+        double = conv.quantize_multipliers([float(in_scale) * float(w_scale) / float(out_scale)])
+        if single[0][0] == double[0][0]:
+            continue
+        accs = np.arange(-120 * 8000, 120 * 8000)
+        hits = accs[np.clip(mbqm(accs, *single), -128, 127) != np.clip(mbqm(accs, *double), -128, 127)]
+        if hits.size:
             break
     else:
-        pytest.skip("no scales found where the two products round differently")
+        pytest.fail("found no scales whose float32 and double multipliers give different outputs")
+    targets = np.resize(hits, 8).astype(np.int32)
     b = GraphBuilder()
-    x = b.input("x", (1, 32), np.int8, scale=in_scale, zero_point=3)
-    w = b.constant("w", rng.integers(-127, 128, (8, 32), dtype=np.int8), scale=w_scale, zero_point=0)
-    y = b.activation("y", (1, 8), np.int8, scale=out_scale, zero_point=-2)
-    op = b.op("FULLY_CONNECTED", [x, w, None], [y])
+    x = b.input("x", (1, 1), np.int8, scale=in_scale, zero_point=0)
+    w = b.constant("w", np.ones((8, 1), np.int8), scale=w_scale, zero_point=0)
+    bias = b.constant("bias", targets, scale=np.float32(in_scale * w_scale), zero_point=0)
+    y = b.activation("y", (1, 8), np.int8, scale=out_scale, zero_point=0)
+    op = b.op("FULLY_CONNECTED", [x, w, bias], [y])
     b.output(y)
-    xs = rng.integers(-128, 128, (2000, 1, 32), dtype=np.int8)
-    assert_same(*run_both(b.build(), op, [xs]))
+    ours, theirs = run_both(b.build(), op, [np.zeros((1, 1, 1), np.int8)])
+    assert_same(ours, theirs)
+    assert np.array_equal(ours.ravel(), np.clip(mbqm(targets, *double), -128, 127))
+    assert not np.array_equal(ours.ravel(), np.clip(mbqm(targets, *single), -128, 127))
 
 
 def test_large_batch_is_fast():

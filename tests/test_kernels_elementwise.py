@@ -183,6 +183,13 @@ def test_missing_input_and_quantization():
         KERNELS["MUL"].fn(op, args)
 
 
+@pytest.mark.parametrize("dtype", [np.int8, np.float32])
+def test_unsupported_fused_activation(dtype):
+    op, args = one_op("MUL", [(1, 4), (1, 4)], (1, 4), dtypes=(dtype,) * 3, fused_activation_function="TANH")
+    with pytest.raises(UnsupportedError, match=r"op 0 \(MUL\).*TANH"):
+        KERNELS["MUL"].fn(op, args)
+
+
 def test_add_output_scale_too_small_for_tflm():
     """TFLM aborts unless 2 * max input scale / (2^20 * output scale) < 1; we refuse the op instead."""
     op, args = one_op("ADD", [(1, 4), (1, 4)], (1, 4))

@@ -14,10 +14,11 @@ import numpy as np
 from microforge.errors import ModelError, UnsupportedError
 from microforge.graph.ir import Op, Tensor
 from microforge.reference.fixedpoint import (INT32_MAX, INT32_MIN, multiply_by_quantized_multiplier,
-                                             quantize_in_float32, quantize_multiplier, rounding_divide_by_pot,
+                                             quantize_in_float32, round_half_away, rounding_divide_by_pot,
                                              saturating_rounding_doubling_high_mul, wrap_int32)
 from microforge.reference.registry import kernel
-from microforge.reference.shape import check_arity, check_dtypes, check_output_shape
+from microforge.reference.shape import (check_arity, check_dtypes, check_output_shape, check_per_tensor,
+                                        multiplier_for)
 
 INT8_MIN, INT8_MAX = -128, 127
 INT16_MIN, INT16_MAX = -(2**15), 2**15 - 1
@@ -109,27 +110,16 @@ def _check_unary(op: Op) -> str:
     dtype = check_dtypes(op, ("int8", "float32"))
     check_output_shape(op, op.inputs[0].shape)
     if dtype == "int8":
-        for t in (op.inputs[0], op.outputs[0]):
-            if t.quant is None or t.quant.per_channel:
-                raise UnsupportedError(f"{op.where}: int8 '{t.name}' needs per-tensor quantization")
-            if not t.scale > 0:
-                raise ModelError(f"{op.where}: '{t.name}' has scale {t.scale}; scales must be positive")
+        check_per_tensor(op, [op.inputs[0], op.outputs[0]])
     return dtype
 
 
-def _require_output_quantization(op: Op, scale: float, zero_point: int) -> None:
+def _require_output_1_over_256(op: Op) -> None:
+    """TFLM's int8 SOFTMAX and LOGISTIC write probabilities with scale 1/256 and zero point -128."""
     out = op.outputs[0]
-    if np.float32(out.scale) != np.float32(scale) or out.zero_point != zero_point:
-        raise UnsupportedError(f"{op.where}: int8 output '{out.name}' must have scale 1/256 and zero point "
-                               f"{zero_point} (TFLM requires it); it has scale {out.scale} and zero point "
-                               f"{out.zero_point}")
-
-
-def _quantize_multiplier(op: Op, real: float, what: str) -> tuple[int, int]:
-    try:
-        return quantize_multiplier(real)
-    except ModelError as exc:
-        raise UnsupportedError(f"{op.where}: the {what} cannot be represented: {exc}") from None
+    if np.float32(out.scale) != np.float32(1.0 / 256) or out.zero_point != -128:
+        raise UnsupportedError(f"{op.where}: int8 output '{out.name}' must have scale 1/256 and zero point -128 "
+                               f"(TFLM requires it); it has scale {out.scale} and zero point {out.zero_point}")
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -155,13 +145,13 @@ def softmax(op: Op, args: list) -> np.ndarray:
         total = np.cumsum(exps, axis=-1, dtype=np.float32)[..., -1:]  # TFLM sums in order, in float32
         return (exps / total).astype(np.float32)
 
-    _require_output_quantization(op, 1.0 / 256, -128)
+    _require_output_1_over_256(op)
     scaled_diff_integer_bits = 5
     real = min(float(beta) * op.inputs[0].scale * (1 << (31 - scaled_diff_integer_bits)), (1 << 31) - 1.0)
     if not real > 1.0:
         raise UnsupportedError(f"{op.where}: beta * input scale = {float(beta) * op.inputs[0].scale!r} is too "
                                "small for TFLM's int8 softmax")
-    multiplier, left_shift = _quantize_multiplier(op, real, "input multiplier beta * scale")
+    multiplier, left_shift = multiplier_for(op, real, "input multiplier beta * scale")
     radius = ((1 << scaled_diff_integer_bits) - 1) * (1 << (31 - scaled_diff_integer_bits)) / (1 << left_shift)
     diff_min = -math.floor(radius)
 
@@ -200,11 +190,11 @@ def logistic(op: Op, args: list) -> np.ndarray:
         return np.where(x > np.float32(16.619047164916992188), np.float32(1),
                         np.where(x < np.float32(-9), low, mid)).astype(np.float32)
 
-    _require_output_quantization(op, 1.0 / 256, -128)
+    _require_output_1_over_256(op)
     src = op.inputs[0]
     input_integer_bits = 4
     fraction, left_shift = math.frexp(src.scale * (1 << (31 - input_integer_bits)))
-    multiplier = int(math.copysign(math.floor(abs(fraction * (1 << 31)) + 0.5), fraction))
+    multiplier = round_half_away(fraction * (1 << 31))  # TFLM rounds this one itself, unchecked
     radius = math.floor(((1 << input_integer_bits) - 1) * (1 << (31 - input_integer_bits)) / 2.0 ** left_shift)
 
     centred = x.astype(np.int64) - src.zero_point
@@ -247,10 +237,9 @@ def hard_swish(op: Op, args: list) -> np.ndarray:
     # TFLM computes these scales in float32, then widens the ratios to double.
     hires_input_scale = np.float32(1.0 / 128.0) * np.float32(src.scale)
     reluish_scale = np.float32(3.0 / 32768.0)
-    out_m32, out_exponent = _quantize_multiplier(op, float(hires_input_scale / np.float32(out.scale)),
-                                                 "output multiplier")
-    relu_m32, relu_exponent = _quantize_multiplier(op, float(hires_input_scale / reluish_scale),
-                                                   "reluish multiplier")
+    out_m32, out_exponent = multiplier_for(op, float(hires_input_scale / np.float32(out.scale)),
+                                           "output multiplier")
+    relu_m32, relu_exponent = multiplier_for(op, float(hires_input_scale / reluish_scale), "reluish multiplier")
     # TFLM requires the output multiplier below 1; int16 right shifts past 15 bits are beyond its care.
     if out_exponent > 0 or out_exponent < -15 or relu_exponent < -15:
         raise UnsupportedError(f"{op.where}: scales of '{src.name}' ({src.scale}) and '{out.name}' "
@@ -286,7 +275,7 @@ def relu(op: Op, args: list) -> np.ndarray:
         return np.where(x < 0, np.float32(0), x).astype(np.float32)
 
     src, out = op.inputs[0], op.outputs[0]
-    multiplier, shift = quantize_multiplier(float(src.scale) / float(out.scale))
+    multiplier, shift = multiplier_for(op, float(src.scale) / float(out.scale), "input/output scale ratio")
     raw = multiply_by_quantized_multiplier(x.astype(np.int64) - src.zero_point, multiplier, shift) + out.zero_point
     return np.clip(raw, max(INT8_MIN, out.zero_point), INT8_MAX).astype(np.int8)
 

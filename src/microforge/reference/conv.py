@@ -209,11 +209,6 @@ def _multipliers(op: Op, real_multipliers: list[float]) -> tuple[np.ndarray, np.
         raise ModelError(f"{op.where}: {err}") from None
 
 
-def _per_channel_multipliers(op, input_scale, weight_scales, output_scale):
-    # PopulateConvolutionQuantizationParams: (double)input_scale * (double)weight_scale / (double)output_scale.
-    return _multipliers(op, [input_scale * float(s) / output_scale for s in weight_scales])
-
-
 def _int32_bias(op: Op, channels: int, input_scale: float, weight_scales: np.ndarray,
                 output_scale: float) -> np.ndarray | None:
     bias = optional_input(op, 2)
@@ -279,21 +274,34 @@ def _kind(op: Op, x: Tensor, weights: Tensor, out: Tensor) -> str:
                            f"{out.dtype} output is not supported (int8 or float32 only)")
 
 
-def _requantize(op: Op, acc: np.ndarray, bias, multiplier, shift, out_scale, out_zero_point) -> np.ndarray:
-    """Exact float64 accumulator -> int8 output, as TFLM's per-channel reference kernels do it."""
-    acc = acc.astype(np.int64)
-    if bias is not None:
-        acc += bias
-    # (An accumulator beyond int32 wraps inside multiply_by_quantized_multiplier, as TFLM's int32 would.)
-    lo, hi = quantized_activation_range(op, out_scale, out_zero_point)
-    y = multiply_by_quantized_multiplier(acc, multiplier, shift) + out_zero_point
-    return np.clip(y, lo, hi).astype(np.int8)
+def _arithmetic(op: Op, x: Tensor, weights: Tensor, out: Tensor, channels: int, axis: int):
+    """What the op computes with: (weights as float64, input zero point, finish: accumulator -> output).
 
+    int8: the accumulator is the exact sum of (x - input_zero_point) * weights; `finish` adds the int32 bias
+    and requantizes per channel as TFLM does. float32: `finish` adds the bias and clamps.
+    """
+    kind = _kind(op, x, weights, out)
+    if kind == "float32":
+        w = _float_weights(op, weights, axis)
+        bias = _float_bias(op, channels)
+        return w, 0, lambda acc: clamp_float(op, acc if bias is None else acc + bias)
+    in_scale, in_zp = per_tensor_quant(op, x, "input")
+    out_scale, out_zp = per_tensor_quant(op, out, "output")
+    w_scales = _weight_scales(op, weights, channels, axis)
+    bias = _int32_bias(op, channels, in_scale, w_scales, out_scale)
+    # PopulateConvolutionQuantizationParams: (double)input_scale * (double)weight_scale / (double)output_scale.
+    multiplier, shift = _multipliers(op, [in_scale * float(s) / out_scale for s in w_scales])
+    lo, hi = quantized_activation_range(op, out_scale, out_zp)
 
-def _finish_float(op: Op, acc: np.ndarray, bias) -> np.ndarray:
-    if bias is not None:
-        acc = acc + bias
-    return clamp_float(op, acc)
+    def requantize(acc: np.ndarray) -> np.ndarray:
+        acc = acc.astype(np.int64)
+        if bias is not None:
+            acc += bias
+        # An accumulator beyond int32 wraps inside multiply_by_quantized_multiplier, as TFLM's int32 would.
+        y = multiply_by_quantized_multiplier(acc, multiplier, shift) + out_zp
+        return np.clip(y, lo, hi).astype(np.int8)
+
+    return constant_data(op, weights, "weights").astype(np.float64), in_zp, requantize
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -333,32 +341,19 @@ def conv_2d(op: Op, args: list) -> np.ndarray:
     weights' input depth. float32 (few-ulp agreement): float32 weights, or hybrid int8 weights dequantized.
     """
     (x_t, w_t), out_t = io_tensors(op, 2)
-    kind = _kind(op, x_t, w_t, out_t)
     x = batched_arg(op, args, 0)
-    w = constant_data(op, w_t, "weights")
-    if x.ndim != 5 or w.ndim != 4:
+    if x.ndim != 5 or len(w_t.shape) != 4:
         raise ModelError(f"{op.where}: input '{x_t.name}' and weights '{w_t.name}' must be 4-D")
     n, batch, h, width, c = x.shape
-    out_channels, kh, kw, group_in = w.shape
+    out_channels, kh, kw, group_in = w_t.shape
     if group_in == 0 or c % group_in or out_channels % (c // group_in):
         raise ModelError(f"{op.where}: input '{x_t.name}' has {c} channels, weights '{w_t.name}' take "
                          f"{group_in} per group for {out_channels} outputs")
-    groups = c // group_in
     win = window(op, h, width, kh, kw, dilated=True)
     check_output_shape(op, (batch, win.out_h, win.out_w, out_channels))
-    x = x.reshape(n * batch, h, width, c)
-    if kind == "int8":
-        in_scale, in_zp = per_tensor_quant(op, x_t, "input")
-        out_scale, out_zp = per_tensor_quant(op, out_t, "output")
-        w_scales = _weight_scales(op, w_t, out_channels, axis=0)
-        bias = _int32_bias(op, out_channels, in_scale, w_scales, out_scale)
-        multiplier, shift = _per_channel_multipliers(op, in_scale, w_scales, out_scale)
-        acc = _conv_sum(x.astype(np.float64) - in_zp, w.astype(np.float64), win, groups)
-        y = _requantize(op, acc, bias, multiplier, shift, out_scale, out_zp)
-    else:
-        acc = _conv_sum(x.astype(np.float64), _float_weights(op, w_t, axis=0), win, groups)
-        y = _finish_float(op, acc, _float_bias(op, out_channels))
-    return y.reshape((n,) + out_t.shape)
+    w, x_zero_point, finish = _arithmetic(op, x_t, w_t, out_t, out_channels, axis=0)
+    acc = _conv_sum(x.reshape(n * batch, h, width, c).astype(np.float64) - x_zero_point, w, win, c // group_in)
+    return finish(acc).reshape((n,) + out_t.shape)
 
 
 @kernel("DEPTHWISE_CONV_2D")
@@ -369,39 +364,25 @@ def depthwise_conv_2d(op: Op, args: list) -> np.ndarray:
     quantized along axis 3); float32 and hybrid weights as CONV_2D.
     """
     (x_t, w_t), out_t = io_tensors(op, 2)
-    kind = _kind(op, x_t, w_t, out_t)
     x = batched_arg(op, args, 0)
-    w = constant_data(op, w_t, "weights")
-    if x.ndim != 5 or w.ndim != 4 or w.shape[0] != 1:
+    if x.ndim != 5 or len(w_t.shape) != 4 or w_t.shape[0] != 1:
         raise ModelError(f"{op.where}: input '{x_t.name}' must be 4-D and weights '{w_t.name}' "
                          f"[1, kh, kw, channels], got {list(w_t.shape)}")
     n, batch, h, width, c = x.shape
-    _, kh, kw, out_channels = w.shape
-    multiplier_option = positive_option(op, "depth_multiplier")
-    if c * multiplier_option != out_channels:
+    _, kh, kw, out_channels = w_t.shape
+    depth_multiplier = positive_option(op, "depth_multiplier")
+    if c * depth_multiplier != out_channels:
         raise ModelError(f"{op.where}: input '{x_t.name}' has {c} channels and depth_multiplier "
-                         f"{multiplier_option}, but weights '{w_t.name}' have {out_channels} channels")
+                         f"{depth_multiplier}, but weights '{w_t.name}' have {out_channels} channels")
     win = window(op, h, width, kh, kw, dilated=True)
     check_output_shape(op, (batch, win.out_h, win.out_w, out_channels))
-    x = x.reshape(n * batch, h, width, c)
-    if kind == "int8":
-        in_scale, in_zp = per_tensor_quant(op, x_t, "input")
-        out_scale, out_zp = per_tensor_quant(op, out_t, "output")
-        w_scales = _weight_scales(op, w_t, out_channels, axis=3)
-        bias = _int32_bias(op, out_channels, in_scale, w_scales, out_scale)
-        multiplier, shift = _per_channel_multipliers(op, in_scale, w_scales, out_scale)
-        x, w = x.astype(np.float64) - in_zp, w.astype(np.float64)
-    else:
-        x, w = x.astype(np.float64), _float_weights(op, w_t, axis=3)
+    w, x_zero_point, finish = _arithmetic(op, x_t, w_t, out_t, out_channels, axis=3)
+    x = x.reshape(n * batch, h, width, c).astype(np.float64) - x_zero_point
     acc = np.zeros((n * batch, win.out_h, win.out_w, out_channels))
     for i, j, tap in window_taps(x, win, 0.0):
         # Repeating each input channel depth_multiplier times lines it up with its output channels.
-        acc += np.repeat(tap, multiplier_option, axis=-1) * w[0, i, j]
-    if kind == "int8":
-        y = _requantize(op, acc, bias, multiplier, shift, out_scale, out_zp)
-    else:
-        y = _finish_float(op, acc, _float_bias(op, out_channels))
-    return y.reshape((n,) + out_t.shape)
+        acc += np.repeat(tap, depth_multiplier, axis=-1) * w[0, i, j]
+    return finish(acc).reshape((n,) + out_t.shape)
 
 
 @kernel("FULLY_CONNECTED")
@@ -409,19 +390,16 @@ def fully_connected(op: Op, args: list) -> np.ndarray:
     """Fully connected layer. Weights [out, in]; the input, of any rank, is read as rows [-1, in].
 
     Output [rows, out], or with keep_num_dims the input's shape with its last dimension replaced by out.
-    int8 exact: per-tensor weights use TFLite's per-tensor multiplier (the two scales multiplied in float32,
-    then divided in double), per-channel weights the per-channel one (all in double). float32 and hybrid
-    int8 weights as CONV_2D.
+    int8 exact, per-tensor or per-channel symmetric weights, int32 bias; the multiplier is computed in double
+    (TFLM's per-tensor path gives the same as its per-channel one). float32 and hybrid weights as CONV_2D.
     """
     (x_t, w_t), out_t = io_tensors(op, 2)
-    kind = _kind(op, x_t, w_t, out_t)
     if op.options.get("weights_format", "DEFAULT") != "DEFAULT":
         raise UnsupportedError(f"{op.where}: weights_format {op.options['weights_format']!r} is not supported")
     x = batched_arg(op, args, 0)
-    w = constant_data(op, w_t, "weights")
-    if w.ndim != 2 or w.shape[1] == 0:
+    if len(w_t.shape) != 2 or w_t.shape[1] == 0:
         raise ModelError(f"{op.where}: weights '{w_t.name}' must be [out, in], got {list(w_t.shape)}")
-    out_features, in_features = w.shape
+    out_features, in_features = w_t.shape
     if x_t.size % in_features:
         raise ModelError(f"{op.where}: input '{x_t.name}' of {x_t.size} values cannot be split into "
                          f"rows of {in_features}")
@@ -433,22 +411,7 @@ def fully_connected(op: Op, args: list) -> np.ndarray:
         check_output_shape(op, x_t.shape[:-1] + (out_features,))
     else:
         check_output_shape(op, (rows, out_features))
+    w, x_zero_point, finish = _arithmetic(op, x_t, w_t, out_t, out_features, axis=0)
     n = x.shape[0]
-    x = x.reshape(n * rows, in_features)
-    if kind == "int8":
-        in_scale, in_zp = per_tensor_quant(op, x_t, "input")
-        out_scale, out_zp = per_tensor_quant(op, out_t, "output")
-        w_scales = _weight_scales(op, w_t, out_features, axis=0)
-        bias = _int32_bias(op, out_features, in_scale, w_scales, out_scale)
-        if w_t.quant.scale.size == 1:
-            # GetQuantizedConvolutionMultipler: the scale product is rounded to float32 first.
-            product = float(np.float32(in_scale) * np.float32(w_t.quant.scale[0]))
-            multiplier, shift = _multipliers(op, [product / out_scale])
-        else:
-            multiplier, shift = _per_channel_multipliers(op, in_scale, w_scales, out_scale)
-        acc = (x.astype(np.float64) - in_zp) @ w.astype(np.float64).T
-        y = _requantize(op, acc, bias, multiplier, shift, out_scale, out_zp)
-    else:
-        acc = x.astype(np.float64) @ _float_weights(op, w_t, axis=0).T
-        y = _finish_float(op, acc, _float_bias(op, out_features))
-    return y.reshape((n,) + out_t.shape)
+    acc = (x.reshape(n * rows, in_features).astype(np.float64) - x_zero_point) @ w.T
+    return finish(acc).reshape((n,) + out_t.shape)

@@ -13,9 +13,10 @@ import numpy as np
 from microforge.errors import ModelError, UnsupportedError
 from microforge.graph.ir import Op, Tensor
 from microforge.reference.fixedpoint import (activation_range_float, activation_range_quantized,
-                                             multiply_by_quantized_multiplier, quantize_multiplier)
+                                             multiply_by_quantized_multiplier)
 from microforge.reference.registry import kernel
-from microforge.reference.shape import check_arity, check_dtypes, check_output_shape
+from microforge.reference.shape import (check_arity, check_dtypes, check_output_shape, check_per_tensor,
+                                        multiplier_for)
 
 ADD_LEFT_SHIFT = 20  # TFLM's headroom for int8 ADD (15 for int16)
 FLOAT32_MAX = float(np.finfo(np.float32).max)
@@ -41,35 +42,32 @@ def _broadcast_inputs(op: Op, args: list) -> tuple[np.ndarray, np.ndarray]:
     return lift(args[0], a), lift(args[1], b)
 
 
-def _per_tensor(op: Op) -> list[Tensor]:
-    tensors = [op.inputs[0], op.inputs[1], op.outputs[0]]
-    for t in tensors:
-        if t.quant is None or t.quant.per_channel:
-            raise UnsupportedError(f"{op.where}: int8 '{t.name}' needs per-tensor quantization")
-        if not t.scale > 0:
-            raise ModelError(f"{op.where}: '{t.name}' has scale {t.scale}; scales must be positive")
-    return tensors
-
-
 def _multiplier_below_one(op: Op, real: float, what: str) -> tuple[int, int]:
     """TFLM's QuantizeMultiplierSmallerThanOneExp, which aborts unless 0 < real < 1."""
     if not 0.0 < real < 1.0:
         raise UnsupportedError(f"{op.where}: the {what} rescaling factor {real!r} is not below 1, "
                                "which TFLM's int8 ADD requires")
-    return quantize_multiplier(real)
+    return multiplier_for(op, real, what + " rescaling factor")
+
+
+def _activation_range(op: Op, range_fn, *args):
+    """The clamp of the op's fused activation; UnsupportedError naming the op for others (e.g. TANH)."""
+    try:
+        return range_fn(op.options.get("fused_activation_function", "NONE"), *args)
+    except ModelError as exc:
+        raise UnsupportedError(f"{op.where}: {exc}") from None
 
 
 def _float_op(op: Op, fn, x: np.ndarray, y: np.ndarray) -> np.ndarray:
     """fn in float32, then the fused activation: TFLM clamps to the finite floats even for NONE."""
-    lo, hi = activation_range_float(op.options.get("fused_activation_function", "NONE"))
+    lo, hi = _activation_range(op, activation_range_float)
     with np.errstate(over="ignore", invalid="ignore"):  # overflow to inf is what float32 does
         result = fn(x.astype(np.float32), y.astype(np.float32))
     return np.clip(result, max(lo, -FLOAT32_MAX), min(hi, FLOAT32_MAX)).astype(np.float32)
 
 
 def _quantized_clamp(op: Op, out: Tensor, raw: np.ndarray) -> np.ndarray:
-    lo, hi = activation_range_quantized(op.options.get("fused_activation_function", "NONE"),
-                                        out.scale, out.zero_point, np.int8)
+    lo, hi = _activation_range(op, activation_range_quantized, out.scale, out.zero_point, np.int8)
     return np.clip(raw, lo, hi).astype(np.int8)
 
 
@@ -82,7 +80,8 @@ def add(op: Op, args: list) -> np.ndarray:
     if dtype == "float32":
         return _float_op(op, np.add, x, y)
 
-    in1, in2, out = _per_tensor(op)
+    in1, in2, out = op.inputs[0], op.inputs[1], op.outputs[0]
+    check_per_tensor(op, [in1, in2, out])
     twice_max_scale = 2.0 * max(in1.scale, in2.scale)
     m1, s1 = _multiplier_below_one(op, in1.scale / twice_max_scale, f"'{in1.name}'")
     m2, s2 = _multiplier_below_one(op, in2.scale / twice_max_scale, f"'{in2.name}'")
@@ -103,8 +102,10 @@ def mul(op: Op, args: list) -> np.ndarray:
     if dtype == "float32":
         return _float_op(op, np.multiply, x, y)
 
-    in1, in2, out = _per_tensor(op)
-    multiplier, shift = quantize_multiplier(float(in1.scale) * float(in2.scale) / float(out.scale))
+    in1, in2, out = op.inputs[0], op.inputs[1], op.outputs[0]
+    check_per_tensor(op, [in1, in2, out])
+    multiplier, shift = multiplier_for(op, float(in1.scale) * float(in2.scale) / float(out.scale),
+                                       "rescaling factor s1 * s2 / s_out")
     product = (x.astype(np.int64) - in1.zero_point) * (y.astype(np.int64) - in2.zero_point)
     raw = multiply_by_quantized_multiplier(product, multiplier, shift) + out.zero_point
     return _quantized_clamp(op, out, raw)

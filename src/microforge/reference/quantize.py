@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from microforge.errors import ModelError, UnsupportedError
-from microforge.graph.ir import Op, Tensor
-from microforge.reference.fixedpoint import multiply_by_quantized_multiplier, quantize_multiplier
+from microforge.errors import UnsupportedError
+from microforge.graph.ir import Op
+from microforge.reference.fixedpoint import multiply_by_quantized_multiplier
 from microforge.reference.registry import kernel
-from microforge.reference.shape import check_arity, check_output_shape
+from microforge.reference.shape import check_arity, check_output_shape, check_per_tensor, multiplier_for
 
 INT8_MIN, INT8_MAX = -128, 127
 
@@ -28,13 +28,6 @@ def round_half_away_array(x) -> np.ndarray:
     return np.copysign(np.floor(np.abs(x) + 0.5), x)
 
 
-def _per_tensor(op: Op, t: Tensor) -> None:
-    if t.quant is None or t.quant.per_channel:
-        raise UnsupportedError(f"{op.where}: '{t.name}' needs per-tensor quantization")
-    if not t.scale > 0:
-        raise ModelError(f"{op.where}: '{t.name}' has scale {t.scale}; scales must be positive")
-
-
 @kernel("QUANTIZE", dtypes=("float32", "int8"))
 def quantize(op: Op, args: list) -> np.ndarray:
     """QUANTIZE to int8: from float32 (TFLM's AffineQuantize) or from int8 (TFLM's Requantize)."""
@@ -44,7 +37,7 @@ def quantize(op: Op, args: list) -> np.ndarray:
         raise UnsupportedError(f"{op.where}: QUANTIZE {src.dtype} -> {out.dtype} is not supported "
                                "(supported: float32 -> int8, int8 -> int8)")
     check_output_shape(op, src.shape)
-    _per_tensor(op, out)
+    check_per_tensor(op, [out])
     if src.dtype == np.float32:
         # TFLM divides in float32 (the scale is stored as double and cast back) and rounds the float.
         scaled = args[0].astype(np.float32) / np.float32(out.scale)
@@ -53,8 +46,8 @@ def quantize(op: Op, args: list) -> np.ndarray:
         rounded = np.nan_to_num(round_half_away_array(scaled), nan=0.0)
         q = np.clip(rounded, -(2.0 ** 31), 2.0 ** 31 - 1) + out.zero_point
         return np.clip(q, INT8_MIN, INT8_MAX).astype(np.int8)
-    _per_tensor(op, src)
-    multiplier, shift = quantize_multiplier(float(src.scale) / float(out.scale))
+    check_per_tensor(op, [src])
+    multiplier, shift = multiplier_for(op, float(src.scale) / float(out.scale), "input/output scale ratio")
     q = multiply_by_quantized_multiplier(args[0].astype(np.int64) - src.zero_point, multiplier, shift)
     return np.clip(q + out.zero_point, INT8_MIN, INT8_MAX).astype(np.int8)
 
@@ -68,6 +61,6 @@ def dequantize(op: Op, args: list) -> np.ndarray:
         raise UnsupportedError(f"{op.where}: DEQUANTIZE {src.dtype} -> {out.dtype} is not supported "
                                "(supported: int8 -> float32)")
     check_output_shape(op, src.shape)
-    _per_tensor(op, src)
+    check_per_tensor(op, [src])
     centred = args[0].astype(np.float64) - src.zero_point
     return (float(src.scale) * centred).astype(np.float32)

@@ -13,12 +13,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from microforge.errors import ModelError, UnsupportedError
+from microforge.errors import UnsupportedError
 from microforge.graph.ir import Op
-from microforge.reference.fixedpoint import multiply_by_quantized_multiplier, quantize_multiplier, wrap_int32
+from microforge.reference.fixedpoint import multiply_by_quantized_multiplier, wrap_int32
 from microforge.reference.registry import kernel
-from microforge.reference.shape import (check_arity, check_dtypes, check_output_shape, constant_ints,
-                                        resolve_axis)
+from microforge.reference.shape import (check_arity, check_dtypes, check_output_shape, check_per_tensor,
+                                        constant_ints, multiplier_for, resolve_axis)
 
 INT8_MIN, INT8_MAX = -128, 127
 
@@ -62,13 +62,9 @@ def mean(op: Op, args: list) -> np.ndarray:
         total = np.cumsum(values, axis=-1, dtype=np.float32)[..., -1]
         return (total / np.float32(count)).astype(np.float32).reshape(batch_shape)
 
-    for t in (src, out):
-        if t.quant is None or t.quant.per_channel:
-            raise UnsupportedError(f"{op.where}: int8 '{t.name}' needs per-tensor quantization")
-        if not t.scale > 0:
-            raise ModelError(f"{op.where}: '{t.name}' has scale {t.scale}; scales must be positive")
+    check_per_tensor(op, [src, out])
     total = wrap_int32(values.astype(np.int64).sum(axis=-1))  # TFLM accumulates in int32
-    multiplier, shift = quantize_multiplier(float(src.scale) / float(out.scale))
+    multiplier, shift = multiplier_for(op, float(src.scale) / float(out.scale), "input/output scale ratio")
     # Fold 1/count into the multiplier; pre-shift by floor(log2(count)) bits (at most 32) to keep precision.
     pre_shift = min(count.bit_length() - 1, 32, 31 + shift)
     multiplier = (multiplier << pre_shift) // count

@@ -10,6 +10,7 @@ import numpy as np
 
 from microforge.errors import ModelError, UnsupportedError
 from microforge.graph.ir import Op, Tensor
+from microforge.reference.fixedpoint import quantize_multiplier
 from microforge.reference.registry import kernel
 
 DATA_DTYPES = ("int8", "int16", "int32", "float32")  # what the pure data-movement kernels accept
@@ -49,6 +50,23 @@ def check_output_shape(op: Op, shape: tuple[int, ...]) -> None:
     if shape != op.outputs[0].shape:
         raise ModelError(f"{op.where}: output '{op.outputs[0].name}' is declared {list(op.outputs[0].shape)} "
                          f"but the op computes {list(shape)}")
+
+
+def check_per_tensor(op: Op, tensors: list[Tensor]) -> None:
+    """The int8 kernels need one positive scale and zero point per tensor."""
+    for t in tensors:
+        if t.quant is None or t.quant.per_channel:
+            raise UnsupportedError(f"{op.where}: int8 '{t.name}' needs per-tensor quantization")
+        if not t.scale > 0:
+            raise ModelError(f"{op.where}: '{t.name}' has scale {t.scale}; scales must be positive")
+
+
+def multiplier_for(op: Op, real: float, what: str) -> tuple[int, int]:
+    """quantize_multiplier(real) for this op, refusing (naming the op) what TFLM's arithmetic cannot hold."""
+    try:
+        return quantize_multiplier(real)
+    except ModelError as exc:
+        raise UnsupportedError(f"{op.where}: the {what} cannot be represented: {exc}") from None
 
 
 def constant_ints(op: Op, index: int, what: str) -> np.ndarray:
