@@ -23,8 +23,9 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))  # the TFLM oracle helper
 
-import microforge  # noqa: E402
 from oracle import quiet_stderr, tflm_interpreter  # noqa: E402
+
+import microforge  # noqa: E402
 
 MODELS = {
     "kws": "kws_ref_model_int8.tflite",

@@ -16,7 +16,7 @@ from oracle import tflm_run
 from microforge.errors import ModelError, UnsupportedError
 from microforge.frontend.writer import write_tflite
 from microforge.graph.builder import GraphBuilder
-from microforge.reference import conv  # noqa: F401  (registers the kernels)
+from microforge.reference.fixedpoint import multiply_by_quantized_multiplier, quantize_multipliers
 from microforge.reference.registry import KERNELS
 
 BATCH = 8
@@ -241,12 +241,12 @@ def test_fully_connected_per_tensor_multiplier_is_computed_in_double():
     a one-input FC with unit weights puts those accumulators in the bias.
     """
     rng = np.random.default_rng(1)
-    mbqm = conv.multiply_by_quantized_multiplier
+    mbqm = multiply_by_quantized_multiplier
     for _ in range(2000):
         in_scale, w_scale = np.float32(rng.uniform(0.01, 0.1)), np.float32(rng.uniform(0.001, 0.01))
         out_scale = np.float32(float(in_scale) * float(w_scale) * rng.uniform(1000, 8000))
-        single = conv.quantize_multipliers([float(np.float32(in_scale * w_scale)) / float(out_scale)])
-        double = conv.quantize_multipliers([float(in_scale) * float(w_scale) / float(out_scale)])
+        single = quantize_multipliers([float(np.float32(in_scale * w_scale)) / float(out_scale)])
+        double = quantize_multipliers([float(in_scale) * float(w_scale) / float(out_scale)])
         if single[0][0] == double[0][0]:
             continue
         accs = np.arange(-120 * 8000, 120 * 8000)

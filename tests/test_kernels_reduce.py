@@ -20,7 +20,6 @@ from oracle import tflm_run
 from microforge.errors import ModelError, UnsupportedError
 from microforge.frontend.writer import write_tflite
 from microforge.graph.builder import GraphBuilder
-from microforge.reference import reduce  # noqa: F401  (registers the kernel)
 from microforge.reference.registry import KERNELS
 
 BATCH = 8

@@ -3,9 +3,9 @@
 import numpy as np
 import pytest
 from conftest import FLOAT_MODELS, INT8_MODELS, KWS_SAMPLE, shared_model
+from oracle import tflm_run
 
 import microforge
-from oracle import tflm_run
 
 RANDOM_INPUTS = 100
 

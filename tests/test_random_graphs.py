@@ -3,11 +3,11 @@
 import numpy as np
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from oracle import tflm_run
 
 import microforge
 from microforge.frontend.writer import write_tflite
 from microforge.graph.random_graph import random_graph
-from oracle import tflm_run
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 from conftest import FLOAT_MODELS, INT8_MODELS, shared_model
+from oracle import tflm_run
 
 import microforge
 from microforge.errors import ModelError, UnsupportedError
@@ -11,7 +12,6 @@ from microforge.frontend.reader import read_tflite
 from microforge.frontend.writer import write_tflite
 from microforge.graph.builder import GraphBuilder
 from microforge.graph.ir import Graph, Tensor
-from oracle import tflm_run
 
 ALL_MODELS = list(INT8_MODELS.items()) + [(f"{k}-float", v) for k, v in FLOAT_MODELS.items()]
 

@@ -13,12 +13,24 @@ import numpy as np
 
 from microforge.errors import ModelError, UnsupportedError
 from microforge.graph.ir import Op, Tensor
-from microforge.reference.fixedpoint import (INT32_MAX, INT32_MIN, multiply_by_quantized_multiplier,
-                                             quantize_in_float32, round_half_away, rounding_divide_by_pot,
-                                             saturating_rounding_doubling_high_mul, wrap_int32)
+from microforge.reference.checks import (
+    check_arity,
+    check_dtypes,
+    check_output_shape,
+    check_per_tensor,
+    multiplier_for,
+)
+from microforge.reference.fixedpoint import (
+    INT32_MAX,
+    INT32_MIN,
+    multiply_by_quantized_multiplier,
+    quantize_in_float32,
+    round_half_away,
+    rounding_divide_by_pot,
+    saturating_rounding_doubling_high_mul,
+    wrap_int32,
+)
 from microforge.reference.registry import kernel
-from microforge.reference.shape import (check_arity, check_dtypes, check_output_shape, check_per_tensor,
-                                        multiplier_for)
 
 INT8_MIN, INT8_MAX = -128, 127
 INT16_MIN, INT16_MAX = -(2**15), 2**15 - 1

@@ -21,100 +21,27 @@ import numpy as np
 
 from microforge.errors import ModelError, UnsupportedError
 from microforge.graph.ir import Op, Tensor
+from microforge.reference.checks import (
+    batched_arg,
+    check_output_shape,
+    clamp_float,
+    constant_data,
+    io_tensors,
+    optional_input,
+    per_tensor_quant,
+    positive_option,
+    quantized_activation_range,
+)
 from microforge.reference.fixedpoint import (
-    activation_range_float,
-    activation_range_quantized,
     multiply_by_quantized_multiplier,
     quantize_multipliers,
 )
 from microforge.reference.registry import kernel
 
-ACTIVATIONS = ("NONE", "RELU", "RELU6", "RELU_N1_TO_1")
 # TFLite's GetQuantizedConvolutionMultipler rejects a bias scale further than this (relative to the output
 # scale) from input_scale * weight_scale.
 BIAS_SCALE_TOLERANCE = 0.02
 PATCH_BYTES = 64 << 20  # im2col memory bound per chunk of samples
-
-
-# ---------------------------------------------------------------------------------------------------------
-# Checks shared by the kernels of this module, pool.py and pad.py
-
-
-def io_tensors(op: Op, required: int) -> tuple[list[Tensor], Tensor]:
-    """The first `required` inputs (all present) and the output of `op`, or ModelError."""
-    if len(op.inputs) < required or any(t is None for t in op.inputs[:required]):
-        raise ModelError(f"{op.where}: needs {required} inputs, has {len(op.inputs)}")
-    if not op.outputs or op.outputs[0] is None:
-        raise ModelError(f"{op.where}: has no output tensor")
-    return list(op.inputs[:required]), op.outputs[0]
-
-
-def optional_input(op: Op, index: int) -> Tensor | None:
-    return op.inputs[index] if len(op.inputs) > index else None
-
-
-def batched_arg(op: Op, args: list, index: int) -> np.ndarray:
-    """args[index] checked against its tensor: shape (N, *tensor.shape)."""
-    tensor = op.inputs[index]
-    value = np.asarray(args[index])
-    if value.shape[1:] != tensor.shape or value.ndim != len(tensor.shape) + 1:
-        raise ModelError(f"{op.where}: value of input '{tensor.name}' has shape {list(value.shape)}, "
-                         f"expected (N, {', '.join(map(str, tensor.shape))})")
-    return value
-
-
-def constant_data(op: Op, tensor: Tensor, role: str) -> np.ndarray:
-    if not tensor.is_constant:
-        raise UnsupportedError(f"{op.where}: {role} '{tensor.name}' must be a constant tensor")
-    data = np.asarray(tensor.data)
-    if data.shape != tensor.shape:
-        raise ModelError(f"{op.where}: {role} '{tensor.name}' holds data of shape {list(data.shape)}, "
-                         f"but its shape is {list(tensor.shape)}")
-    return data
-
-
-def check_output_shape(op: Op, shape: tuple[int, ...]) -> None:
-    out = op.outputs[0]
-    if tuple(out.shape) != tuple(shape):
-        raise ModelError(f"{op.where}: output '{out.name}' has shape {list(out.shape)}, "
-                         f"but the op computes {list(shape)}")
-
-
-def positive_option(op: Op, name: str) -> int:
-    value = op.options.get(name)
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value <= 0:
-        raise ModelError(f"{op.where}: option {name}={value!r} must be a positive integer")
-    return int(value)
-
-
-def activation_of(op: Op) -> str:
-    act = op.options.get("fused_activation_function", "NONE")
-    if act not in ACTIVATIONS:
-        raise UnsupportedError(f"{op.where}: fused activation {act!r} is not supported "
-                               f"(supported: {', '.join(ACTIVATIONS)})")
-    return act
-
-
-def per_tensor_quant(op: Op, tensor: Tensor, role: str) -> tuple[float, int]:
-    """(scale, zero_point) of an int8 activation, which must be per-tensor quantized."""
-    q = tensor.quant
-    if q is None or q.scale.size != 1 or q.zero_point.size != 1:
-        raise ModelError(f"{op.where}: int8 {role} '{tensor.name}' needs per-tensor quantization")
-    scale, zero_point = float(q.scale[0]), int(q.zero_point[0])
-    if not (np.isfinite(scale) and scale > 0):
-        raise ModelError(f"{op.where}: {role} '{tensor.name}' has scale {scale!r}; it must be positive")
-    if not -128 <= zero_point <= 127:
-        raise ModelError(f"{op.where}: {role} '{tensor.name}' has zero point {zero_point} outside int8")
-    return scale, zero_point
-
-
-def quantized_activation_range(op: Op, scale: float, zero_point: int) -> tuple[int, int]:
-    return activation_range_quantized(activation_of(op), scale, zero_point, np.int8)
-
-
-def clamp_float(op: Op, y: np.ndarray) -> np.ndarray:
-    lo, hi = activation_range_float(activation_of(op))
-    return np.clip(y, lo, hi).astype(np.float32)
 
 
 @dataclass(frozen=True)

@@ -12,11 +12,19 @@ import numpy as np
 
 from microforge.errors import ModelError, UnsupportedError
 from microforge.graph.ir import Op, Tensor
-from microforge.reference.fixedpoint import (activation_range_float, activation_range_quantized,
-                                             multiply_by_quantized_multiplier)
+from microforge.reference.checks import (
+    check_arity,
+    check_dtypes,
+    check_output_shape,
+    check_per_tensor,
+    multiplier_for,
+)
+from microforge.reference.fixedpoint import (
+    activation_range_float,
+    activation_range_quantized,
+    multiply_by_quantized_multiplier,
+)
 from microforge.reference.registry import kernel
-from microforge.reference.shape import (check_arity, check_dtypes, check_output_shape, check_per_tensor,
-                                        multiplier_for)
 
 ADD_LEFT_SHIFT = 20  # TFLM's headroom for int8 ADD (15 for int16)
 FLOAT32_MAX = float(np.finfo(np.float32).max)

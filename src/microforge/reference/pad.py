@@ -11,7 +11,7 @@ import numpy as np
 
 from microforge.errors import ModelError, UnsupportedError
 from microforge.graph.ir import Op
-from microforge.reference.conv import (
+from microforge.reference.checks import (
     batched_arg,
     check_output_shape,
     constant_data,

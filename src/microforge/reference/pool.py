@@ -10,7 +10,7 @@ import numpy as np
 
 from microforge.errors import ModelError, UnsupportedError
 from microforge.graph.ir import Op
-from microforge.reference.conv import (
+from microforge.reference.checks import (
     batched_arg,
     check_output_shape,
     clamp_float,
@@ -18,9 +18,8 @@ from microforge.reference.conv import (
     per_tensor_quant,
     positive_option,
     quantized_activation_range,
-    window,
-    window_taps,
 )
+from microforge.reference.conv import window, window_taps
 from microforge.reference.registry import kernel
 
 # TFLM's pooling Prepare: int8 input and output must share their quantization (within this scale tolerance).

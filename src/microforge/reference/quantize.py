@@ -11,9 +11,14 @@ import numpy as np
 
 from microforge.errors import UnsupportedError
 from microforge.graph.ir import Op
+from microforge.reference.checks import (
+    check_arity,
+    check_output_shape,
+    check_per_tensor,
+    multiplier_for,
+)
 from microforge.reference.fixedpoint import multiply_by_quantized_multiplier
 from microforge.reference.registry import kernel
-from microforge.reference.shape import check_arity, check_output_shape, check_per_tensor, multiplier_for
 
 INT8_MIN, INT8_MAX = -128, 127
 

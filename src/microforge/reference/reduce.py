@@ -15,10 +15,17 @@ import numpy as np
 
 from microforge.errors import UnsupportedError
 from microforge.graph.ir import Op
+from microforge.reference.checks import (
+    check_arity,
+    check_dtypes,
+    check_output_shape,
+    check_per_tensor,
+    constant_ints,
+    multiplier_for,
+    resolve_axis,
+)
 from microforge.reference.fixedpoint import multiply_by_quantized_multiplier, wrap_int32
 from microforge.reference.registry import kernel
-from microforge.reference.shape import (check_arity, check_dtypes, check_output_shape, check_per_tensor,
-                                        constant_ints, multiplier_for, resolve_axis)
 
 INT8_MIN, INT8_MAX = -128, 127
 

@@ -1,94 +1,22 @@
-"""Reference kernels that only move data: RESHAPE, SQUEEZE, EXPAND_DIMS, CONCATENATION.
-
-Also the small checks every kernel module of this package shares (arity, dtypes, declared output shape),
-so that a malformed op fails with a ModelError naming the op and tensor instead of a numpy exception.
-"""
+"""Reference kernels that only move data: RESHAPE, SQUEEZE, EXPAND_DIMS, CONCATENATION."""
 
 from __future__ import annotations
 
 import numpy as np
 
 from microforge.errors import ModelError, UnsupportedError
-from microforge.graph.ir import Op, Tensor
-from microforge.reference.fixedpoint import quantize_multiplier
+from microforge.graph.ir import Op
+from microforge.reference.checks import (
+    batch_size,
+    check_arity,
+    check_dtypes,
+    check_output_shape,
+    constant_ints,
+    resolve_axis,
+)
 from microforge.reference.registry import kernel
 
 DATA_DTYPES = ("int8", "int16", "int32", "float32")  # what the pure data-movement kernels accept
-
-
-# ----------------------------------------------------------------------------------------------------------
-# Checks shared by the kernel modules
-
-
-def check_arity(op: Op, inputs: int | tuple[int, ...], outputs: int = 1) -> None:
-    """Raise ModelError unless the op has an allowed number of inputs (all present) and `outputs` outputs."""
-    allowed = (inputs,) if isinstance(inputs, int) else inputs
-    if len(op.inputs) not in allowed or any(t is None for t in op.inputs):
-        raise ModelError(f"{op.where}: expects {' or '.join(map(str, allowed))} inputs, "
-                         f"got {[t.name if t is not None else '-' for t in op.inputs]}")
-    if len(op.outputs) != outputs:
-        raise ModelError(f"{op.where}: expects {outputs} output(s), got {len(op.outputs)}")
-
-
-def check_dtypes(op: Op, supported: tuple[str, ...], tensors: list[Tensor] | None = None) -> str:
-    """All `tensors` (default: first input and the output) share one dtype from `supported`; return it."""
-    tensors = tensors if tensors is not None else [op.inputs[0], op.outputs[0]]
-    names = {t.dtype.name for t in tensors}
-    if len(names) != 1:
-        raise UnsupportedError(f"{op.where}: mixed types are not supported: "
-                               + ", ".join(f"'{t.name}' {t.dtype.name}" for t in tensors))
-    dtype = names.pop()
-    if dtype not in supported:
-        raise UnsupportedError(f"{op.where}: type {dtype} of '{tensors[0].name}' is not supported "
-                               f"(supported: {', '.join(supported)})")
-    return dtype
-
-
-def check_output_shape(op: Op, shape: tuple[int, ...]) -> None:
-    """The shape the kernel computed must be the one the output tensor declares."""
-    shape = tuple(int(d) for d in shape)
-    if shape != op.outputs[0].shape:
-        raise ModelError(f"{op.where}: output '{op.outputs[0].name}' is declared {list(op.outputs[0].shape)} "
-                         f"but the op computes {list(shape)}")
-
-
-def check_per_tensor(op: Op, tensors: list[Tensor]) -> None:
-    """The int8 kernels need one positive scale and zero point per tensor."""
-    for t in tensors:
-        if t.quant is None or t.quant.per_channel:
-            raise UnsupportedError(f"{op.where}: int8 '{t.name}' needs per-tensor quantization")
-        if not t.scale > 0:
-            raise ModelError(f"{op.where}: '{t.name}' has scale {t.scale}; scales must be positive")
-
-
-def multiplier_for(op: Op, real: float, what: str) -> tuple[int, int]:
-    """quantize_multiplier(real) for this op, refusing (naming the op) what TFLM's arithmetic cannot hold."""
-    try:
-        return quantize_multiplier(real)
-    except ModelError as exc:
-        raise UnsupportedError(f"{op.where}: the {what} cannot be represented: {exc}") from None
-
-
-def constant_ints(op: Op, index: int, what: str) -> np.ndarray:
-    """The int32 constant input `index` (axes, shapes) as a 1-D int64 array."""
-    t = op.inputs[index]
-    if not t.is_constant:
-        raise UnsupportedError(f"{op.where}: the {what} '{t.name}' must be a constant")
-    if t.dtype not in (np.int32, np.int64):
-        raise ModelError(f"{op.where}: the {what} '{t.name}' must be int32, not {t.dtype}")
-    return np.asarray(t.data, dtype=np.int64).reshape(-1)
-
-
-def resolve_axis(op: Op, axis: int, rank: int, tensor: Tensor) -> int:
-    """A possibly negative axis of a rank-`rank` tensor -> its index in [0, rank)."""
-    if not -rank <= axis < rank:
-        raise ModelError(f"{op.where}: axis {axis} is out of range for '{tensor.name}' of rank {rank}")
-    return axis % rank
-
-
-def batch_size(args: list) -> int:
-    """The batch of a kernel call: activations carry N samples, constants carry 1."""
-    return max(a.shape[0] for a in args if a is not None)
 
 
 # ----------------------------------------------------------------------------------------------------------
