@@ -117,15 +117,15 @@ def buffers_for(graph: Graph, schedule: list[int] | None = None, alignment: int 
     return buffers
 
 
-def live_bytes(buffers: list[Buffer], steps: int) -> list[int]:
+def live_bytes(buffers: list[Buffer]) -> list[int]:
     """Bytes of the buffers live at each step."""
-    usage = [0] * steps
+    usage = [0] * (max((b.last for b in buffers), default=-1) + 1)
     for b in buffers:
         for s in range(b.first, b.last + 1):
             usage[s] += b.size
     return usage
 
 
-def lower_bound(buffers: list[Buffer], steps: int) -> int:
+def lower_bound(buffers: list[Buffer]) -> int:
     """No placement of these buffers fits in fewer bytes than the most that are live at one step."""
-    return max(live_bytes(buffers, steps), default=0)
+    return max(live_bytes(buffers), default=0)

@@ -6,7 +6,7 @@ A placement is a list of offsets indexed by `Buffer.index`; the arena is the hig
 from __future__ import annotations
 
 from microforge.errors import PlanError
-from microforge.plan.lifetimes import Buffer
+from microforge.plan.lifetimes import Buffer, live_bytes
 
 
 def arena_size(buffers: list[Buffer], offsets: list[int]) -> int:
@@ -64,11 +64,7 @@ def place_in_order(buffers: list[Buffer], order: list[int], best_fit: bool = Tru
 def pressure_order(buffers: list[Buffer]) -> list[int]:
     """Buffers by the live memory during their lifetime, highest first (then larger, then earlier): the
     buffers of the busiest steps are placed while the arena is still empty."""
-    steps = max((b.last for b in buffers), default=-1) + 1
-    usage = [0] * steps
-    for b in buffers:
-        for s in range(b.first, b.last + 1):
-            usage[s] += b.size
+    usage = live_bytes(buffers)
     pressure = [max(usage[b.first:b.last + 1]) for b in buffers]
     return sorted(range(len(buffers)), key=lambda i: (-pressure[i], -buffers[i].size, buffers[i].first))
 

@@ -44,6 +44,12 @@ BIAS_SCALE_TOLERANCE = 0.02
 PATCH_BYTES = 64 << 20  # im2col memory bound per chunk of samples
 
 
+def exact_float(terms: int):
+    """The float type whose sums of `terms` int8 products are exact: each product is at most 255 * 128
+    in magnitude, so float32 (24-bit significand) is exact while terms * 32640 < 2^24; float64 beyond."""
+    return np.float32 if terms * 255 * 128 < 1 << 24 else np.float64
+
+
 @dataclass(frozen=True)
 class Window:
     """A 2-D sliding window: kernel size, strides, dilations, output size and leading padding."""
@@ -228,7 +234,7 @@ def _arithmetic(op: Op, x: Tensor, weights: Tensor, out: Tensor, channels: int, 
         y = multiply_by_quantized_multiplier(acc, multiplier, shift) + out_zp
         return np.clip(y, lo, hi).astype(np.int8)
 
-    return constant_data(op, weights, "weights").astype(np.float64), in_zp, requantize
+    return constant_data(op, weights, "weights"), in_zp, requantize
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -279,7 +285,9 @@ def conv_2d(op: Op, args: list) -> np.ndarray:
     win = window(op, h, width, kh, kw, dilated=True)
     check_output_shape(op, (batch, win.out_h, win.out_w, out_channels))
     w, x_zero_point, finish = _arithmetic(op, x_t, w_t, out_t, out_channels, axis=0)
-    acc = _conv_sum(x.reshape(n * batch, h, width, c).astype(np.float64) - x_zero_point, w, win, c // group_in)
+    dtype = exact_float(kh * kw * group_in) if x_t.dtype == np.int8 else np.float64
+    acc = _conv_sum(x.reshape(n * batch, h, width, c).astype(dtype) - dtype(x_zero_point), w.astype(dtype), win,
+                    c // group_in)
     return finish(acc).reshape((n,) + out_t.shape)
 
 
@@ -304,11 +312,14 @@ def depthwise_conv_2d(op: Op, args: list) -> np.ndarray:
     win = window(op, h, width, kh, kw, dilated=True)
     check_output_shape(op, (batch, win.out_h, win.out_w, out_channels))
     w, x_zero_point, finish = _arithmetic(op, x_t, w_t, out_t, out_channels, axis=3)
-    x = x.reshape(n * batch, h, width, c).astype(np.float64) - x_zero_point
-    acc = np.zeros((n * batch, win.out_h, win.out_w, out_channels))
+    dtype = exact_float(kh * kw) if x_t.dtype == np.int8 else np.float64
+    x = x.reshape(n * batch, h, width, c).astype(dtype) - dtype(x_zero_point)
+    w = w.astype(dtype)
+    acc = np.zeros((n * batch, win.out_h, win.out_w, out_channels), dtype=dtype)
     for i, j, tap in window_taps(x, win, 0.0):
-        # Repeating each input channel depth_multiplier times lines it up with its output channels.
-        acc += np.repeat(tap, depth_multiplier, axis=-1) * w[0, i, j]
+        if depth_multiplier > 1:  # repeating each input channel lines it up with its output channels
+            tap = np.repeat(tap, depth_multiplier, axis=-1)
+        acc += tap * w[0, i, j]
     return finish(acc).reshape((n,) + out_t.shape)
 
 
@@ -340,5 +351,6 @@ def fully_connected(op: Op, args: list) -> np.ndarray:
         check_output_shape(op, (rows, out_features))
     w, x_zero_point, finish = _arithmetic(op, x_t, w_t, out_t, out_features, axis=0)
     n = x.shape[0]
-    acc = (x.reshape(n * rows, in_features).astype(np.float64) - x_zero_point) @ w.T
+    dtype = exact_float(in_features) if x_t.dtype == np.int8 else np.float64
+    acc = (x.reshape(n * rows, in_features).astype(dtype) - dtype(x_zero_point)) @ w.astype(dtype).T
     return finish(acc).reshape((n,) + out_t.shape)

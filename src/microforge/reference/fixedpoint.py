@@ -48,31 +48,33 @@ def quantize_multipliers(multipliers) -> tuple[np.ndarray, np.ndarray]:
     return (np.array([p[0] for p in pairs], dtype=np.int64), np.array([p[1] for p in pairs], dtype=np.int64))
 
 
-def _trunc_div_pow2(value: np.ndarray, bits: int) -> np.ndarray:
-    """C integer division by 2**bits (truncates toward zero) on int64 arrays."""
-    magnitude = np.abs(value) >> bits
-    return np.where(value < 0, -magnitude, magnitude)
-
-
 def saturating_rounding_doubling_high_mul(a, b, bits: int = 32) -> np.ndarray:
-    """gemmlowp's SaturatingRoundingDoublingHighMul for int32 (bits=32) or int16 (bits=16) operands."""
+    """gemmlowp's SaturatingRoundingDoublingHighMul for int32 (bits=32) or int16 (bits=16) operands.
+
+    gemmlowp adds a nudge of +-2^(bits-2) and divides by 2^(bits-1) truncating toward zero; for both signs
+    that equals adding 2^(bits-2) and shifting right arithmetically (floor), which numpy does in two passes.
+    The one product that overflows (lowest * lowest) saturates.
+    """
     a = np.asarray(a, dtype=np.int64)
     b = np.asarray(b, dtype=np.int64)
+    high = (a * b + (1 << (bits - 2))) >> (bits - 1)
     lowest = -(1 << (bits - 1))
-    product = a * b
-    nudge = np.where(product >= 0, 1 << (bits - 2), 1 - (1 << (bits - 2)))
-    high = _trunc_div_pow2(product + nudge, bits - 1)
-    return np.where((a == lowest) & (b == lowest), (1 << (bits - 1)) - 1, high)
+    overflow = (a == lowest) & (b == lowest)
+    if overflow.any():
+        high = np.where(overflow, (1 << (bits - 1)) - 1, high)
+    return high
 
 
 def rounding_divide_by_pot(x, exponent) -> np.ndarray:
-    """gemmlowp's RoundingDivideByPOT: arithmetic right shift rounding half away from zero."""
+    """gemmlowp's RoundingDivideByPOT: x / 2^exponent rounded half away from zero.
+
+    gemmlowp compares the remainder with a sign-dependent threshold; adding half minus one for negative x
+    and shifting right (floor) gives the same result in fewer passes.
+    """
     x = np.asarray(x, dtype=np.int64)
     exponent = np.asarray(exponent, dtype=np.int64)
-    mask = (np.int64(1) << exponent) - 1
-    remainder = x & mask
-    threshold = (mask >> 1) + (x < 0)
-    return (x >> exponent) + (remainder > threshold)
+    half = (np.int64(1) << exponent) >> 1
+    return (x + half - ((x < 0) & (exponent > 0))) >> exponent
 
 
 def wrap_int32(x) -> np.ndarray:
@@ -85,10 +87,9 @@ def multiply_by_quantized_multiplier(x, significand, shift) -> np.ndarray:
     """TFLite's MultiplyByQuantizedMultiplier; significand/shift broadcast against x (per channel)."""
     x = np.asarray(x, dtype=np.int64)
     shift = np.asarray(shift, dtype=np.int64)
-    left = np.maximum(shift, 0)
-    right = np.maximum(-shift, 0)
-    shifted = wrap_int32(x * (np.int64(1) << left))
-    return rounding_divide_by_pot(saturating_rounding_doubling_high_mul(shifted, significand), right)
+    if np.any(shift > 0):  # multipliers above one are rare: skip the left-shift pass when there are none
+        x = wrap_int32(x * (np.int64(1) << np.maximum(shift, 0)))
+    return rounding_divide_by_pot(saturating_rounding_doubling_high_mul(x, significand), np.maximum(-shift, 0))
 
 
 def quantize_in_float32(value: float, scale: float, zero_point: int) -> int:
