@@ -11,6 +11,7 @@ setup:
 
 run: setup
 	@$(BIN)/microforge analyze $(DEMO_MODEL)
+	@$(BIN)/microforge plan $(DEMO_MODEL)
 	@$(BIN)/microforge run $(DEMO_MODEL) --input $(DEMO_INPUT)
 
 test: setup
@@ -18,6 +19,7 @@ test: setup
 
 bench: setup
 	@$(BIN)/python benchmarks/reference_speed.py
+	@$(BIN)/python benchmarks/memory.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis

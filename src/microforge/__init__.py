@@ -9,7 +9,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from microforge.errors import InputError, MicroforgeError, ModelError, PlanError, TargetError, UnsupportedError
+from microforge.errors import (
+    InputError,
+    MicroforgeError,
+    ModelError,
+    PlanError,
+    TargetError,
+    UnsupportedError,
+)
 from microforge.frontend.reader import read_tflite
 from microforge.frontend.writer import write_tflite
 from microforge.graph.analysis import analyze

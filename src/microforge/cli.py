@@ -57,6 +57,54 @@ def analyze(model: Path = typer.Argument(..., help="a .tflite model"),
                   "[dim](most activation bytes live at once, layer by layer, in the model's op order)[/]")
 
 
+@app.command("plan")
+def plan_command(
+        model: Path = typer.Argument(..., help="a .tflite model"),
+        strategy: str = typer.Option("auto", help="tflm | best-fit | hill-climb | exact | auto"),
+        schedule: str = typer.Option("auto", help="auto (search the op order) | model (keep it)"),
+        seconds: float = typer.Option(10.0, help="time limit of the exact solver"),
+        as_json: bool = typer.Option(False, "--json", help="print the plan as JSON"),
+        png: Optional[Path] = typer.Option(None, "--png", help="draw our plan beside TFLM's"),
+        svg: Optional[Path] = typer.Option(None, "--svg", help="the same picture as SVG"),
+        write_tflm_plan: Optional[Path] = typer.Option(
+            None, "--write-tflm-plan", help="write MODEL with our offsets as TFLM's offline memory plan")) -> None:
+    """Plan the activation arena: the smallest valid placement, beside TFLite Micro's and the lower bound."""
+    from microforge.plan import plan as make_plan
+    from microforge.plan.tflm import place_tflm, tflm_buffers
+
+    try:
+        graph = microforge.load(model)
+        result = make_plan(graph, strategy=strategy, schedule=schedule, seconds=seconds)
+        if write_tflm_plan:
+            from microforge.plan.tflm_export import with_offline_plan
+
+            write_tflm_plan.write_bytes(with_offline_plan(graph, result.tensor_offsets()))
+    except MicroforgeError as exc:
+        _fail(exc)
+    for path in (png, svg):
+        if path:
+            from microforge.plan.picture import draw_plans
+
+            theirs = tflm_buffers(graph)
+            draw_plans([("TFLM greedy", theirs, place_tflm(theirs)),
+                        (f"microforge {result.strategy}", result.buffers, result.offsets)],
+                       path, title=model.name, lower_bound=result.lower_bound_bytes)
+    if as_json:
+        print(json.dumps(result.to_json(), indent=1))
+        return
+    saved = 1 - result.arena_bytes / result.tflm_bytes if result.tflm_bytes else 0.0
+    console.print(f"[bold]{model.name}[/]: {len(graph.ops)} ops, {len(result.buffers)} buffers")
+    console.print(f"  TFLM greedy arena      {_kib(result.tflm_bytes)}")
+    console.print(f"  microforge arena       {_kib(result.arena_bytes)}  ({result.strategy}, "
+                  f"{saved:.1%} less than TFLM)")
+    console.print(f"  layer-wise lower bound {_kib(result.lower_bound_bytes)}  (gap {result.gap:.1%}"
+                  f"{', proven optimal' if result.proven_optimal else ''})")
+    console.print(f"  planned and validated in {result.seconds:.2f} s")
+    for path in (png, svg, write_tflm_plan):
+        if path:
+            console.print(f"  wrote {path}")
+
+
 def read_input_file(path: Path, tensor: Tensor) -> np.ndarray:
     """A .npy array or raw tensor bytes (a whole number of samples) -> the interpreter's batch form."""
     try:

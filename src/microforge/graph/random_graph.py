@@ -38,6 +38,7 @@ class _RandomGraph:
     def activation(self, shape, spread: float) -> Tensor:
         """A new int8 tensor whose real values spread about `spread`: +-1.5 sigma fill the int8 range
         (the estimate runs high: activations clip half the values and spread less than it assumes)."""
+        spread = min(max(spread, 1e-2), 1e2)  # deep graphs must not drift toward zero or infinite scales
         scale = spread * 1.5 / 128 * float(self.rng.uniform(0.7, 1.4))
         zero_point = int(self.rng.integers(-20, 21))
         t = self.b.activation(self.name("t"), shape, np.int8, scale=scale, zero_point=zero_point)
