@@ -255,7 +255,8 @@ def _conv_sum(x: np.ndarray, w: np.ndarray, win: Window, groups: int) -> np.ndar
     out_channels, _, _, group_in = w.shape
     group_out = out_channels // groups
     # (M, out_h, out_w, taps, C) with taps in (kh, kw) order, matching the weights' layout.
-    patches = np.stack([tap for _, _, tap in window_taps(x, win, 0.0)], axis=3)
+    taps = [tap for _, _, tap in window_taps(x, win, 0.0)]
+    patches = taps[0][:, :, :, np.newaxis] if len(taps) == 1 else np.stack(taps, axis=3)
     patches = patches.reshape(-1, win.kh * win.kw, groups, group_in)
     acc = np.empty((patches.shape[0], out_channels))
     for g in range(groups):
@@ -316,10 +317,11 @@ def depthwise_conv_2d(op: Op, args: list) -> np.ndarray:
     x = x.reshape(n * batch, h, width, c).astype(dtype) - dtype(x_zero_point)
     w = w.astype(dtype)
     acc = np.zeros((n * batch, win.out_h, win.out_w, out_channels), dtype=dtype)
+    product = np.empty_like(acc)
     for i, j, tap in window_taps(x, win, 0.0):
         if depth_multiplier > 1:  # repeating each input channel lines it up with its output channels
             tap = np.repeat(tap, depth_multiplier, axis=-1)
-        acc += tap * w[0, i, j]
+        acc += np.multiply(tap, w[0, i, j], out=product)
     return finish(acc).reshape((n,) + out_t.shape)
 
 

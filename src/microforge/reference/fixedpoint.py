@@ -84,12 +84,30 @@ def wrap_int32(x) -> np.ndarray:
 
 
 def multiply_by_quantized_multiplier(x, significand, shift) -> np.ndarray:
-    """TFLite's MultiplyByQuantizedMultiplier; significand/shift broadcast against x (per channel)."""
-    x = np.asarray(x, dtype=np.int64)
+    """TFLite's MultiplyByQuantizedMultiplier; significand/shift broadcast against x (per channel).
+
+    The hot path of every int8 kernel, so it runs in place on one int64 array: the significands are
+    non-negative (quantize_multiplier never makes INT32_MIN), so the doubling high multiply cannot
+    saturate and is a multiply, an add and a shift.
+    """
+    x = np.array(x, dtype=np.int64)  # a copy we may overwrite
+    significand = np.asarray(significand, dtype=np.int64)
     shift = np.asarray(shift, dtype=np.int64)
+    if np.any(significand < 0):
+        raise ModelError("quantized multipliers must be non-negative")
     if np.any(shift > 0):  # multipliers above one are rare: skip the left-shift pass when there are none
-        x = wrap_int32(x * (np.int64(1) << np.maximum(shift, 0)))
-    return rounding_divide_by_pot(saturating_rounding_doubling_high_mul(x, significand), np.maximum(-shift, 0))
+        x = wrap_int32(x << np.maximum(shift, 0))
+    x *= significand
+    x += 1 << 30
+    x >>= 31
+    exponent = np.maximum(-shift, 0)
+    if np.all(exponent > 0):  # rounding_divide_by_pot, fused: add half minus one for negatives, shift
+        negative = x < 0
+        x += (np.int64(1) << exponent) >> 1
+        x -= negative
+        x >>= exponent
+        return x
+    return rounding_divide_by_pot(x, exponent)
 
 
 def quantize_in_float32(value: float, scale: float, zero_point: int) -> int:
