@@ -55,6 +55,10 @@ class Plan:
         """Tensor index -> arena offset, for every activation tensor (aliases share their buffer's)."""
         return {t.index: self.offsets[b.index] for b in self.buffers for t in b.tensors}
 
+    def scratch_offsets(self) -> dict[int, int]:
+        """Op index -> arena offset of that op's scratch buffer."""
+        return {b.scratch_of: self.offsets[b.index] for b in self.buffers if b.scratch_of >= 0}
+
     def to_json(self) -> dict:
         return {
             "arena_bytes": self.arena_bytes,
@@ -93,8 +97,10 @@ def _placements(buffers: list[Buffer], strategy: str, bound: int, seconds: float
 
 
 def plan(graph: Graph, strategy: str = "auto", schedule: str | list[int] = "auto",
-         alignment: int = DEFAULT_ALIGNMENT, seconds: float = 10.0, validate: bool = True) -> Plan:
+         alignment: int = DEFAULT_ALIGNMENT, seconds: float = 10.0, validate: bool = True,
+         scratch: dict[int, int] | None = None) -> Plan:
     """Plan `graph`'s activation arena. `schedule`: "auto" (search), "model" (as stored) or an op order.
+    `scratch`: op index -> bytes of scratch its kernel needs during its step (the C kernels declare it).
 
     Every candidate plan is checked statically; the returned one is also checked by execution.
     Raises PlanError if no valid plan is found (which would be a bug) or on bad arguments.
@@ -118,7 +124,7 @@ def plan(graph: Graph, strategy: str = "auto", schedule: str | list[int] = "auto
             orders = [list(schedule)]
         candidates = []
         for order in orders:
-            buffers = buffers_for(graph, order, alignment)
+            buffers = buffers_for(graph, order, alignment, scratch=scratch)
             bound = lower_bound(buffers)
             for name, offsets, proven in _placements(buffers, strategy, bound, seconds):
                 candidates.append((name, order, buffers, offsets, proven))

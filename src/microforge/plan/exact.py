@@ -29,10 +29,12 @@ from __future__ import annotations
 import bisect
 import heapq
 import math
+import os
 import time
 
 import numpy as np
 
+from microforge.errors import PlanError
 from microforge.plan.lifetimes import Buffer
 from microforge.plan.placement import arena_size
 
@@ -154,16 +156,11 @@ def place_exact(buffers: list[Buffer], time_limit_s: float = 10.0, hint: list[in
     something strictly better was found. `lower_bound` (bytes, e.g. `lifetimes.lower_bound`) lets the
     solver stop as soon as it reaches it.
     """
-    return _place_exact(buffers, time_limit_s, hint, lower_bound, "cliques")
-
-
-def _place_exact(buffers: list[Buffer], time_limit_s: float, hint: list[int] | None, lower_bound: int | None,
-                 formulation: str) -> tuple[list[int], bool]:
     deadline = time.monotonic() + max(0.0, time_limit_s)
     if not buffers:
         return [], True
     if sorted(b.index for b in buffers) != list(range(len(buffers))):
-        raise ValueError("place_exact needs buffers numbered 0..n-1 by Buffer.index (as buffers_for gives)")
+        raise PlanError("place_exact needs buffers numbered 0..n-1 by Buffer.index (as buffers_for gives)")
     if hint is not None and is_valid(buffers, hint):
         best = _park_empty(buffers, list(hint))
     else:
@@ -196,44 +193,26 @@ def _place_exact(buffers: list[Buffer], time_limit_s: float, hint: list[int] | N
         xs[b.index] = model.NewIntVar(0, top - size, f"x{b.index}")
         intervals[b.index] = model.NewFixedSizeIntervalVar(xs[b.index], size, f"i{b.index}")
         model.Add(xs[b.index] + size <= arena)
-    if formulation == "cliques":
-        cliques = start_cliques(solid)
-        if sum(len(c) for c in cliques) > MAX_CLIQUE_TERMS:
-            return best, False
-        for clique in cliques:
-            model.AddNoOverlap([intervals[b.index] for b in clique])
-    elif formulation == "pairs":
-        for i, a in enumerate(solid):
-            for b in solid[i + 1:]:
-                if a.overlaps_in_time(b):
-                    below = model.NewBoolVar("")
-                    model.Add(xs[a.index] + a.size // unit <= xs[b.index]).OnlyEnforceIf(below)
-                    model.Add(xs[b.index] + b.size // unit <= xs[a.index]).OnlyEnforceIf(below.Not())
-    elif formulation in ("2d", "both"):
-        if formulation == "both":
-            for clique in start_cliques(solid):
-                model.AddNoOverlap([intervals[b.index] for b in clique])
-        times = [model.NewFixedSizeIntervalVar(b.first, b.last + 1 - b.first, "") for b in solid]
-        model.AddNoOverlap2D(times, [intervals[b.index] for b in solid])
-    else:
-        raise ValueError(formulation)
+    cliques = start_cliques(solid)
+    if sum(len(c) for c in cliques) > MAX_CLIQUE_TERMS:
+        return best, False
+    for clique in cliques:
+        model.AddNoOverlap([intervals[b.index] for b in clique])
     hinted = compact(buffers, best)  # offsets that are sums of sizes, so multiples of `unit`
     for b in solid:
         model.AddHint(xs[b.index], hinted[b.index] // unit)
     model.AddHint(arena, arena_size(buffers, hinted) // unit)
     model.Minimize(arena)
-
     remaining = deadline - time.monotonic()
     if remaining <= 0.02:
         return best, False
     solver = cp_model.CpSolver()
     solver.parameters.max_time_in_seconds = remaining * 0.9
-    solver.parameters.num_workers = MAX_WORKERS
-    import os
-    for kv in os.environ.get("MF_PARAMS", "").split(","):
-        if kv:
-            k, v = kv.split("=")
-            setattr(solver.parameters, k, type(getattr(solver.parameters, k))(eval(v)))
+    solver.parameters.num_workers = max(1, min(MAX_WORKERS, os.cpu_count() or 1))
+    if solver.parameters.num_workers > 1:
+        # the search that solves these instances plus one that strengthens the bound with cuts; beats the
+        # default portfolio (whose second worker does large-neighbourhood search) on two cores
+        solver.parameters.subsolvers.extend(["default_lp", "max_lp"])
     try:
         status = solver.Solve(model)
     except Exception:  # a solver failure must not lose the placement we already have

@@ -33,6 +33,7 @@ class Buffer:
     last: int
     tensors: list[Tensor] = field(default_factory=list)
     index: int = -1
+    scratch_of: int = -1  # for a kernel's scratch buffer: the op index it belongs to
 
     def overlaps_in_time(self, other: "Buffer") -> bool:
         return self.first <= other.last and other.first <= self.last
@@ -111,7 +112,8 @@ def buffers_for(graph: Graph, schedule: list[int] | None = None, alignment: int 
     for op_index, nbytes in (scratch or {}).items():
         if nbytes > 0:
             step = step_of[op_index]
-            buffers.append(Buffer(f"scratch of op {op_index}", align(nbytes, alignment), step, step))
+            buffers.append(Buffer(f"scratch of op {op_index}", align(nbytes, alignment), step, step,
+                                  scratch_of=op_index))
     for i, b in enumerate(buffers):
         b.index = i
     return buffers

@@ -1,0 +1,267 @@
+"""The C code generator: a planned graph becomes a self-contained C99 folder.
+
+    model.h    init/invoke, input/output pointers, arena size, shapes and quantization as macros
+    model.c    the arena, every weight and parameter as `static const` data, mf_invoke as straight-line calls
+    mf_*.c/.h  only the kernels this model uses (from microforge/codegen/kernels)
+    Makefile, CMakeLists.txt, README.md
+
+Generation runs in two passes: the first lowers every op to learn the scratch each kernel needs, the
+planner then places activations and scratch together, the second lowers again with the final offsets.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+
+from microforge.errors import UnsupportedError
+from microforge.graph.ir import Graph, Op, Tensor
+from microforge.plan import Plan, plan as make_plan
+
+TARGETS = ("portable", "host", "cortex-m4", "cortex-m7", "cortex-m0plus")
+CTYPES = {
+    np.dtype(np.int8): "int8_t", np.dtype(np.uint8): "uint8_t", np.dtype(np.int16): "int16_t",
+    np.dtype(np.int32): "int32_t", np.dtype(np.int64): "int64_t", np.dtype(np.float32): "float",
+    np.dtype(np.bool_): "uint8_t",
+}
+KERNEL_DIR = resources.files("microforge.codegen") / "kernels"
+
+
+def c_identifier(hint: str) -> str:
+    name = re.sub(r"[^0-9A-Za-z_]", "_", hint)[-40:].strip("_") or "t"
+    return name if not name[0].isdigit() else "t_" + name
+
+
+def c_value(value) -> str:
+    """A C initializer for a Python value: ints, floats (exact hex literals), strings as expressions,
+    sequences as brace lists."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, (bool, np.bool_)):
+        return "1" if value else "0"
+    if isinstance(value, (int, np.integer)):
+        return str(int(value))
+    if isinstance(value, (float, np.floating)):
+        v = float(np.float32(value))
+        if np.isinf(v):
+            return "(1.0f / 0.0f)" if v > 0 else "(-1.0f / 0.0f)"
+        return v.hex() + "f"
+    if isinstance(value, (list, tuple, np.ndarray)):
+        return "{" + ", ".join(c_value(v) for v in np.asarray(value).ravel().tolist()) + "}"
+    raise TypeError(f"cannot write {value!r} as C")
+
+
+def c_array_body(data: np.ndarray) -> str:
+    flat = np.asarray(data).ravel()
+    if flat.dtype.kind == "f":
+        items = [c_value(v) for v in flat.tolist()]
+    elif flat.dtype == np.int32 or flat.dtype == np.int64:
+        # INT32_MIN cannot be written as a plain literal in C
+        items = [str(v) if v != -(2**31) else "(-2147483647 - 1)" for v in flat.tolist()]
+    else:
+        items = [str(v) for v in flat.astype(np.int64).tolist()]
+    lines = [", ".join(items[i:i + 24]) for i in range(0, len(items), 24)]
+    return "{\n    " + ",\n    ".join(lines) + "\n}" if items else "{0}"
+
+
+class _Context:
+    """The EmitContext a lowering sees (see lowering.py)."""
+
+    def __init__(self, graph: Graph, target: str, tensor_offsets: dict[int, int], scratch_offsets: dict[int, int]):
+        self.graph = graph
+        self.target = target
+        self.tensor_offsets = tensor_offsets
+        self.scratch_offsets = scratch_offsets
+        self.declarations: list[str] = []
+        self.constant_bytes = 0
+        self._names: set[str] = set()
+        self._tensor_constants: dict[int, str] = {}
+        self.op: Op | None = None
+
+    def _unique(self, hint: str) -> str:
+        base = "mf_" + c_identifier(hint)
+        name, k = base, 1
+        while name in self._names:
+            k += 1
+            name = f"{base}_{k}"
+        self._names.add(name)
+        return name
+
+    def tensor(self, t: Tensor) -> str:
+        ctype = CTYPES[t.dtype]
+        if t.is_constant:
+            if t.index not in self._tensor_constants:
+                self._tensor_constants[t.index] = self.constant(t.name, t.data, ctype)
+            return self._tensor_constants[t.index]
+        return f"(({ctype} *)(mf_arena + {self.tensor_offsets[t.index]}))"
+
+    def constant(self, name_hint: str, data, ctype: str | None = None) -> str:
+        data = np.asarray(data)
+        ctype = ctype or CTYPES[data.dtype]
+        name = self._unique(name_hint)
+        self.declarations.append(f"static const {ctype} {name}[{max(data.size, 1)}] MF_ALIGNED(16) = "
+                                 f"{c_array_body(data)};")
+        self.constant_bytes += data.size * data.dtype.itemsize
+        return name
+
+    def struct(self, ctype: str, name_hint: str, fields: dict) -> str:
+        name = self._unique(name_hint)
+        body = ",\n    ".join(f".{k} = {c_value(v)}" for k, v in fields.items())
+        self.declarations.append(f"static const {ctype} {name} = {{\n    {body}\n}};")
+        return "&" + name
+
+    def scratch(self) -> str:
+        return f"(mf_arena + {self.scratch_offsets[self.op.index]})"
+
+
+class _ScratchProbe(_Context):
+    """First pass: every pointer is a placeholder; only the scratch sizes matter."""
+
+    def tensor(self, t: Tensor) -> str:
+        return f"(({CTYPES[t.dtype]} *)0)"
+
+    def scratch(self) -> str:
+        return "((uint8_t *)0)"
+
+
+@dataclass
+class GeneratedModel:
+    """What `generate` wrote, and the numbers its README states."""
+
+    directory: Path
+    plan: Plan
+    arena_bytes: int
+    constant_bytes: int
+    sources: list[str]
+    target: str
+
+
+def _lowerings():
+    from microforge.codegen import ops  # noqa: F401  (registers every lowering)
+    from microforge.codegen.lowering import LOWERINGS
+
+    return LOWERINGS
+
+
+def unsupported_for_codegen(graph: Graph) -> list[str]:
+    table = _lowerings()
+    return [f"{op.where}: no C kernel yet" for op in graph.ops if op.type not in table]
+
+
+def generate(graph: Graph, out_dir: str | Path, target: str = "portable", strategy: str = "auto") -> GeneratedModel:
+    """Write the C folder for `graph` to `out_dir`. Raises UnsupportedError listing every op without C."""
+    if target not in TARGETS:
+        raise UnsupportedError(f"unknown target {target!r}; choose one of {', '.join(TARGETS)}")
+    table = _lowerings()
+    missing = unsupported_for_codegen(graph)
+    if missing:
+        raise UnsupportedError("the model uses ops microforge cannot generate C for yet:\n  " + "\n  ".join(missing))
+    probe = _ScratchProbe(graph, target, {}, {})
+    scratch = {}
+    for op in graph.ops:
+        probe.op = op
+        nbytes = table[op.type](op, probe).scratch_bytes
+        if nbytes:
+            scratch[op.index] = nbytes
+    arena_plan = make_plan(graph, strategy=strategy, scratch=scratch)
+    scratch_offsets = arena_plan.scratch_offsets()
+    ctx = _Context(graph, target, arena_plan.tensor_offsets(), scratch_offsets)
+    body, sources = [], []
+    for step in arena_plan.schedule:
+        op = graph.ops[step]
+        ctx.op = op
+        call = table[op.type](op, ctx)
+        body.append(f"    /* op {op.index}: {op.type} -> {op.outputs[0].name[:60]} */\n    {call.statement}")
+        sources += [s for s in call.sources if s not in sources]
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    headers = ["mf_common.h"] + [s[:-2] + ".h" for s in sources if (KERNEL_DIR / (s[:-2] + ".h")).is_file()]
+    for name in headers + sources:
+        (out / name).write_bytes((KERNEL_DIR / name).read_bytes())
+    (out / "model.h").write_text(_header(graph, arena_plan))
+    (out / "model.c").write_text(_model_c(graph, arena_plan, ctx, body, headers))
+    (out / "Makefile").write_text(_makefile(sources))
+    (out / "CMakeLists.txt").write_text(_cmake(sources))
+    generated = GeneratedModel(out, arena_plan, arena_plan.arena_bytes, ctx.constant_bytes, ["model.c"] + sources, target)
+    (out / "README.md").write_text(_readme(graph, generated))
+    return generated
+
+
+def _io_macros(kind: str, tensors: list[Tensor]) -> list[str]:
+    lines = [f"#define MF_NUM_{kind}S {len(tensors)}"]
+    for i, t in enumerate(tensors):
+        p = f"MF_{kind}{i}"
+        lines.append(f"#define {p}_BYTES {t.nbytes}")
+        lines.append(f"#define {p}_RANK {len(t.shape)}")
+        lines.append(f"#define {p}_SHAPE {{{', '.join(map(str, t.shape))}}}")
+        lines.append(f"#define {p}_TYPE {CTYPES[t.dtype]}")
+        if t.quant is not None and not t.quant.per_channel:
+            lines.append(f"#define {p}_SCALE {c_value(t.scale)}")
+            lines.append(f"#define {p}_ZERO_POINT {t.zero_point}")
+    return lines
+
+
+def _header(graph: Graph, arena_plan: Plan) -> str:
+    lines = [
+        "/* Generated by microforge: the model's C interface. */",
+        "#ifndef MF_MODEL_H", "#define MF_MODEL_H", "", "#include <stdint.h>", "",
+        f"#define MF_ARENA_BYTES {arena_plan.arena_bytes}",
+        *_io_macros("INPUT", graph.inputs), *_io_macros("OUTPUT", graph.outputs), "",
+        "/* Prepare the model (nothing to do today: every parameter is a compile-time constant). */",
+        "void mf_init(void);",
+        "/* One inference: read the inputs from mf_input(i), write the outputs to mf_output(i). */",
+        "void mf_invoke(void);",
+        "/* Where input/output i lives inside the arena (MF_INPUTi_BYTES / MF_OUTPUTi_BYTES bytes). */",
+        "void *mf_input(int index);", "void *mf_output(int index);", "", "#endif", "",
+    ]
+    return "\n".join(lines)
+
+
+def _pointer_switch(name: str, tensors: list[Tensor], offsets: dict[int, int]) -> str:
+    cases = "".join(f"    case {i}: return mf_arena + {offsets[t.index]};\n" for i, t in enumerate(tensors))
+    return f"void *{name}(int index) {{\n    switch (index) {{\n{cases}    default: return 0;\n    }}\n}}\n"
+
+
+def _model_c(graph: Graph, arena_plan: Plan, ctx: _Context, body: list[str], headers: list[str]) -> str:
+    offsets = arena_plan.tensor_offsets()
+    includes = "\n".join(f'#include "{h}"' for h in headers)
+    return (
+        f"/* Generated by microforge. {len(graph.ops)} ops; arena {arena_plan.arena_bytes} bytes "
+        f"({arena_plan.strategy} plan); constants {ctx.constant_bytes} bytes. */\n"
+        f'#include "model.h"\n{includes}\n\n'
+        f"static uint8_t mf_arena[MF_ARENA_BYTES] MF_ALIGNED(16);\n\n"
+        + "\n\n".join(ctx.declarations) + "\n\n"
+        "void mf_init(void) {}\n\n"
+        + _pointer_switch("mf_input", graph.inputs, offsets) + "\n"
+        + _pointer_switch("mf_output", graph.outputs, offsets) + "\n"
+        "void mf_invoke(void) {\n" + "\n".join(body) + "\n}\n"
+    )
+
+
+def _makefile(sources: list[str]) -> str:
+    objs = " ".join(s[:-2] + ".o" for s in ["model.c"] + sources)
+    return (f"# Builds the model as a static library: make CC=arm-none-eabi-gcc CFLAGS='-mcpu=cortex-m4 ...'\n"
+            f"CC ?= cc\nCFLAGS ?= -O2\nCFLAGS += -std=c99 -Wall -Wextra\n\nlibmodel.a: {objs}\n"
+            f"\t$(AR) rcs $@ $^\n\n%.o: %.c\n\t$(CC) $(CFLAGS) -c $< -o $@\n\nclean:\n\trm -f *.o libmodel.a\n")
+
+
+def _cmake(sources: list[str]) -> str:
+    files = " ".join(["model.c"] + sources)
+    return (f"cmake_minimum_required(VERSION 3.13)\nproject(microforge_model C)\n"
+            f"add_library(microforge_model STATIC {files})\n"
+            f"target_include_directories(microforge_model PUBLIC ${{CMAKE_CURRENT_SOURCE_DIR}})\n"
+            f"set_property(TARGET microforge_model PROPERTY C_STANDARD 99)\n")
+
+
+def _readme(graph: Graph, g: GeneratedModel) -> str:
+    return (f"# Generated model\n\nGenerated by microforge for target `{g.target}`: {len(graph.ops)} ops.\n\n"
+            f"- RAM: activation arena {g.arena_bytes:,} bytes (`MF_ARENA_BYTES`; TFLM's greedy plan needs "
+            f"{g.plan.tflm_bytes:,}), plus the kernels' stack.\n"
+            f"- Flash: constants {g.constant_bytes:,} bytes, plus code.\n\n"
+            f"Use: copy your input into `mf_input(0)` (`MF_INPUT0_BYTES` bytes), call `mf_invoke()`, read "
+            f"`mf_output(0)`. Build with the Makefile or CMakeLists.txt, or add the .c files to your project.\n")

@@ -1,0 +1,51 @@
+/* Shared definitions of microforge's generated kernels: TFLite's integer requantization in C99.
+ *
+ * Same arithmetic as the reference interpreter (src/microforge/reference/fixedpoint.py), which is
+ * bit-exact with TFLite Micro: a real multiplier M is an int32 significand in [2^30, 2^31) and a shift,
+ * M = significand * 2^(shift - 31); applying it is a rounding doubling high multiply followed by a
+ * rounding right shift, both rounding half away from zero ("double rounding", TFLM's default).
+ */
+#ifndef MF_COMMON_H
+#define MF_COMMON_H
+
+#include <stdint.h>
+#include <string.h>
+
+#if defined(__GNUC__)
+#define MF_INLINE static inline __attribute__((always_inline))
+#define MF_ALIGNED(n) __attribute__((aligned(n)))
+#else
+#define MF_INLINE static inline
+#define MF_ALIGNED(n)
+#endif
+
+MF_INLINE int32_t mf_min_i32(int32_t a, int32_t b) { return a < b ? a : b; }
+MF_INLINE int32_t mf_max_i32(int32_t a, int32_t b) { return a > b ? a : b; }
+MF_INLINE int32_t mf_clamp_i32(int32_t x, int32_t lo, int32_t hi) { return x < lo ? lo : (x > hi ? hi : x); }
+
+/* gemmlowp SaturatingRoundingDoublingHighMul: (a * b * 2 + 2^31 rounding) >> 32, saturating the one
+ * overflowing case. For both signs gemmlowp's nudge-and-truncate equals add 2^30 and shift right. */
+MF_INLINE int32_t mf_doubling_high_mul(int32_t a, int32_t b) {
+    if (a == INT32_MIN && b == INT32_MIN) return INT32_MAX;
+    int64_t product = (int64_t)a * (int64_t)b;
+    return (int32_t)((product + ((int64_t)1 << 30)) >> 31);
+}
+
+/* gemmlowp RoundingDivideByPOT: x / 2^exponent rounded half away from zero (exponent in 0..31). */
+MF_INLINE int32_t mf_rounding_divide_by_pot(int32_t x, int exponent) {
+    const int32_t mask = (int32_t)((1ll << exponent) - 1);
+    const int32_t remainder = x & mask;
+    const int32_t threshold = (mask >> 1) + (x < 0 ? 1 : 0);
+    return (x >> exponent) + (remainder > threshold ? 1 : 0);
+}
+
+/* TFLite MultiplyByQuantizedMultiplier. A positive shift first multiplies x by 2^shift in int32
+ * (wrapping as TFLM's int32 arithmetic does: done in uint32 to stay defined behaviour in C). */
+MF_INLINE int32_t mf_requantize(int32_t x, int32_t significand, int32_t shift) {
+    const int left = shift > 0 ? shift : 0;
+    const int right = shift > 0 ? 0 : -shift;
+    const int32_t shifted = (int32_t)((uint32_t)x << left);
+    return mf_rounding_divide_by_pot(mf_doubling_high_mul(shifted, significand), right);
+}
+
+#endif /* MF_COMMON_H */

@@ -1,0 +1,62 @@
+"""How an op becomes C: the contract between the code generator and each op family's lowering.
+
+A lowering is `fn(op, ctx) -> Call`, registered with `@lowering("CONV_2D", ...)` in a module of
+`microforge.codegen.ops`. It reads the op (shapes, quantization, options), precomputes everything that
+is constant (multipliers, shifts, offsets, clamps, re-laid-out weights) with `ctx`, and returns the C
+statement that runs the op plus the kernel source files that statement needs. Nothing is interpreted at
+run time: parameters become `static const` data in flash and the statement is a direct call.
+
+Tensor storage comes from `ctx.tensor(t)`: a C expression of the right pointer type, into the arena for
+activations (at the planned offset) or naming a const array for constants. Integer results must equal
+the reference interpreter's byte for byte (and so TFLM's).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable, Protocol
+
+import numpy as np
+
+from microforge.graph.ir import Op, Tensor
+
+
+@dataclass
+class Call:
+    """The C that runs one op: statement(s) for the body of mf_invoke, and the kernel files they need
+    (names of files in microforge/codegen/kernels/, e.g. "mf_conv.c"; headers are found by #include)."""
+
+    statement: str
+    sources: tuple[str, ...] = ()
+    scratch_bytes: int = 0  # bytes of scratch the kernel needs during this op (ctx.scratch() points to it)
+    notes: list[str] = field(default_factory=list)
+
+
+class EmitContext(Protocol):
+    target: str  # "portable" | "host" | "cortex-m4" | "cortex-m7" | "cortex-m0plus"
+
+    def tensor(self, t: Tensor) -> str:
+        """C expression for the tensor's data pointer, e.g. `((int8_t *)(mf_arena + 1024))` or `mf_w3`."""
+
+    def constant(self, name_hint: str, data: np.ndarray, ctype: str | None = None) -> str:
+        """Emit `static const <ctype> name[] = {...};` (aligned) and return its identifier."""
+
+    def struct(self, ctype: str, name_hint: str, fields: dict[str, object]) -> str:
+        """Emit `static const <ctype> name = { .field = value, ... };` and return `&name`. Values are ints,
+        floats, or C expressions given as str (e.g. array identifiers from `constant`)."""
+
+    def scratch(self) -> str:
+        """C expression for this op's scratch area (uint8_t *), valid when Call.scratch_bytes > 0."""
+
+
+Lowering = Callable[[Op, EmitContext], Call]
+LOWERINGS: dict[str, Lowering] = {}
+
+
+def lowering(*op_types: str):
+    def register(fn: Lowering) -> Lowering:
+        for op_type in op_types:
+            LOWERINGS[op_type] = fn
+        return fn
+
+    return register
