@@ -4,7 +4,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-SYSTEM_PACKAGES=(python3-venv gcc make)
+# gcc builds the host target; the Arm toolchain, newlib and QEMU build and run the emulated Cortex-M targets.
+SYSTEM_PACKAGES=(python3-venv gcc make gcc-arm-none-eabi libnewlib-arm-none-eabi qemu-system-arm)
 missing=()
 for pkg in "${SYSTEM_PACKAGES[@]}"; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")

@@ -105,6 +105,51 @@ def plan_command(
             console.print(f"  wrote {path}")
 
 
+@app.command()
+def generate(model: Path = typer.Argument(..., help="a .tflite model"),
+             out: Path = typer.Option(..., "-o", "--out", help="folder to write the C into"),
+             target: str = typer.Option("portable", help="portable | host | cortex-m4 | cortex-m7 | cortex-m0plus")) -> None:
+    """Write model-specific C99: model.h/model.c, only the kernels the model uses, Makefile and CMake."""
+    from microforge.codegen import generate as write_c
+
+    try:
+        generated = write_c(microforge.load(model), out, target=target)
+    except MicroforgeError as exc:
+        _fail(exc)
+    console.print(f"wrote {out}/ ({', '.join(generated.sources)}, model.h, Makefile, CMakeLists.txt)")
+    console.print(f"  arena (RAM)      {_kib(generated.arena_bytes)}")
+    console.print(f"  constants (flash) {_kib(generated.constant_bytes)}")
+
+
+@app.command()
+def validate(model: Path = typer.Argument(..., help="a .tflite model"),
+             target: str = typer.Option("host", help="host | qemu-m4 | qemu-m7"),
+             inputs: int = typer.Option(8, "--inputs", help="how many random inputs (seeded)"),
+             input_files: Optional[List[Path]] = typer.Option(None, "--input", help="sample files instead"),
+             as_json: bool = typer.Option(False, "--json", help="print JSON")) -> None:
+    """Build for TARGET, run the inputs, compare byte for byte with the reference interpreter."""
+    from microforge.codegen.validate import validate_target
+
+    try:
+        graph = microforge.load(model)
+        batches = None
+        if input_files:
+            batches = [read_input_file(p, t) for p, t in zip(input_files, graph.inputs)]
+        report = validate_target(graph, target, count=inputs, batches=batches)
+    except MicroforgeError as exc:
+        _fail(exc)
+    if as_json:
+        print(json.dumps(report, indent=1))
+        return
+    verdict = "[green]bit-exact[/]" if report["bit_exact"] else f"[red]{report['mismatches']} mismatching samples[/]"
+    console.print(f"{model.name} on {target}: {report['samples']} samples, {verdict}")
+    for key in ("instructions_per_inference", "arena_bytes", "stack_bytes", "flash_bytes", "ram_bytes"):
+        if report.get(key) is not None:
+            console.print(f"  {key.replace('_', ' '):28} {report[key]:,}")
+    if not report["bit_exact"]:
+        raise typer.Exit(code=1)
+
+
 def read_input_file(path: Path, tensor: Tensor) -> np.ndarray:
     """A .npy array or raw tensor bytes (a whole number of samples) -> the interpreter's batch form."""
     try:

@@ -1,0 +1,1 @@
+"""Targets the generated C is built for and measured on: emulated Cortex-M boards (qemu)."""
