@@ -1,0 +1,73 @@
+/* CONV_2D, DEPTHWISE_CONV_2D and FULLY_CONNECTED kernels of microforge's generated C (int8 and float32).
+ *
+ * Bit-exact with the reference interpreter (src/microforge/reference/conv.py) and so with TFLite Micro.
+ * Layouts: activations NHWC. Weights are re-laid-out at generation time (see each params struct).
+ *
+ * The input zero point is folded into the bias at generation time: every int8 kernel computes
+ *     acc = bias[oc] + sum(x * w)      with bias[oc] = bias_tflm[oc] + input_offset * sum(w[oc])
+ * where positions outside the input read x = input_zero_point (= -input_offset), so that they contribute
+ * (x + input_offset) * w = 0 exactly as TFLM's skipped taps do. Sums of int8 products stay far inside
+ * int32 (the code generator checks the depth); the bias is added with two's-complement wrap-around, the
+ * behaviour of TFLM's int32 accumulator, without undefined behaviour.
+ *
+ * Cortex-M4/M7: with __ARM_FEATURE_DSP the inner products use SXTB16 + SMLAD (two 16-bit MACs per
+ * instruction), giving the same integers. MF_CONV_EMULATE_DSP runs that path on any host (for tests).
+ */
+#ifndef MF_CONV_H
+#define MF_CONV_H
+
+#include "mf_common.h"
+
+/* Requantization of one int8 op's accumulators. */
+typedef struct {
+    const int32_t *bias;        /* [out_c] folded bias (see above) */
+    const int32_t *multiplier;  /* [out_c] if per_channel else [1] */
+    const int32_t *shift;       /* same */
+    int32_t per_channel;        /* 0 or 1 */
+    int32_t output_offset;      /* output zero point */
+    int32_t act_min, act_max;   /* fused activation clamp, in output units */
+} mf_requant_s8;
+
+/* CONV_2D and DEPTHWISE_CONV_2D geometry and parameters (int8 and float32). */
+typedef struct {
+    const void *weights;  /* conv: [out_c][kh][kw][in_c / groups] (TFLite's); depthwise: [out_c][kh][kw] */
+    int32_t batches, in_h, in_w, in_c;
+    int32_t out_h, out_w, out_c;
+    int32_t kh, kw, stride_h, stride_w, dilation_h, dilation_w, pad_top, pad_left;
+    int32_t groups;            /* conv: in_c / weights' input depth */
+    int32_t depth_multiplier;  /* depthwise: out_c / in_c */
+    int32_t input_zero_point;  /* int8: the value read outside the input */
+    mf_requant_s8 q;           /* int8 */
+    const float *fbias;        /* float32: [out_c] or NULL */
+    float fmin, fmax;          /* float32: activation clamp */
+} mf_conv_params;
+
+/* FULLY_CONNECTED (and 1x1 stride-1 convolution): rows x in_features -> rows x out_features. */
+typedef struct {
+    const void *weights;  /* [out_features][in_features] */
+    int32_t rows, in_features, out_features;
+    mf_requant_s8 q;
+    const float *fbias;
+    float fmin, fmax;
+} mf_fc_params;
+
+/* General int8 convolution: any kernel, stride, dilation, padding, groups. `scratch` holds two input
+ * patches: 2 * kh * kw * (in_c / groups) bytes (mf_conv_s8_scratch_bytes). */
+void mf_conv_s8(const mf_conv_params *p, const int8_t *input, int8_t *output, int8_t *scratch);
+
+/* Matrix product over rows: FULLY_CONNECTED, and 1x1 stride-1 ungrouped CONV_2D (rows = pixels). */
+void mf_fc_s8(const mf_fc_params *p, const int8_t *input, int8_t *output);
+
+/* General int8 depthwise convolution (any kernel, depth multiplier, stride, dilation, padding). */
+void mf_dwconv_s8(const mf_conv_params *p, const int8_t *input, int8_t *output);
+
+/* 3x3 depthwise, depth multiplier 1: the nine taps unrolled for the pixels whose window is inside the
+ * input; the border pixels go through the general path. Weights [out_c][3][3]. */
+void mf_dwconv_3x3_s8(const mf_conv_params *p, const int8_t *input, int8_t *output);
+
+/* float32 versions (weights float32; hybrid int8 weights are dequantized at generation time). */
+void mf_conv_f32(const mf_conv_params *p, const float *input, float *output);
+void mf_dwconv_f32(const mf_conv_params *p, const float *input, float *output);
+void mf_fc_f32(const mf_fc_params *p, const float *input, float *output);
+
+#endif /* MF_CONV_H */

@@ -1,0 +1,89 @@
+"""The C backend end to end: MLPerf Tiny models and random graphs through the generated C."""
+
+import json
+import shutil
+import subprocess
+
+import numpy as np
+import pytest
+from conftest import INT8_MODELS
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from typer.testing import CliRunner
+
+import microforge
+from microforge.cli import app
+from microforge.codegen import compile_host, generate
+from microforge.codegen.validate import validate_target
+from microforge.graph.random_graph import random_graph
+from microforge.plan.validate import random_inputs
+from microforge.reference.interpreter import run_batched
+
+ARM_FLAGS = {
+    "cortex-m4": ["-mcpu=cortex-m4", "-mthumb", "-mfloat-abi=hard", "-mfpu=fpv4-sp-d16"],
+    "cortex-m7": ["-mcpu=cortex-m7", "-mthumb", "-mfloat-abi=hard", "-mfpu=fpv5-d16"],
+    "cortex-m0plus": ["-mcpu=cortex-m0plus", "-mthumb"],
+}
+
+
+@pytest.mark.parametrize("name", list(INT8_MODELS))
+def test_mlperf_model_is_bit_exact_on_host(name):
+    graph = microforge.load(INT8_MODELS[name])
+    batches = random_inputs(graph, 100, seed=3)
+    model = compile_host(graph)
+    got, want = model.run_batched(batches), run_batched(graph, batches)
+    assert all(np.array_equal(g, w) for g, w in zip(got, want))
+    # The C kernels' scratch is planned with the activations; the plan stays at its lower bound.
+    assert model.generated.arena_bytes == model.generated.plan.lower_bound_bytes
+
+
+@settings(max_examples=6, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(seed=st.integers(0, 2**31 - 1))
+def test_random_graph_is_bit_exact_under_sanitizers(seed):
+    graph = random_graph(seed)
+    batches = random_inputs(graph, 3, seed=seed)
+    got = compile_host(graph, sanitize=True).run_batched(batches)
+    want = run_batched(graph, batches)
+    assert all(np.array_equal(g, w) for g, w in zip(got, want)), f"seed {seed}"
+
+
+@pytest.mark.parametrize("target", list(ARM_FLAGS))
+def test_generated_code_compiles_warning_free_for_cortex_m(target, tmp_path):
+    compiler = shutil.which("arm-none-eabi-gcc")
+    assert compiler, "arm-none-eabi-gcc is missing: scripts/setup.sh installs gcc-arm-none-eabi"
+    generated = generate(microforge.load(INT8_MODELS["kws"]), tmp_path, target=target)
+    for source in generated.sources:
+        done = subprocess.run([compiler, *ARM_FLAGS[target], "-O2", "-std=c99", "-Wall", "-Wextra", "-Werror",
+                               "-c", source, "-o", "/dev/null"], cwd=tmp_path, capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr
+
+
+def test_generated_folder_is_self_contained(tmp_path):
+    generated = generate(microforge.load(INT8_MODELS["ic"]), tmp_path, target="portable")
+    files = {p.name for p in tmp_path.iterdir()}
+    assert {"model.h", "model.c", "Makefile", "CMakeLists.txt", "README.md", "mf_common.h"} <= files
+    done = subprocess.run(["make", "-s"], cwd=tmp_path, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    header = (tmp_path / "model.h").read_text()
+    assert f"#define MF_ARENA_BYTES {generated.arena_bytes}" in header
+    assert "#define MF_INPUT0_SHAPE {1, 32, 32, 3}" in header
+    assert "malloc" not in (tmp_path / "model.c").read_text()
+
+
+def test_validate_command_on_host():
+    result = CliRunner().invoke(app, ["validate", str(INT8_MODELS["kws"]), "--target", "host", "--inputs", "20",
+                                      "--json"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.output)
+    assert report["bit_exact"] and report["mismatches"] == 0 and report["samples"] == 20
+    assert report["arena_bytes"] == 16_000
+
+
+@pytest.mark.parametrize("board", ["qemu-m4", "qemu-m7"])
+@pytest.mark.parametrize("name", list(INT8_MODELS))
+def test_mlperf_model_is_bit_exact_on_emulated_cortex_m(name, board):
+    graph = microforge.load(INT8_MODELS[name])
+    report = validate_target(graph, board, count=3)
+    assert report["bit_exact"], report
+    assert report["instructions_per_inference"] > 0 and report["stack_bytes"] > 0
+    assert report["flash_bytes"] >= sum(t.nbytes for t in graph.constants)  # the weights are in the ELF
