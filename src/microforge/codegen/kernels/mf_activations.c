@@ -1,0 +1,96 @@
+/* Activation kernels: see mf_activations.h. */
+#include "mf_activations.h"
+
+void mf_lut_s8(const int8_t table[256], const int8_t *in, int8_t *out, int32_t count) {
+    for (int32_t i = 0; i < count; ++i) out[i] = table[(uint8_t)in[i]];
+}
+
+void mf_clamp_s8(const int8_t *in, int8_t *out, int32_t count, int32_t lo, int32_t hi) {
+    for (int32_t i = 0; i < count; ++i) out[i] = (int8_t)mf_clamp_i32(in[i], lo, hi);
+}
+
+/* ---- gemmlowp fixed point, as reference/activations.py --------------------------------------------- */
+
+MF_INLINE int32_t mf_wrapping_add(int32_t a, int32_t b) { return (int32_t)((uint32_t)a + (uint32_t)b); }
+
+/* SaturatingRoundingMultiplyByPOT: exponent > 0 saturating left shift, exponent < 0 rounding right shift. */
+MF_INLINE int32_t mf_multiply_by_pot(int32_t x, int exponent) {
+    if (exponent < 0) return mf_rounding_divide_by_pot(x, -exponent);
+    const int32_t threshold = (int32_t)(((int64_t)1 << (31 - exponent)) - 1);
+    if (x > threshold) return INT32_MAX;
+    if (x < -threshold) return INT32_MIN;
+    return x * ((int32_t)1 << exponent);
+}
+
+/* RoundingHalfSum: (a + b + sign) / 2, truncating. */
+MF_INLINE int32_t mf_rounding_half_sum(int32_t a, int32_t b) {
+    const int64_t sum = (int64_t)a + (int64_t)b;
+    return (int32_t)((sum + (sum >= 0 ? 1 : -1)) / 2);
+}
+
+/* one_over_one_plus_x_for_x_in_0_1: Q0 a -> Q0 1/(1+a), Newton-Raphson in Q2. */
+static int32_t mf_one_over_one_plus_x(int32_t a) {
+    const int32_t half_denominator = mf_rounding_half_sum(a, INT32_MAX);
+    int32_t x = mf_wrapping_add(1515870810, mf_doubling_high_mul(half_denominator, -1010580540));
+    for (int i = 0; i < 3; ++i) {
+        const int32_t one_minus = (int32_t)((uint32_t)1 << 29) - mf_doubling_high_mul(half_denominator, x);
+        x = mf_wrapping_add(x, mf_multiply_by_pot(mf_doubling_high_mul(x, one_minus), 2));
+    }
+    return mf_multiply_by_pot(x, 1);
+}
+
+MF_INLINE int mf_count_leading_zeros32(uint32_t x) {
+#if defined(__GNUC__)
+    return x == 0 ? 32 : __builtin_clz(x);
+#else
+    int n = 0;
+    if (x == 0) return 32;
+    while (!(x & 0x80000000u)) { x <<= 1; ++n; }
+    return n;
+#endif
+}
+
+void mf_softmax_s8(const mf_softmax_s8_params *p, const int8_t *in, int8_t *out) {
+    const int32_t *table = p->exp_table;
+    for (int32_t r = 0; r < p->rows; ++r, in += p->depth, out += p->depth) {
+        int32_t max_value = -128;
+        for (int32_t i = 0; i < p->depth; ++i) max_value = mf_max_i32(max_value, in[i]);
+        uint32_t sum = 0; /* Q12.19, wrapping like TFLM's int32 */
+        for (int32_t i = 0; i < p->depth; ++i)
+            sum += (uint32_t)mf_rounding_divide_by_pot(table[max_value - in[i]], 12);
+        const int headroom_plus_one = mf_count_leading_zeros32((sum & 0x80000000u) ? 0xFFFFFFFFu : sum);
+        const int num_bits_over_unit = 12 - headroom_plus_one;
+        const int32_t shifted_sum_minus_one = (int32_t)((headroom_plus_one >= 32 ? 0u : sum << headroom_plus_one)
+                                                        - 0x80000000u);
+        const int32_t reciprocal = mf_one_over_one_plus_x(shifted_sum_minus_one);
+        /* TFLM aborts when a row's sum of exps reaches 512 (exponent > 31); we stay defined instead */
+        const int exponent = (int)mf_clamp_i32(num_bits_over_unit + 31 - 8, 0, 31);
+        for (int32_t i = 0; i < p->depth; ++i) {
+            const int32_t scaled = mf_rounding_divide_by_pot(mf_doubling_high_mul(reciprocal, table[max_value - in[i]]),
+                                                             exponent);
+            out[i] = (int8_t)mf_clamp_i32(scaled - 128, -128, 127);
+        }
+    }
+}
+
+/* ---- float32 ----------------------------------------------------------------------------------------- */
+
+void mf_relu_f32(const float *in, float *out, int32_t count) {
+    for (int32_t i = 0; i < count; ++i) out[i] = in[i] < 0.0f ? 0.0f : in[i];
+}
+
+void mf_relu6_f32(const float *in, float *out, int32_t count) {
+    for (int32_t i = 0; i < count; ++i) {
+        const float x = in[i];
+        out[i] = x > 6.0f ? 6.0f : (x < 0.0f ? 0.0f : x);
+    }
+}
+
+void mf_hard_swish_f32(const float *in, float *out, int32_t count) {
+    for (int32_t i = 0; i < count; ++i) {
+        const float x = in[i];
+        const float shifted = x + 3.0f;
+        const float relu6 = shifted > 6.0f ? 6.0f : (shifted < 0.0f ? 0.0f : shifted);
+        out[i] = x * relu6 / 6.0f;
+    }
+}

@@ -1,0 +1,31 @@
+/* Activations: SOFTMAX, and the elementwise LOGISTIC, HARD_SWISH, RELU, RELU6; int8 and float32.
+ *
+ * int8 LOGISTIC, HARD_SWISH and RELU (and QUANTIZE int8->int8, DEQUANTIZE, see mf_quantize.h) are
+ * 256-entry lookup tables that the generator fills by running the reference kernel, which is bit-exact
+ * with TFLite Micro, on every int8 input: exact by construction. Tables are indexed by the input byte
+ * read as uint8 (table[(uint8_t)x]). int8 RELU6 is a clamp to the input's quantized 0 and 6 (as TFLM).
+ *
+ * int8 SOFTMAX follows TFLM row by row: each input's difference to the row maximum (0..255) indexes a
+ * table of gemmlowp exp values (Q0, zero where the difference is below diff_min), whose Q12 sum gives a
+ * fixed-point reciprocal that scales every exp to the output (scale 1/256, zero point -128).
+ */
+#ifndef MF_ACTIVATIONS_H
+#define MF_ACTIVATIONS_H
+
+#include "mf_common.h"
+
+void mf_lut_s8(const int8_t table[256], const int8_t *in, int8_t *out, int32_t count);
+void mf_clamp_s8(const int8_t *in, int8_t *out, int32_t count, int32_t lo, int32_t hi);
+
+typedef struct {
+    int32_t rows, depth;
+    const int32_t *exp_table; /* [256]: exp of the rescaled difference -d for d = 0..255 (Q0) */
+} mf_softmax_s8_params;
+
+void mf_softmax_s8(const mf_softmax_s8_params *p, const int8_t *in, int8_t *out);
+
+void mf_relu_f32(const float *in, float *out, int32_t count);
+void mf_relu6_f32(const float *in, float *out, int32_t count);
+void mf_hard_swish_f32(const float *in, float *out, int32_t count);
+
+#endif /* MF_ACTIVATIONS_H */

@@ -1,0 +1,57 @@
+/* ADD and MUL with numpy broadcasting: int8 (bit-exact with TFLite Micro) and float32.
+ *
+ * Broadcasting is resolved at generation time into an mf_bcast: the output's dimensions, with size-1
+ * dimensions dropped and neighbours that broadcast alike merged, and per input the element stride of
+ * each (0 where the input is broadcast). Same-shape inputs become one dimension with strides 1 and 1;
+ * a per-channel constant becomes [outer, C] with strides [C, 1] and [0, 1]. The innermost dimension
+ * runs in a tight loop specialised for strides (1, 1), (1, 0) and (0, 1).
+ *
+ * int8 ADD follows TFLM: each input is centred, shifted left by 20 bits and rescaled to twice the larger
+ * input scale, the sum is rescaled to the output. When the second input is a constant the generator
+ * stores it already rescaled (int32, mf_add_s8_prescaled). int8 MUL rescales the product of the centred
+ * inputs once. float32 clamps to [f_min, f_max] (finite: TFLM clamps to the float range even for NONE).
+ */
+#ifndef MF_ELEMENTWISE_H
+#define MF_ELEMENTWISE_H
+
+#include "mf_common.h"
+
+#define MF_BCAST_MAX_DIMS 8
+
+typedef struct {
+    int32_t rank; /* 1..MF_BCAST_MAX_DIMS */
+    int32_t dims[MF_BCAST_MAX_DIMS];
+    int32_t a_strides[MF_BCAST_MAX_DIMS]; /* elements; 0 = broadcast along this dimension */
+    int32_t b_strides[MF_BCAST_MAX_DIMS];
+} mf_bcast;
+
+typedef struct {
+    int32_t a_offset, b_offset;   /* minus the zero points */
+    int32_t left_shift;           /* 20 */
+    int32_t a_multiplier, a_shift;
+    int32_t b_multiplier, b_shift;
+    int32_t out_multiplier, out_shift;
+    int32_t out_offset;           /* output zero point */
+    int32_t act_min, act_max;
+} mf_add_s8_params;
+
+typedef struct {
+    int32_t a_offset, b_offset;
+    int32_t multiplier, shift;
+    int32_t out_offset;
+    int32_t act_min, act_max;
+} mf_mul_s8_params;
+
+typedef struct {
+    float f_min, f_max;
+} mf_binary_f32_params;
+
+void mf_add_s8(const mf_add_s8_params *p, const mf_bcast *bc, const int8_t *a, const int8_t *b, int8_t *out);
+/* b holds the second input already centred, shifted and rescaled (one int32 per element). */
+void mf_add_s8_prescaled(const mf_add_s8_params *p, const mf_bcast *bc, const int8_t *a, const int32_t *b,
+                         int8_t *out);
+void mf_mul_s8(const mf_mul_s8_params *p, const mf_bcast *bc, const int8_t *a, const int8_t *b, int8_t *out);
+void mf_add_f32(const mf_binary_f32_params *p, const mf_bcast *bc, const float *a, const float *b, float *out);
+void mf_mul_f32(const mf_binary_f32_params *p, const mf_bcast *bc, const float *a, const float *b, float *out);
+
+#endif /* MF_ELEMENTWISE_H */

@@ -1,0 +1,154 @@
+"""Lowerings of SOFTMAX, LOGISTIC, HARD_SWISH, RELU and RELU6 (kernels in mf_activations.c).
+
+int8 LOGISTIC, HARD_SWISH and RELU are 256-entry tables computed here by running the reference kernel
+(bit-exact with TFLite Micro) on every int8 value: exact by construction and one load per element.
+int8 RELU6 is a clamp. int8 SOFTMAX keeps TFLM's per-row fixed-point arithmetic but reads gemmlowp's
+exp of each difference to the row maximum from a 256-entry table computed with the reference's own
+fixed-point functions. float32 RELU, RELU6 and HARD_SWISH are direct loops; float32 SOFTMAX and LOGISTIC
+need exp, which the generated C does not have (no libm), so they are unsupported for now.
+
+The helpers at the top (`reference_check`, `reference_table`, `struct_name`) are shared by the other
+lowering modules of this package.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from microforge.codegen.lowering import Call, EmitContext, lowering
+from microforge.errors import MicroforgeError, ModelError, UnsupportedError
+from microforge.graph.ir import Op, Tensor
+from microforge.reference import activations as ref_activations
+from microforge.reference.checks import check_output_shape, multiplier_for
+from microforge.reference.fixedpoint import (
+    multiply_by_quantized_multiplier,
+    quantize_in_float32,
+)
+from microforge.reference.registry import KERNELS
+
+# Every int8 value, ordered by its byte: index k holds the int8 whose bit pattern is k (table[(uint8_t)x]).
+ALL_INT8 = np.arange(256, dtype=np.uint8).view(np.int8)
+
+
+def struct_name(op: Op, what: str) -> str:
+    return f"op{op.index}_{what}"
+
+
+def _run_reference(op: Op, args: list) -> np.ndarray:
+    try:
+        return KERNELS[op.type].fn(op, args)
+    except MicroforgeError:
+        raise
+    except Exception as exc:  # an unchecked assumption of the reference kernel: report it against the op
+        raise ModelError(f"{op.where}: {type(exc).__name__}: {exc}") from exc
+
+
+def reference_check(op: Op) -> None:
+    """Run the op's reference kernel on one all-zero sample: it raises exactly the ModelError or
+    UnsupportedError (naming the op) that the interpreter would for a malformed or unsupported op."""
+    if op.type not in KERNELS:
+        raise UnsupportedError(f"{op.where}: op type not supported")
+    args = []
+    for t in op.inputs:
+        if t is None:
+            args.append(None)
+        elif t.is_constant:
+            args.append(np.asarray(t.data)[np.newaxis])
+        else:
+            args.append(np.zeros((1,) + t.shape, dtype=t.dtype))
+    _run_reference(op, args)
+
+
+def stand_in(op: Op, shape: tuple[int, ...]) -> Op:
+    """A copy of a one-input op whose input and output have `shape` (same dtype and quantization)."""
+    src, out = op.inputs[0], op.outputs[0]
+    return Op(op.type, [Tensor(src.name, shape, src.dtype, src.quant)], [Tensor(out.name, shape, out.dtype, out.quant)],
+              dict(op.options), index=op.index, version=op.version)
+
+
+def reference_table(op: Op) -> np.ndarray:
+    """The op's output for each of the 256 int8 inputs (elementwise ops), indexed by the input's byte."""
+    return _run_reference(stand_in(op, (256,)), [ALL_INT8[np.newaxis]])[0]
+
+
+def _unary_io(op: Op, ctx: EmitContext) -> tuple[Tensor, Tensor, str, str]:
+    src, out = op.inputs[0], op.outputs[0]
+    return src, out, ctx.tensor(src), ctx.tensor(out)
+
+
+def lut_call(op: Op, ctx: EmitContext, table: np.ndarray) -> Call:
+    """out[i] = table[(uint8_t)in[i]] over the whole tensor (int8 -> int8)."""
+    src, _out, x, y = _unary_io(op, ctx)
+    name = ctx.constant(struct_name(op, "lut"), np.asarray(table, dtype=np.int8), "int8_t")
+    return Call(f"mf_lut_s8({name}, {x}, {y}, {src.size});", ("mf_activations.c",))
+
+
+# ----------------------------------------------------------------------------------------------------------
+
+
+def _float_exp_unsupported(op: Op) -> UnsupportedError:
+    return UnsupportedError(f"{op.where}: float32 {op.type} needs exp, which microforge's generated C does not "
+                            "provide yet (no libm); quantize the model to int8")
+
+
+def softmax_exp_table(op: Op) -> np.ndarray:
+    """gemmlowp's exp of the rescaled difference -d to the row maximum, d = 0..255 (Q0 int32), with 0 where
+    -d is below diff_min (TFLM skips those values: they add nothing and output -128). Same arithmetic as
+    reference/activations.py softmax."""
+    src = op.inputs[0]
+    beta = np.float32(op.options.get("beta", 1.0))
+    scaled_diff_integer_bits = 5
+    real = min(float(beta) * src.scale * (1 << (31 - scaled_diff_integer_bits)), (1 << 31) - 1.0)
+    multiplier, left_shift = multiplier_for(op, real, "input multiplier beta * scale")
+    radius = ((1 << scaled_diff_integer_bits) - 1) * (1 << (31 - scaled_diff_integer_bits)) / (1 << left_shift)
+    diff_min = -math.floor(radius)
+    diff = -np.arange(256, dtype=np.int64)
+    exps = ref_activations._exp_on_negative_values(multiply_by_quantized_multiplier(diff, multiplier, left_shift),
+                                                   scaled_diff_integer_bits)
+    return np.where(diff >= diff_min, exps, 0).astype(np.int32)
+
+
+@lowering("SOFTMAX")
+def lower_softmax(op: Op, ctx: EmitContext) -> Call:
+    if len(op.inputs) != 1 or len(op.outputs) != 1 or op.inputs[0] is None:
+        reference_check(op)  # raises the arity error
+    src, out = op.inputs[0], op.outputs[0]
+    if src.dtype == np.float32:
+        reference_check(op)
+        raise _float_exp_unsupported(op)
+    check_output_shape(op, src.shape)
+    if not src.shape:
+        raise ModelError(f"{op.where}: input '{src.name}' must have at least one dimension")
+    # Checks on a one-value stand-in: a row of zeros longer than 511 would trip the data-dependent check
+    # of the reference (TFLM aborts on such rows), which says nothing about the model.
+    _run_reference(stand_in(op, (1,)), [np.zeros((1, 1), np.int8)])
+    depth = src.shape[-1]
+    notes = []
+    if depth >= 512:
+        notes.append(f"{op.where}: rows of {depth} values can reach a sum of exponentials TFLM aborts on; "
+                     "the C stays defined (saturated shift) but is not checked against TFLM there")
+    if src.size == 0:
+        return Call("/* empty SOFTMAX */")
+    table = ctx.constant(struct_name(op, "exp"), softmax_exp_table(op), "int32_t")
+    p = ctx.struct("mf_softmax_s8_params", struct_name(op, "softmax"),
+                   {"rows": src.size // depth, "depth": depth, "exp_table": table})
+    return Call(f"mf_softmax_s8({p}, {ctx.tensor(src)}, {ctx.tensor(out)});", ("mf_activations.c",), notes=notes)
+
+
+@lowering("LOGISTIC", "HARD_SWISH", "RELU", "RELU6")
+def lower_unary(op: Op, ctx: EmitContext) -> Call:
+    reference_check(op)
+    src, _out, x, y = _unary_io(op, ctx)
+    if src.size == 0:
+        return Call(f"/* empty {op.type} */")
+    if src.dtype == np.int8:
+        if op.type == "RELU6":  # TFLM clamps the raw input to its own quantized 0 and 6
+            six = min(max(quantize_in_float32(6.0, src.scale, src.zero_point), -128), 127)
+            return Call(f"mf_clamp_s8({x}, {y}, {src.size}, {src.zero_point}, {six});", ("mf_activations.c",))
+        return lut_call(op, ctx, reference_table(op))
+    if op.type == "LOGISTIC":
+        raise _float_exp_unsupported(op)
+    fn = {"HARD_SWISH": "mf_hard_swish_f32", "RELU": "mf_relu_f32", "RELU6": "mf_relu6_f32"}[op.type]
+    return Call(f"{fn}({x}, {y}, {src.size});", ("mf_activations.c",))

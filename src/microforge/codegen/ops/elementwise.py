@@ -1,0 +1,117 @@
+"""Lowerings of ADD and MUL (kernels in mf_elementwise.c).
+
+Broadcasting is planned here: output dimensions of size 1 are dropped and neighbours that broadcast
+alike are merged, so same-shape inputs become one flat loop, a per-channel constant becomes [outer, C]
+with the constant's stride 0 on the outer dimension, and a scalar becomes stride 0. A constant input is
+made the second operand (both ops are commutative in TFLM's arithmetic: each input keeps its own
+rescaling); for int8 ADD it is stored already centred, shifted and rescaled as int32, which saves two of
+the three requantizations per element.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from microforge.codegen.lowering import Call, EmitContext, lowering
+from microforge.codegen.ops.activations import reference_check, struct_name
+from microforge.errors import UnsupportedError
+from microforge.graph.ir import Op
+from microforge.reference.checks import activation_of
+from microforge.reference.fixedpoint import (
+    activation_range_float,
+    activation_range_quantized,
+    multiply_by_quantized_multiplier,
+    quantize_multiplier,
+)
+
+MAX_DIMS = 8  # MF_BCAST_MAX_DIMS
+ADD_LEFT_SHIFT = 20
+FLOAT32_MAX = float(np.finfo(np.float32).max)
+
+
+def _row_major_strides(shape: tuple[int, ...]) -> list[int]:
+    strides = [1] * len(shape)
+    for d in range(len(shape) - 2, -1, -1):
+        strides[d] = strides[d + 1] * shape[d + 1]
+    return strides
+
+
+def broadcast_plan(a_shape: tuple[int, ...], b_shape: tuple[int, ...], out_shape: tuple[int, ...]):
+    """(dims, a_strides, b_strides) in elements, size-1 output dimensions dropped, alike neighbours merged."""
+    rank = len(out_shape)
+    dims: list[int] = []
+    a_strides: list[int] = []
+    b_strides: list[int] = []
+    lifted = []
+    for shape in (a_shape, b_shape):
+        padded = (1,) * (rank - len(shape)) + tuple(shape)
+        lifted.append((padded, _row_major_strides(padded)))
+    for d, n in enumerate(out_shape):
+        if n == 1:
+            continue
+        sa = lifted[0][1][d] if lifted[0][0][d] == n else 0
+        sb = lifted[1][1][d] if lifted[1][0][d] == n else 0
+        if dims and a_strides[-1] == sa * n and b_strides[-1] == sb * n:
+            dims[-1] *= n  # contiguous (or broadcast) across both dimensions for both inputs: one dimension
+            a_strides[-1], b_strides[-1] = sa, sb
+        else:
+            dims.append(n)
+            a_strides.append(sa)
+            b_strides.append(sb)
+    if not dims:
+        return [1], [1], [1]
+    return dims, a_strides, b_strides
+
+
+@lowering("ADD", "MUL")
+def lower_binary(op: Op, ctx: EmitContext) -> Call:
+    reference_check(op)
+    a, b = op.inputs
+    out = op.outputs[0]
+    if a.is_constant and not b.is_constant:
+        a, b = b, a
+    if out.size == 0:
+        return Call(f"/* empty {op.type} */")
+    dims, sa, sb = broadcast_plan(a.shape, b.shape, out.shape)
+    if len(dims) > MAX_DIMS:
+        raise UnsupportedError(f"{op.where}: broadcasting over {len(dims)} alternating dimensions "
+                               f"(at most {MAX_DIMS} are supported)")
+    def pad(values) -> list[int]:
+        values = [int(v) for v in values]
+        return values + [0] * (MAX_DIMS - len(values))
+
+    bc = ctx.struct("mf_bcast", struct_name(op, "bcast"),
+                    {"rank": len(dims), "dims": pad(dims), "a_strides": pad(sa), "b_strides": pad(sb)})
+    x, z = ctx.tensor(a), ctx.tensor(out)
+    act = op.options.get("fused_activation_function", "NONE")
+    kind = op.type.lower()
+
+    if out.dtype == np.float32:
+        lo, hi = activation_range_float(activation_of(op))
+        p = ctx.struct("mf_binary_f32_params", struct_name(op, kind),
+                       {"f_min": max(lo, -FLOAT32_MAX), "f_max": min(hi, FLOAT32_MAX)})
+        return Call(f"mf_{kind}_f32({p}, {bc}, {x}, {ctx.tensor(b)}, {z});", ("mf_elementwise.c",))
+
+    act_min, act_max = activation_range_quantized(act, out.scale, out.zero_point, np.int8)
+    if op.type == "MUL":
+        multiplier, shift = quantize_multiplier(float(a.scale) * float(b.scale) / float(out.scale))
+        p = ctx.struct("mf_mul_s8_params", struct_name(op, kind), {
+            "a_offset": -a.zero_point, "b_offset": -b.zero_point, "multiplier": multiplier, "shift": shift,
+            "out_offset": out.zero_point, "act_min": act_min, "act_max": act_max})
+        return Call(f"mf_mul_s8({p}, {bc}, {x}, {ctx.tensor(b)}, {z});", ("mf_elementwise.c",))
+
+    twice_max_scale = 2.0 * max(a.scale, b.scale)
+    ma, sha = quantize_multiplier(a.scale / twice_max_scale)
+    mb, shb = quantize_multiplier(b.scale / twice_max_scale)
+    mo, sho = quantize_multiplier(twice_max_scale / ((1 << ADD_LEFT_SHIFT) * out.scale))
+    p = ctx.struct("mf_add_s8_params", struct_name(op, kind), {
+        "a_offset": -a.zero_point, "b_offset": -b.zero_point, "left_shift": ADD_LEFT_SHIFT,
+        "a_multiplier": ma, "a_shift": sha, "b_multiplier": mb, "b_shift": shb,
+        "out_multiplier": mo, "out_shift": sho, "out_offset": out.zero_point,
+        "act_min": act_min, "act_max": act_max})
+    if b.is_constant:
+        centred = (np.asarray(b.data, dtype=np.int64).reshape(-1) - b.zero_point) << ADD_LEFT_SHIFT
+        scaled = multiply_by_quantized_multiplier(centred, mb, shb).astype(np.int32)
+        y = ctx.constant(struct_name(op, "prescaled"), scaled, "int32_t")
+        return Call(f"mf_add_s8_prescaled({p}, {bc}, {x}, {y}, {z});", ("mf_elementwise.c",))
+    return Call(f"mf_add_s8({p}, {bc}, {x}, {ctx.tensor(b)}, {z});", ("mf_elementwise.c",))
