@@ -50,3 +50,18 @@ def tflm_run(model: bytes, batch_inputs: list[np.ndarray], arena_size: int = 4 <
                 k += 1
             outputs.append(outs)
     return [np.stack([sample[k] for sample in outputs]) for k in range(len(outputs[0]))]
+
+
+def run_both(graph, op, feeds: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """(our reference kernel's output, TFLM's output) for `op`, the only op of `graph`, on the batch
+    `feeds` (one (N, *shape) array per graph input, in order)."""
+    from microforge.frontend.writer import write_tflite
+    from microforge.reference.registry import KERNELS
+
+    remaining = iter(feeds)
+    args = [None if t is None else t.data[None] if t.is_constant else next(remaining) for t in op.inputs]
+    ours = KERNELS[op.type].fn(op, args)
+    assert ours.shape == (len(feeds[0]),) + op.outputs[0].shape
+    assert ours.dtype == op.outputs[0].dtype
+    theirs = tflm_run(write_tflite(graph), list(feeds))[0]
+    return ours, theirs.reshape(ours.shape)

@@ -87,3 +87,20 @@ def test_mlperf_model_is_bit_exact_on_emulated_cortex_m(name, board):
     assert report["bit_exact"], report
     assert report["instructions_per_inference"] > 0 and report["stack_bytes"] > 0
     assert report["flash_bytes"] >= sum(t.nbytes for t in graph.constants)  # the weights are in the ELF
+
+
+def test_ops_without_c_are_listed_all_at_once(tmp_path):
+    """Float SOFTMAX has no C kernel yet (it needs exp): both offending ops are named in one error."""
+    from microforge.errors import UnsupportedError
+    from microforge.graph.builder import GraphBuilder
+
+    b = GraphBuilder()
+    x = b.input("x", (1, 4), np.float32)
+    y = b.activation("y", (1, 4), np.float32)
+    z = b.activation("z", (1, 4), np.float32)
+    b.op("SOFTMAX", [x], [y])
+    b.op("SOFTMAX", [y], [z])
+    b.output(z)
+    with pytest.raises(UnsupportedError) as info:
+        generate(b.build(), tmp_path)
+    assert "op 0 (SOFTMAX)" in str(info.value) and "op 1 (SOFTMAX)" in str(info.value)

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from oracle import tflm_run
+from oracle import run_both, tflm_run
 
 from microforge.errors import ModelError, UnsupportedError
 from microforge.frontend.writer import write_tflite
@@ -24,15 +24,6 @@ UNARY = ["LOGISTIC", "HARD_SWISH", "RELU", "RELU6"]
 shapes = st.lists(st.integers(1, 6), min_size=1, max_size=4).map(tuple)
 
 
-def run_both(graph, op, feeds):
-    """(our kernel's output, TFLM's output) for the batch `feeds` (one array per graph input)."""
-    remaining = iter(feeds)
-    args = [None if t is None else t.data[None] if t.is_constant else next(remaining) for t in op.inputs]
-    ours = KERNELS[op.type].fn(op, args)
-    assert ours.shape == (BATCH,) + op.outputs[0].shape
-    assert ours.dtype == op.outputs[0].dtype
-    theirs = tflm_run(write_tflite(graph), list(feeds))[0]
-    return ours, theirs.reshape(ours.shape)
 
 
 def assert_same(ours, theirs):

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
-from oracle import tflm_run
+from oracle import run_both, tflm_run
 
 from microforge.errors import ModelError, UnsupportedError
 from microforge.frontend.writer import write_tflite
@@ -24,15 +24,6 @@ SETTINGS = settings(max_examples=300, deadline=None, suppress_health_check=[Heal
 ACTIVATIONS = ["NONE", "RELU", "RELU6", "RELU_N1_TO_1"]
 
 
-def run_both(graph, op, feeds):
-    """(our kernel's output, TFLM's output) for the batch `feeds` (one array per graph input)."""
-    remaining = iter(feeds)
-    args = [None if t is None else t.data[None] if t.is_constant else next(remaining) for t in op.inputs]
-    ours = KERNELS[op.type].fn(op, args)
-    theirs = tflm_run(write_tflite(graph), list(feeds))[0]
-    assert ours.shape == (len(feeds[0]),) + op.outputs[0].shape
-    assert ours.dtype == op.outputs[0].dtype
-    return ours, theirs.reshape(ours.shape)
 
 
 def assert_same(ours, theirs):

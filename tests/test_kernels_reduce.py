@@ -15,10 +15,9 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from oracle import tflm_run
+from oracle import run_both
 
 from microforge.errors import ModelError, UnsupportedError
-from microforge.frontend.writer import write_tflite
 from microforge.graph.builder import GraphBuilder
 from microforge.reference.registry import KERNELS
 
@@ -26,11 +25,6 @@ BATCH = 8
 SETTINGS = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
-def run_both(graph, op, feeds):
-    """(our kernel's output, TFLM's output) for the batch `feeds` (one array per graph input)."""
-    ours = run_ours(op, feeds)
-    theirs = tflm_run(write_tflite(graph), list(feeds))[0]
-    return ours, theirs.reshape(ours.shape)
 
 
 def run_ours(op, feeds):

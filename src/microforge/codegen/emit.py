@@ -162,12 +162,18 @@ def generate(graph: Graph, out_dir: str | Path, target: str = "portable", strate
     if missing:
         raise UnsupportedError("the model uses ops microforge cannot generate C for yet:\n  " + "\n  ".join(missing))
     probe = _ScratchProbe(graph, target, {}, {})
-    scratch = {}
+    scratch, refused = {}, []
     for op in graph.ops:
         probe.op = op
-        nbytes = table[op.type](op, probe).scratch_bytes
+        try:
+            nbytes = table[op.type](op, probe).scratch_bytes
+        except UnsupportedError as exc:  # collect them all: the user fixes every op in one round
+            refused.append(str(exc))
+            continue
         if nbytes:
             scratch[op.index] = nbytes
+    if refused:
+        raise UnsupportedError("the model uses what microforge cannot generate C for yet:\n  " + "\n  ".join(refused))
     arena_plan = make_plan(graph, strategy=strategy, scratch=scratch)
     scratch_offsets = arena_plan.scratch_offsets()
     ctx = _Context(graph, target, arena_plan.tensor_offsets(), scratch_offsets)

@@ -124,4 +124,5 @@ def concatenation(op: Op, args: list) -> np.ndarray:
     check_output_shape(op, tuple(shape))
     n = batch_size(args)
     parts = [np.broadcast_to(a, (n,) + a.shape[1:]) for a in args]  # constants carry a batch of 1
-    return np.concatenate(parts, axis=axis + 1).astype(out.dtype, copy=False)
+    # C order whatever the parts' layouts: callers view the bytes of the result
+    return np.ascontiguousarray(np.concatenate(parts, axis=axis + 1), dtype=out.dtype)

@@ -72,10 +72,33 @@ MF_INLINE int8_t mf_conv_out_s8(const mf_requant_s8 *q, int32_t oc, int32_t sum)
     return (int8_t)(acc + q->output_offset);
 }
 
+/* (a * b + 2^31) >> 32: SMMULR on Cortex-M4/M7. */
+#if defined(__ARM_FEATURE_DSP)
+MF_INLINE int32_t mf_conv_smmulr(int32_t a, int32_t b) {
+    int32_t r;
+    __asm__("smmulr %0, %1, %2" : "=r"(r) : "r"(a), "r"(b));
+    return r;
+}
+#else
+MF_INLINE int32_t mf_conv_smmulr(int32_t a, int32_t b) {
+    return (int32_t)(((int64_t)a * b + ((int64_t)1 << 31)) >> 32);
+}
+#endif
+
+/* mf_conv_out_s8 with the constants f = q->fq + 6 * oc (see mf_requant_s8.fq; the generator proved that
+ * nothing overflows here); lo, hi = act_min, act_max and off = output_offset. */
+MF_INLINE int8_t mf_conv_fast_out(const int32_t *f, int32_t sum, int32_t lo, int32_t hi, int32_t off) {
+    const int32_t a = mf_conv_wrap((uint32_t)sum + (uint32_t)f[0]);
+    int32_t r = mf_conv_smmulr(mf_conv_wrap((uint32_t)a << f[2]), f[1]);
+    r = ((r + f[4] + ((r >> 31) & f[5])) >> f[3]) + off;
+    r = r < lo ? lo : r;
+    return (int8_t)(r > hi ? hi : r);
+}
+
 /* ------------------------------------------------------------------------------------------------------
  * Inner products of int8 rows. acc[r * 2 + o] = x_r . w_o over n values. */
 
-static void mf_conv_dot_2x2(const int8_t *x0, const int8_t *x1, const int8_t *w0, const int8_t *w1, int32_t n,
+MF_INLINE void mf_conv_dot_2x2(const int8_t *x0, const int8_t *x1, const int8_t *w0, const int8_t *w1, int32_t n,
                             int32_t acc[4]) {
     int32_t a00 = 0, a01 = 0, a10 = 0, a11 = 0;
     int32_t k = 0;
@@ -106,7 +129,7 @@ static void mf_conv_dot_2x2(const int8_t *x0, const int8_t *x1, const int8_t *w0
     acc[3] = a11;
 }
 
-static void mf_conv_dot_1x2(const int8_t *x0, const int8_t *w0, const int8_t *w1, int32_t n, int32_t acc[2]) {
+MF_INLINE void mf_conv_dot_1x2(const int8_t *x0, const int8_t *w0, const int8_t *w1, int32_t n, int32_t acc[2]) {
     int32_t a0 = 0, a1 = 0;
     int32_t k = 0;
 #if defined(MF_CONV_DSP)
@@ -127,6 +150,39 @@ static void mf_conv_dot_1x2(const int8_t *x0, const int8_t *w0, const int8_t *w1
     acc[1] = a1;
 }
 
+/* mf_conv_rows_s8 with q->fq. */
+static void mf_conv_rows_fast(const int8_t *x0, const int8_t *x1, int8_t *y0, int8_t *y1, int32_t depth,
+                              const int8_t *w, int32_t oc_begin, int32_t oc_end, const mf_requant_s8 *q) {
+    const int32_t off = q->output_offset, lo = q->act_min, hi = q->act_max;
+    const int32_t *f = q->fq + 6 * oc_begin;
+    int32_t acc[4];
+    int32_t oc = oc_begin;
+    if (x1) {
+        for (; oc + 2 <= oc_end; oc += 2, w += 2 * depth, f += 12, y0 += 2, y1 += 2) {
+            mf_conv_dot_2x2(x0, x1, w, w + depth, depth, acc);
+            y0[0] = mf_conv_fast_out(f, acc[0], lo, hi, off);
+            y0[1] = mf_conv_fast_out(f + 6, acc[1], lo, hi, off);
+            y1[0] = mf_conv_fast_out(f, acc[2], lo, hi, off);
+            y1[1] = mf_conv_fast_out(f + 6, acc[3], lo, hi, off);
+        }
+        if (oc < oc_end) {
+            mf_conv_dot_2x2(x0, x1, w, w, depth, acc);
+            y0[0] = mf_conv_fast_out(f, acc[0], lo, hi, off);
+            y1[0] = mf_conv_fast_out(f, acc[2], lo, hi, off);
+        }
+        return;
+    }
+    for (; oc + 2 <= oc_end; oc += 2, w += 2 * depth, f += 12, y0 += 2) {
+        mf_conv_dot_1x2(x0, w, w + depth, depth, acc);
+        y0[0] = mf_conv_fast_out(f, acc[0], lo, hi, off);
+        y0[1] = mf_conv_fast_out(f + 6, acc[1], lo, hi, off);
+    }
+    if (oc < oc_end) {
+        mf_conv_dot_1x2(x0, w, w, depth, acc);
+        y0[0] = mf_conv_fast_out(f, acc[0], lo, hi, off);
+    }
+}
+
 /* y_r[oc - oc_begin] for rows r < (x1 ? 2 : 1) and oc in [oc_begin, oc_end): the output of channel oc for
  * the input row x_r of `depth` values; w points at the weight row of oc_begin (rows are contiguous). */
 static void mf_conv_rows_s8(const int8_t *x0, const int8_t *x1, int8_t *y0, int8_t *y1, int32_t depth,
@@ -134,6 +190,10 @@ static void mf_conv_rows_s8(const int8_t *x0, const int8_t *x1, int8_t *y0, int8
     /* a local copy: the int8 output stores may alias anything, so fields read through a pointer would be
      * reloaded after every store */
     const mf_requant_s8 rq = *params, *q = &rq;
+    if (rq.fq) {
+        mf_conv_rows_fast(x0, x1, y0, y1, depth, w, oc_begin, oc_end, q);
+        return;
+    }
     int32_t acc[4];
     int32_t oc = oc_begin;
     for (; oc + 2 <= oc_end; oc += 2, w += 2 * depth, y0 += 2) {
@@ -275,12 +335,42 @@ void mf_dwconv_s8(const mf_conv_params *p, const int8_t *input, int8_t *output) 
     }
 }
 
+/* Channels [c0, c0 + n) of one 3x3 output pixel: channel c's taps are rows r_k (k = 0..2) at c, c + col and
+ * c + 2 * col; w points at channel c0's nine weights; y at the output of channel c0. */
+static void mf_dwconv_3x3_channels(const int8_t *r0, const int8_t *r1, const int8_t *r2, int32_t col,
+                                   const int8_t *w, int32_t n, int8_t *y, const mf_requant_s8 *params,
+                                   int32_t c0) {
+    const mf_requant_s8 q = *params;
+    const int32_t col2 = 2 * col;
+    if (q.fq) {
+        const int32_t off = q.output_offset, lo = q.act_min, hi = q.act_max;
+        const int32_t *f = q.fq + 6 * c0;
+        for (int32_t c = 0; c < n; ++c, w += 9, f += 6) {
+            int32_t sum = r0[c] * w[0] + r0[c + col] * w[1] + r0[c + col2] * w[2];
+            sum += r1[c] * w[3] + r1[c + col] * w[4] + r1[c + col2] * w[5];
+            sum += r2[c] * w[6] + r2[c + col] * w[7] + r2[c + col2] * w[8];
+            y[c] = mf_conv_fast_out(f, sum, lo, hi, off);
+        }
+        return;
+    }
+    for (int32_t c = 0; c < n; ++c, w += 9) {
+        int32_t sum = r0[c] * w[0] + r0[c + col] * w[1] + r0[c + col2] * w[2];
+        sum += r1[c] * w[3] + r1[c + col] * w[4] + r1[c + col2] * w[5];
+        sum += r2[c] * w[6] + r2[c + col] * w[7] + r2[c + col2] * w[8];
+        y[c] = mf_conv_out_s8(&q, c0 + c, sum);
+    }
+}
+
+/* Channels of a border pixel are gathered this many at a time (with the zero point outside the input). */
+#define MF_DW_CHUNK 32
+
 void mf_dwconv_3x3_s8(const mf_conv_params *p, const int8_t *input, int8_t *output) {
-    const mf_requant_s8 q = p->q;
     const int32_t c_count = p->in_c;
     const int32_t row = p->dilation_h * p->in_w * c_count; /* from one kernel row to the next */
     const int32_t col = p->dilation_w * c_count;            /* from one kernel column to the next */
     const int8_t *w = (const int8_t *)p->weights;
+    const int8_t pad = (int8_t)p->input_zero_point;
+    int8_t patch[9 * MF_DW_CHUNK];
     for (int32_t b = 0; b < p->batches; ++b) {
         const int8_t *x = input + b * p->in_h * p->in_w * c_count;
         int8_t *y = output + b * p->out_h * p->out_w * p->out_c;
@@ -289,18 +379,23 @@ void mf_dwconv_3x3_s8(const mf_conv_params *p, const int8_t *input, int8_t *outp
             const int rows_inside = iy0 >= 0 && iy0 + 2 * p->dilation_h < p->in_h;
             for (int32_t ox = 0; ox < p->out_w; ++ox, y += p->out_c) {
                 const int32_t ix0 = ox * p->stride_w - p->pad_left;
-                if (!rows_inside || ix0 < 0 || ix0 + 2 * p->dilation_w >= p->in_w) {
-                    mf_dwconv_pixel_s8(p, x, y, oy, ox);
+                if (rows_inside && ix0 >= 0 && ix0 + 2 * p->dilation_w < p->in_w) {
+                    const int8_t *r0 = x + (iy0 * p->in_w + ix0) * c_count;
+                    mf_dwconv_3x3_channels(r0, r0 + row, r0 + 2 * row, col, w, c_count, y, &p->q, 0);
                     continue;
                 }
-                const int8_t *r0 = x + (iy0 * p->in_w + ix0) * c_count;
-                const int8_t *r1 = r0 + row, *r2 = r1 + row;
-                const int8_t *wc = w;
-                for (int32_t c = 0; c < c_count; ++c, wc += 9) {
-                    int32_t sum = r0[c] * wc[0] + r0[c + col] * wc[1] + r0[c + 2 * col] * wc[2];
-                    sum += r1[c] * wc[3] + r1[c + col] * wc[4] + r1[c + 2 * col] * wc[5];
-                    sum += r2[c] * wc[6] + r2[c + col] * wc[7] + r2[c + 2 * col] * wc[8];
-                    y[c] = mf_conv_out_s8(&q, c, sum);
+                for (int32_t c0 = 0; c0 < c_count; c0 += MF_DW_CHUNK) {
+                    const int32_t n = c_count - c0 < MF_DW_CHUNK ? c_count - c0 : MF_DW_CHUNK;
+                    for (int32_t t = 0; t < 9; ++t) {
+                        const int32_t iy = iy0 + (t / 3) * p->dilation_h, ix = ix0 + (t % 3) * p->dilation_w;
+                        int8_t *dst = patch + t * n;
+                        if (iy >= 0 && iy < p->in_h && ix >= 0 && ix < p->in_w)
+                            memcpy(dst, x + (iy * p->in_w + ix) * c_count + c0, (size_t)n);
+                        else
+                            memset(dst, pad, (size_t)n);
+                    }
+                    mf_dwconv_3x3_channels(patch, patch + 3 * n, patch + 6 * n, n, w + 9 * c0, n, y + c0, &p->q,
+                                           c0);
                 }
             }
         }

@@ -26,6 +26,10 @@ typedef struct {
     int32_t per_channel;        /* 0 or 1 */
     int32_t output_offset;      /* output zero point */
     int32_t act_min, act_max;   /* fused activation clamp, in output units */
+    /* NULL, or [out_c][6] = {bias, multiplier, L, E, H, M} when the generator proved |acc| << L < 2^31 for
+     * every input: then out = ((r + H + ((r >> 31) & M)) >> E) with r = SMMULR(acc << L, multiplier) is
+     * TFLite's requantization exactly (L = max(shift, 0) + 1, E = max(-shift, 0), H = 2^E / 2, M = -(E > 0)). */
+    const int32_t *fq;
 } mf_requant_s8;
 
 /* CONV_2D and DEPTHWISE_CONV_2D geometry and parameters (int8 and float32). */

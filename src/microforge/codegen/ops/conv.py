@@ -60,6 +60,30 @@ def _check_depth(op: Op, depth: int) -> None:
                                f"accumulator of the C kernel (at most {MAX_DEPTH})")
 
 
+def _fast_requant(w_data: np.ndarray, bias32: np.ndarray, significand: np.ndarray, shift: np.ndarray,
+                  channels: int) -> np.ndarray | None:
+    """The per-channel constants of the kernels' short requantization (mf_requant_s8.fq), or None when it
+    would not be exact for every input.
+
+    With L = max(shift, 0) + 1 and E = max(-shift, 0), TFLite's requantization of an accumulator a is
+        r = SMMULR(a << L, significand);  out = (r + H + ((r >> 31) & M)) >> E
+    (H = 2^(E-1) or 0, M = -1 if E > 0 else 0), identical as long as |a| << L stays below 2^31: then the
+    doubled product rounds like SaturatingRoundingDoublingHighMul (never saturating, the significand being
+    non-negative) and r + H cannot overflow. |a| <= |bias'| + 128 * sum|w| over all int8 inputs."""
+    sig = np.broadcast_to(np.asarray(significand, np.int64), (channels,))
+    sh = np.broadcast_to(np.asarray(shift, np.int64), (channels,))
+    if np.any(sig < 0):
+        return None
+    bound = np.abs(bias32.astype(np.int64)) + 128 * np.abs(w_data.reshape(channels, -1).astype(np.int64)).sum(axis=1)
+    left = np.maximum(sh, 0) + 1
+    right = np.maximum(-sh, 0)
+    if np.any(left > 31) or np.any(right > 31) or np.any(bound >= (np.int64(1) << (31 - left))):
+        return None
+    half = np.where(right > 0, np.int64(1) << np.maximum(right - 1, 0), 0)
+    mask = np.where(right > 0, -1, 0)
+    return np.stack([bias32, sig, left, right, half, mask], axis=1).astype(np.int32).reshape(-1)
+
+
 def _requant(op: Op, ctx: EmitContext, x: Tensor, w: Tensor, out: Tensor, w_data: np.ndarray, channels: int,
              axis: int) -> str:
     """The C initializer of an mf_requant_s8 for an int8 op; w_data is [channels, depth] (int8)."""
@@ -72,17 +96,20 @@ def _requant(op: Op, ctx: EmitContext, x: Tensor, w: Tensor, out: Tensor, w_data
     sums = w_data.reshape(channels, -1).astype(np.int64).sum(axis=1)
     folded = (bias if bias is not None else np.zeros(channels, np.int64)) - in_zp * sums
     per_channel = not (np.all(significand == significand[0]) and np.all(shift == shift[0]))
+    name = op.outputs[0].name
+    bias32 = wrap_int32(folded)
+    fast = _fast_requant(w_data, bias32, significand, shift, channels)
     if not per_channel:
         significand, shift = significand[:1], shift[:1]
-    name = op.outputs[0].name
     fields = {
-        "bias": ctx.constant(f"{name}_bias", wrap_int32(folded).astype(np.int32), "int32_t"),
+        "bias": ctx.constant(f"{name}_bias", bias32.astype(np.int32), "int32_t"),
         "multiplier": ctx.constant(f"{name}_mult", significand.astype(np.int32), "int32_t"),
         "shift": ctx.constant(f"{name}_shift", shift.astype(np.int32), "int32_t"),
         "per_channel": int(per_channel),
         "output_offset": out_zp,
         "act_min": lo,
         "act_max": hi,
+        "fq": ctx.constant(f"{name}_fq", fast, "int32_t") if fast is not None else "0",
     }
     return "{ " + ", ".join(f".{k} = {v}" for k, v in fields.items()) + " }"
 
