@@ -12,7 +12,6 @@ planner then places activations and scratch together, the second lowers again wi
 from __future__ import annotations
 
 import re
-import shutil
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path

@@ -1,10 +1,8 @@
-"""What a graph costs: multiply-accumulates, constant (flash) bytes, activation bytes and live ranges."""
+"""What a graph costs: multiply-accumulates, constant (flash) bytes, activation bytes live per op."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
-from microforge.graph.ir import Graph, Op, Tensor
+from microforge.graph.ir import Graph, Op
 
 
 def op_macs(op: Op) -> int:
@@ -23,46 +21,12 @@ def op_macs(op: Op) -> int:
     return 0
 
 
-@dataclass
-class LiveRange:
-    """A value that needs memory from the start of op `first` to the end of op `last` (op indices)."""
-
-    tensor: Tensor
-    first: int
-    last: int
-
-
-def live_ranges(graph: Graph) -> list[LiveRange]:
-    """Live ranges of every activation in the graph's op order.
-
-    Graph inputs live from op 0; graph outputs live to the last op; a value nobody reads still needs
-    room for the op that writes it.
-    """
-    end = len(graph.ops) - 1
-    first: dict[int, int] = {t.index: 0 for t in graph.inputs}
-    last: dict[int, int] = {t.index: end for t in graph.outputs}
-    for op in graph.ops:
-        for t in op.outputs:
-            first.setdefault(t.index, op.index)
-            last[t.index] = max(last.get(t.index, op.index), op.index)
-        for t in op.inputs:
-            if t is not None and not t.is_constant:
-                last[t.index] = max(last.get(t.index, op.index), op.index)
-    return [LiveRange(graph.tensors[i], first[i], last[i]) for i in sorted(first)]
-
-
 def live_bytes_per_op(graph: Graph) -> list[int]:
-    """Sum of the bytes of every value live during each op."""
-    usage = [0] * len(graph.ops)
-    for r in live_ranges(graph):
-        for i in range(r.first, r.last + 1):
-            usage[i] += r.tensor.nbytes
-    return usage
+    """Activation bytes live during each op of the model's order: every tensor its own, unaligned
+    buffer (the planner's lifetimes without aliasing or alignment)."""
+    from microforge.plan.lifetimes import buffers_for, live_bytes
 
-
-def ram_lower_bound(graph: Graph) -> int:
-    """The layer-wise lower bound of the activation arena: the most bytes live at once in op order."""
-    return max(live_bytes_per_op(graph), default=0)
+    return live_bytes(buffers_for(graph, alignment=1, alias=False))
 
 
 def analyze(graph: Graph) -> dict:

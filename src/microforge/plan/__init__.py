@@ -90,10 +90,8 @@ def _placements(buffers: list[Buffer], strategy: str, bound: int, seconds: float
         hint = best()[1] if results else place_best_fit(buffers)
         offsets, proven = place_exact(buffers, time_limit_s=seconds, hint=hint, lower_bound=bound)
         results.append(("exact", offsets, proven))
-    for name, offsets, proven in results:  # the bound reached is optimal whatever found it
-        if arena_size(buffers, offsets) == bound:
-            results[results.index((name, offsets, proven))] = (name, offsets, True)
-    return results
+    # whatever reaches the bound is optimal, whichever strategy found it
+    return [(name, offsets, proven or arena_size(buffers, offsets) == bound) for name, offsets, proven in results]
 
 
 def plan(graph: Graph, strategy: str = "auto", schedule: str | list[int] = "auto",

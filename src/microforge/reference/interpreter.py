@@ -11,16 +11,6 @@ import numpy as np
 
 from microforge.errors import InputError, MicroforgeError, ModelError, UnsupportedError
 from microforge.graph.ir import Graph, Tensor
-from microforge.reference import (  # noqa: F401  (registers kernels)
-    activations,
-    conv,
-    elementwise,
-    pad,
-    pool,
-    quantize,
-    reduce,
-    shape,
-)
 from microforge.reference.registry import KERNELS
 
 DEFAULT_CHUNK = 256  # samples per pass: bounds memory on large evaluations
