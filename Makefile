@@ -13,6 +13,7 @@ run: setup
 	@$(BIN)/microforge analyze $(DEMO_MODEL)
 	@$(BIN)/microforge plan $(DEMO_MODEL)
 	@$(BIN)/microforge run $(DEMO_MODEL) --input $(DEMO_INPUT)
+	@$(BIN)/microforge validate $(DEMO_MODEL) --target qemu-m4 --input $(DEMO_INPUT)
 
 test: setup
 	@$(BIN)/python -m pytest

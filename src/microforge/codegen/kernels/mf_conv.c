@@ -150,6 +150,68 @@ MF_INLINE void mf_conv_dot_1x2(const int8_t *x0, const int8_t *w0, const int8_t 
     acc[1] = a1;
 }
 
+#if defined(MF_CONV_DSP)
+/* Four products of the int8 words x (rows x, x + stride) and w (weight rows w, w + stride) into a00..a11. */
+#define MF_CONV_MAC4(x, w, stride, a00, a01, a10, a11)                                                  \
+    do {                                                                                                \
+        const int32_t wa_ = mf_conv_load4(w), wb_ = mf_conv_load4((w) + (stride));                       \
+        const int32_t wa02_ = mf_conv_sxtb16(wa_), wa13_ = mf_conv_sxtb16_ror8(wa_);                     \
+        const int32_t wb02_ = mf_conv_sxtb16(wb_), wb13_ = mf_conv_sxtb16_ror8(wb_);                     \
+        const int32_t xa_ = mf_conv_load4(x), xb_ = mf_conv_load4((x) + (stride));                       \
+        const int32_t xa02_ = mf_conv_sxtb16(xa_), xa13_ = mf_conv_sxtb16_ror8(xa_);                     \
+        a00 = mf_conv_smlad(xa13_, wa13_, mf_conv_smlad(xa02_, wa02_, a00));                             \
+        a01 = mf_conv_smlad(xa13_, wb13_, mf_conv_smlad(xa02_, wb02_, a01));                             \
+        const int32_t xb02_ = mf_conv_sxtb16(xb_), xb13_ = mf_conv_sxtb16_ror8(xb_);                     \
+        a10 = mf_conv_smlad(xb13_, wa13_, mf_conv_smlad(xb02_, wa02_, a10));                             \
+        a11 = mf_conv_smlad(xb13_, wb13_, mf_conv_smlad(xb02_, wb02_, a11));                             \
+    } while (0)
+#endif
+
+/* Two rows (x, x + depth) of a matrix product against all weight rows, with q->fq: y0 and y0 + outs. */
+#if defined(__GNUC__) && !defined(__clang__)
+/* gcc's pre-allocation scheduling hoists all loads of the unrolled loop and spills the accumulators. */
+__attribute__((optimize("no-schedule-insns")))
+#endif
+static void mf_fc_2rows_fast(const int8_t *x, int8_t *y0, int32_t depth, const int8_t *w, int32_t outs,
+                             const mf_requant_s8 *q) {
+    const int32_t off = q->output_offset, lo = q->act_min, hi = q->act_max;
+    const int32_t *f = q->fq;
+    int8_t *y1 = y0 + outs;
+    int32_t oc = 0;
+    for (; oc + 2 <= outs; oc += 2, w += 2 * depth, f += 12, y0 += 2, y1 += 2) {
+        int32_t a00 = 0, a01 = 0, a10 = 0, a11 = 0;
+        const int8_t *xp = x, *wp = w;
+        int32_t k = depth;
+#if defined(MF_CONV_DSP)
+        for (; k >= 8; k -= 8, xp += 8, wp += 8) {
+            MF_CONV_MAC4(xp, wp, depth, a00, a01, a10, a11);
+            MF_CONV_MAC4(xp + 4, wp + 4, depth, a00, a01, a10, a11);
+        }
+        if (k >= 4) {
+            MF_CONV_MAC4(xp, wp, depth, a00, a01, a10, a11);
+            k -= 4, xp += 4, wp += 4;
+        }
+#endif
+        for (; k > 0; --k, ++xp, ++wp) {
+            const int32_t xa = xp[0], xb = xp[depth], wa = wp[0], wb = wp[depth];
+            a00 += xa * wa;
+            a01 += xa * wb;
+            a10 += xb * wa;
+            a11 += xb * wb;
+        }
+        y0[0] = mf_conv_fast_out(f, a00, lo, hi, off);
+        y0[1] = mf_conv_fast_out(f + 6, a01, lo, hi, off);
+        y1[0] = mf_conv_fast_out(f, a10, lo, hi, off);
+        y1[1] = mf_conv_fast_out(f + 6, a11, lo, hi, off);
+    }
+    if (oc < outs) {
+        int32_t acc[4];
+        mf_conv_dot_2x2(x, x + depth, w, w, depth, acc);
+        y0[0] = mf_conv_fast_out(f, acc[0], lo, hi, off);
+        y1[0] = mf_conv_fast_out(f, acc[2], lo, hi, off);
+    }
+}
+
 /* mf_conv_rows_s8 with q->fq. */
 static void mf_conv_rows_fast(const int8_t *x0, const int8_t *x1, int8_t *y0, int8_t *y1, int32_t depth,
                               const int8_t *w, int32_t oc_begin, int32_t oc_end, const mf_requant_s8 *q) {
@@ -229,7 +291,10 @@ void mf_fc_s8(const mf_fc_params *p, const int8_t *input, int8_t *output) {
     for (; r + 2 <= p->rows; r += 2) {
         const int8_t *x = input + r * depth;
         int8_t *y = output + r * outs;
-        mf_conv_rows_s8(x, x + depth, y, y + outs, depth, w, 0, outs, &p->q);
+        if (p->q.fq)
+            mf_fc_2rows_fast(x, y, depth, w, outs, &p->q);
+        else
+            mf_conv_rows_s8(x, x + depth, y, y + outs, depth, w, 0, outs, &p->q);
     }
     if (r < p->rows) mf_conv_rows_s8(input + r * depth, 0, output + r * outs, 0, depth, w, 0, outs, &p->q);
 }
