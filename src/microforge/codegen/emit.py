@@ -152,8 +152,12 @@ def unsupported_for_codegen(graph: Graph) -> list[str]:
     return [f"{op.where}: no C kernel yet" for op in graph.ops if op.type not in table]
 
 
-def generate(graph: Graph, out_dir: str | Path, target: str = "portable", strategy: str = "auto") -> GeneratedModel:
-    """Write the C folder for `graph` to `out_dir`. Raises UnsupportedError listing every op without C."""
+def generate(graph: Graph, out_dir: str | Path, target: str = "portable", strategy: str = "auto",
+             overlap: bool = True) -> GeneratedModel:
+    """Write the C folder for `graph` to `out_dir`. Raises UnsupportedError listing every op without C.
+
+    `overlap`: let outputs overlap dying inputs where the kernels declare a safe distance (finer than
+    layer granularity: the arena can go below the layer-wise lower bound)."""
     if target not in TARGETS:
         raise UnsupportedError(f"unknown target {target!r}; choose one of {', '.join(TARGETS)}")
     table = _lowerings()
@@ -161,19 +165,21 @@ def generate(graph: Graph, out_dir: str | Path, target: str = "portable", strate
     if missing:
         raise UnsupportedError("the model uses ops microforge cannot generate C for yet:\n  " + "\n  ".join(missing))
     probe = _ScratchProbe(graph, target, {}, {})
-    scratch, refused = {}, []
+    scratch, overlaps, refused = {}, {}, []
     for op in graph.ops:
         probe.op = op
         try:
-            nbytes = table[op.type](op, probe).scratch_bytes
+            call = table[op.type](op, probe)
         except UnsupportedError as exc:  # collect them all: the user fixes every op in one round
             refused.append(str(exc))
             continue
-        if nbytes:
-            scratch[op.index] = nbytes
+        if call.scratch_bytes:
+            scratch[op.index] = call.scratch_bytes
+        if call.overlap_below is not None and overlap:
+            overlaps[op.index] = call.overlap_below
     if refused:
         raise UnsupportedError("the model uses what microforge cannot generate C for yet:\n  " + "\n  ".join(refused))
-    arena_plan = make_plan(graph, strategy=strategy, scratch=scratch)
+    arena_plan = make_plan(graph, strategy=strategy, scratch=scratch, overlaps=overlaps)
     scratch_offsets = arena_plan.scratch_offsets()
     ctx = _Context(graph, target, arena_plan.tensor_offsets(), scratch_offsets)
     body, sources = [], []

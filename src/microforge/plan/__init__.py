@@ -84,21 +84,27 @@ def _placements(buffers: list[Buffer], strategy: str, bound: int, seconds: float
 
     if strategy in ("best-fit", "auto"):
         results.append(("best-fit", place_best_fit(buffers), False))
-    if strategy == "hill-climb" or (strategy == "auto" and arena_size(buffers, best()[1]) > bound):
-        results.append(("hill-climb", place_hill_climb(buffers, seconds=min(2.0, seconds / 4), target=bound), False))
+    overlapping = any(b.below for b in buffers)  # then the layer-wise bound is no floor: keep climbing
+    if strategy == "hill-climb" or (strategy == "auto" and (overlapping or arena_size(buffers, best()[1]) > bound)):
+        target = None if overlapping else bound
+        results.append(("hill-climb", place_hill_climb(buffers, seconds=min(2.0, seconds / 4), target=target), False))
     if strategy == "exact" or (strategy == "auto" and arena_size(buffers, best()[1]) > bound):
         hint = best()[1] if results else place_best_fit(buffers)
         offsets, proven = place_exact(buffers, time_limit_s=seconds, hint=hint, lower_bound=bound)
         results.append(("exact", offsets, proven))
+    if overlapping:  # the layer-wise bound is no bound then, and the exact model ignores overlaps
+        return [(name, offsets, False) for name, offsets, _ in results]
     # whatever reaches the bound is optimal, whichever strategy found it
     return [(name, offsets, proven or arena_size(buffers, offsets) == bound) for name, offsets, proven in results]
 
 
 def plan(graph: Graph, strategy: str = "auto", schedule: str | list[int] = "auto",
          alignment: int = DEFAULT_ALIGNMENT, seconds: float = 10.0, validate: bool = True,
-         scratch: dict[int, int] | None = None) -> Plan:
+         scratch: dict[int, int] | None = None, overlaps: dict[int, int] | None = None) -> Plan:
     """Plan `graph`'s activation arena. `schedule`: "auto" (search), "model" (as stored) or an op order.
     `scratch`: op index -> bytes of scratch its kernel needs during its step (the C kernels declare it).
+    `overlaps`: op index -> its kernel's safe distance for writing its output over its dying input (see
+    lifetimes.buffers_for); with overlaps the arena can go below the layer-wise lower bound.
 
     Every candidate plan is checked statically; the returned one is also checked by execution.
     Raises PlanError if no valid plan is found (which would be a bug) or on bad arguments.
@@ -122,7 +128,7 @@ def plan(graph: Graph, strategy: str = "auto", schedule: str | list[int] = "auto
             orders = [list(schedule)]
         candidates = []
         for order in orders:
-            buffers = buffers_for(graph, order, alignment, scratch=scratch)
+            buffers = buffers_for(graph, order, alignment, scratch=scratch, overlaps=overlaps)
             bound = lower_bound(buffers)
             for name, offsets, proven in _placements(buffers, strategy, bound, seconds):
                 candidates.append((name, order, buffers, offsets, proven))

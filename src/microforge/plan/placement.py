@@ -13,8 +13,19 @@ def arena_size(buffers: list[Buffer], offsets: list[int]) -> int:
     return max((offsets[b.index] + b.size for b in buffers), default=0)
 
 
+def forbidden_starts(b: Buffer, p: Buffer, p_offset: int) -> tuple[int, int]:
+    """The open interval of start offsets at which `b` would clash with `p` placed at `p_offset` (both
+    alive at the same time): overlapping bytes, unless a declared safe distance allows the overlap."""
+    lo, hi = p_offset - b.size, p_offset + p.size
+    if p.index in b.below:  # b may start D or more below p and overlap it
+        lo = p_offset - min(b.below[p.index], b.size)
+    if b.index in p.below:  # p may start D or more below b: b starts at p_offset + D or above
+        hi = p_offset + min(p.below[b.index], p.size)
+    return lo, hi
+
+
 def conflicts(buffers: list[Buffer], offsets: list[int]) -> list[tuple[Buffer, Buffer]]:
-    """Pairs of buffers alive at the same time whose byte ranges overlap (empty for a valid placement)."""
+    """Pairs of buffers alive at the same time that clash (empty for a valid placement)."""
     found = []
     order = sorted(buffers, key=lambda b: offsets[b.index])
     for i, a in enumerate(order):
@@ -23,7 +34,9 @@ def conflicts(buffers: list[Buffer], offsets: list[int]) -> list[tuple[Buffer, B
             if offsets[b.index] >= a_end:
                 break
             if a.overlaps_in_time(b):
-                found.append((a, b))
+                lo, hi = forbidden_starts(b, a, offsets[a.index])
+                if lo < offsets[b.index] < hi:
+                    found.append((a, b))
     return found
 
 
@@ -41,21 +54,25 @@ def check_placement(buffers: list[Buffer], offsets: list[int]) -> None:
 
 def place_in_order(buffers: list[Buffer], order: list[int], best_fit: bool = True) -> list[int]:
     """Place buffers one by one in `order` (buffer indices), each into a gap between the already placed
-    buffers it shares time with: the smallest gap it fits (best fit) or the lowest (first fit)."""
+    buffers it shares time with: the smallest gap it fits (best fit) or the lowest (first fit).
+
+    Gaps are free ranges of start offsets, so declared safe distances (Buffer.below) open gaps that
+    overlap a dying input."""
     offsets = [-1] * len(buffers)
     placed: list[Buffer] = []
     for i in order:
         b = buffers[i]
-        busy = sorted((offsets[p.index], offsets[p.index] + p.size) for p in placed if p.overlaps_in_time(b))
+        blocked = sorted(forbidden_starts(b, p, offsets[p.index]) for p in placed if p.overlaps_in_time(b))
         best_offset, best_gap = None, None
-        cursor = 0
-        for start, end in busy:
-            gap = start - cursor
-            if gap >= b.size and (best_gap is None or gap < best_gap):
-                best_offset, best_gap = cursor, gap
-                if not best_fit:
-                    break
-            cursor = max(cursor, end)
+        cursor = 0  # the lowest start not yet known to clash
+        for lo, hi in blocked:
+            if lo >= cursor:  # starts cursor .. lo are free
+                gap = lo - cursor + 1
+                if best_gap is None or gap < best_gap:
+                    best_offset, best_gap = cursor, gap
+                    if not best_fit:
+                        break
+            cursor = max(cursor, hi)
         offsets[i] = cursor if best_offset is None else best_offset
         placed.append(b)
     return offsets
@@ -73,9 +90,23 @@ def size_order(buffers: list[Buffer]) -> list[int]:
     return sorted(range(len(buffers)), key=lambda i: (-buffers[i].size, buffers[i].first))
 
 
+def latest_first_order(buffers: list[Buffer]) -> list[int]:
+    """Buffers born last placed first: an op's output is placed before its input, so a chain of outputs
+    that may overlap their inputs from below stacks upward from address 0 instead of running out of room."""
+    return sorted(range(len(buffers)), key=lambda i: (-buffers[i].first, -buffers[i].size))
+
+
+def candidate_orders(buffers: list[Buffer]) -> list[list[int]]:
+    orders = [pressure_order(buffers), size_order(buffers)]
+    if any(b.below for b in buffers):
+        orders.append(latest_first_order(buffers))
+    return orders
+
+
 def place_best_fit(buffers: list[Buffer]) -> list[int]:
-    """Best fit over two natural orders (pressure, size); the smaller arena wins."""
-    candidates = [place_in_order(buffers, order) for order in (pressure_order(buffers), size_order(buffers))]
+    """Best fit over the natural orders (pressure, size; latest-born when overlaps are allowed); the
+    smaller arena wins."""
+    candidates = [place_in_order(buffers, order) for order in candidate_orders(buffers)]
     return min(candidates, key=lambda offsets: arena_size(buffers, offsets))
 
 
@@ -83,15 +114,15 @@ def place_hill_climb(buffers: list[Buffer], seconds: float = 2.0, seed: int = 0,
                      target: int | None = None) -> list[int]:
     """Improve the placement order by random swaps, keeping any that does not enlarge the arena.
 
-    Starts from the better of the pressure and size orders; stops after `seconds` or at `target` bytes.
+    Starts from the best of the candidate orders; stops after `seconds` or at `target` bytes.
     """
     import time
 
     import numpy as np
 
     rng = np.random.default_rng(seed)
-    orders = [pressure_order(buffers), size_order(buffers)]
-    results = [(arena_size(buffers, o := place_in_order(buffers, order)), order, o) for order in orders]
+    results = [(arena_size(buffers, o := place_in_order(buffers, order)), order, o)
+               for order in candidate_orders(buffers)]
     best_size, order, best = min(results, key=lambda r: r[0])
     deadline = time.monotonic() + seconds
     n = len(order)

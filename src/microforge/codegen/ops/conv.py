@@ -136,6 +136,12 @@ def _c_in(ctx: EmitContext, t: Tensor, ctype: str) -> str:
     return f"(const {ctype} *){ctx.tensor(t)}"
 
 
+def _rows_safe_distance(rows: int, in_features: int, out_features: int, block: int = 2) -> int:
+    """mf_fc_s8 handles `block` rows at a time in increasing order, reading a block's input rows while it
+    writes the block's output rows: those may only land on input rows below the block."""
+    return max(0, max(min(r + block, rows) * out_features - r * in_features for r in range(0, rows, block)))
+
+
 def _contiguous_patches(win: Window, in_h: int, in_w: int, groups: int) -> bool:
     """True when every output pixel's patch is one run of the input (mf_conv_s8 then needs no scratch)."""
     return (win.kh == 1 and groups == 1 and (win.kw == 1 or win.dilation_w == 1) and win.pad_top == 0
@@ -172,7 +178,8 @@ def lower_conv_2d(op: Op, ctx: EmitContext) -> Call:
         params = ctx.struct("mf_fc_params", f"{name}_pw", dict(
             weights=weights, rows=batches * h * width, in_features=c, out_features=out_c, q=q))
         return Call(f"mf_fc_s8({params}, {_c_in(ctx, x, 'int8_t')}, {ctx.tensor(out)});", SOURCES,
-                    notes=["1x1 convolution as a matrix product"])
+                    notes=["1x1 convolution as a matrix product"],
+                    overlap_below=_rows_safe_distance(batches * h * width, c, out_c))
     params = ctx.struct("mf_conv_params", f"{name}_conv", dict(
         weights=weights, **_geometry(x, out, win), groups=groups, depth_multiplier=1, input_zero_point=x.zero_point,
         q=q))
@@ -216,8 +223,14 @@ def lower_depthwise_conv_2d(op: Op, ctx: EmitContext) -> Call:
         weights=weights, **geometry, groups=1, depth_multiplier=mult, input_zero_point=x.zero_point, q=q))
     fast = kh == 3 and kw == 3 and mult == 1
     kernel = "mf_dwconv_3x3_s8" if fast else "mf_dwconv_s8"
+    overlap = None
+    if fast and batches == 1 and out.shape == x.shape and win.stride_h == win.stride_w == 1 and \
+            win.dilation_h == win.dilation_w == 1:
+        # Raster order, each output pixel's channel written after its 3x3 window was read: the output of
+        # pixel i lands on input pixel i - P (its own top-left tap), which no later pixel reads.
+        overlap = (win.pad_top * width + win.pad_left) * c
     return Call(f"{kernel}({params}, {_c_in(ctx, x, 'int8_t')}, {ctx.tensor(out)});", SOURCES,
-                notes=["3x3 depthwise, taps unrolled"] if fast else [])
+                notes=["3x3 depthwise, taps unrolled"] if fast else [], overlap_below=overlap)
 
 
 @lowering("FULLY_CONNECTED")
@@ -251,4 +264,5 @@ def lower_fully_connected(op: Op, ctx: EmitContext) -> Call:
     _check_depth(op, in_features)
     q = _requant(op, ctx, x, w, out, w_data, out_features, axis=0)
     params = ctx.struct("mf_fc_params", f"{name}_fc", dict(weights=ctx.tensor(w), **shape, q=q))
-    return Call(f"mf_fc_s8({params}, {_c_in(ctx, x, 'int8_t')}, {ctx.tensor(out)});", SOURCES)
+    return Call(f"mf_fc_s8({params}, {_c_in(ctx, x, 'int8_t')}, {ctx.tensor(out)});", SOURCES,
+                overlap_below=_rows_safe_distance(rows, in_features, out_features))
