@@ -175,8 +175,8 @@ def generate(graph: Graph, out_dir: str | Path, target: str = "portable", strate
             continue
         if call.scratch_bytes:
             scratch[op.index] = call.scratch_bytes
-        if call.overlap_below is not None and overlap:
-            overlaps[op.index] = call.overlap_below
+        if call.overlaps and overlap:
+            overlaps[op.index] = call.overlaps
     if refused:
         raise UnsupportedError("the model uses what microforge cannot generate C for yet:\n  " + "\n  ".join(refused))
     arena_plan = make_plan(graph, strategy=strategy, scratch=scratch, overlaps=overlaps)

@@ -29,10 +29,10 @@ class Call:
     statement: str
     sources: tuple[str, ...] = ()
     scratch_bytes: int = 0  # bytes of scratch the kernel needs during this op (ctx.scratch() points to it)
-    # The kernel's safe distance D: the output may overlap the first input (when that input dies here) if
-    # it starts at least D bytes below it, because the kernel reads every input byte it needs before it
-    # writes the output bytes that land on it. None: the output must not overlap the input.
-    overlap_below: int | None = None
+    # The kernel's safe distances: input position -> D. The output may overlap that input (when the input
+    # dies at this op) if it starts at least D bytes below it, because the kernel reads every input byte
+    # it needs before it writes the output bytes that land on it. Inputs not listed: no overlap.
+    overlaps: dict[int, int] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
 
 

@@ -100,10 +100,11 @@ def _placements(buffers: list[Buffer], strategy: str, bound: int, seconds: float
 
 def plan(graph: Graph, strategy: str = "auto", schedule: str | list[int] = "auto",
          alignment: int = DEFAULT_ALIGNMENT, seconds: float = 10.0, validate: bool = True,
-         scratch: dict[int, int] | None = None, overlaps: dict[int, int] | None = None) -> Plan:
+         scratch: dict[int, int] | None = None, overlaps: dict[int, dict[int, int]] | None = None) -> Plan:
     """Plan `graph`'s activation arena. `schedule`: "auto" (search), "model" (as stored) or an op order.
     `scratch`: op index -> bytes of scratch its kernel needs during its step (the C kernels declare it).
-    `overlaps`: op index -> its kernel's safe distance for writing its output over its dying input (see
+    `overlaps`: op index -> {input position: its kernel's safe distance for writing the output over that
+    dying input} (see
     lifetimes.buffers_for); with overlaps the arena can go below the layer-wise lower bound.
 
     Every candidate plan is checked statically; the returned one is also checked by execution.

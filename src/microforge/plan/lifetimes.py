@@ -77,13 +77,13 @@ def storage_roots(graph: Graph) -> dict[int, int]:
 
 def buffers_for(graph: Graph, schedule: list[int] | None = None, alignment: int = DEFAULT_ALIGNMENT,
                 alias: bool = True, scratch: dict[int, int] | None = None,
-                overlaps: dict[int, int] | None = None) -> list[Buffer]:
+                overlaps: dict[int, dict[int, int]] | None = None) -> list[Buffer]:
     """The buffers to place when the ops run in `schedule` order.
 
     `alias=False` gives every tensor its own buffer (as TFLM does). `scratch` maps op index -> bytes of
-    scratch that op's kernel needs during its step. `overlaps` maps op index -> the safe distance D of
-    its kernel: the output may overlap the first input, where that input dies at this op, if it starts
-    at least D bytes below it (the kernel writes each output only after reading what it overwrites).
+    scratch that op's kernel needs during its step. `overlaps` maps op index -> {input position: safe
+    distance D of its kernel}: the output may overlap that input, where the input dies at this op, if it
+    starts at least D bytes below it (the kernel writes each output only after reading what it overwrites).
     """
     schedule = default_schedule(graph) if schedule is None else list(schedule)
     check_schedule(graph, schedule)
@@ -123,14 +123,16 @@ def buffers_for(graph: Graph, schedule: list[int] | None = None, alignment: int 
     for i, b in enumerate(buffers):
         b.index = i
     by_root = {roots[b.tensors[0].index]: b for b in buffers if b.tensors}
-    for op_index, distance in (overlaps or {}).items():
+    for op_index, distances in (overlaps or {}).items():
         op, step = graph.ops[op_index], step_of[op_index]
-        source = op.inputs[0] if op.inputs else None
-        if source is None or source.is_constant:
-            continue
-        into, out = by_root[roots[source.index]], by_root[roots[op.outputs[0].index]]
-        if into is not out and into.last == step and out.first == step:
-            out.below[into.index] = align(distance, alignment)
+        out = by_root[roots[op.outputs[0].index]]
+        for position, distance in distances.items():
+            source = op.inputs[position]
+            if source is None or source.is_constant:
+                continue
+            into = by_root[roots[source.index]]
+            if into is not out and into.last == step and out.first == step:
+                out.below[into.index] = align(distance, alignment)
     return buffers
 
 

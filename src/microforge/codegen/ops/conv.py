@@ -142,6 +142,14 @@ def _rows_safe_distance(rows: int, in_features: int, out_features: int, block: i
     return max(0, max(min(r + block, rows) * out_features - r * in_features for r in range(0, rows, block)))
 
 
+def _gathered_safe_distance(pixels: int, in_c: int, out_c: int, reach_back: int) -> int:
+    """mf_conv_s8 (stride 1, same size) copies the patches of two output pixels into scratch, then writes
+    those two pixels. After writing pixels < q it still reads input pixels >= q - reach_back (a window
+    reaches `reach_back` pixels before its own), so outputs may land on input pixels below that."""
+    blocks = range(2, pixels, 2)  # after the last block nothing more is read
+    return max([0] + [q * out_c - max(0, q - reach_back) * in_c for q in blocks])
+
+
 def _contiguous_patches(win: Window, in_h: int, in_w: int, groups: int) -> bool:
     """True when every output pixel's patch is one run of the input (mf_conv_s8 then needs no scratch)."""
     return (win.kh == 1 and groups == 1 and (win.kw == 1 or win.dilation_w == 1) and win.pad_top == 0
@@ -179,17 +187,21 @@ def lower_conv_2d(op: Op, ctx: EmitContext) -> Call:
             weights=weights, rows=batches * h * width, in_features=c, out_features=out_c, q=q))
         return Call(f"mf_fc_s8({params}, {_c_in(ctx, x, 'int8_t')}, {ctx.tensor(out)});", SOURCES,
                     notes=["1x1 convolution as a matrix product"],
-                    overlap_below=_rows_safe_distance(batches * h * width, c, out_c))
+                    overlaps={0: _rows_safe_distance(batches * h * width, c, out_c)})
     params = ctx.struct("mf_conv_params", f"{name}_conv", dict(
         weights=weights, **_geometry(x, out, win), groups=groups, depth_multiplier=1, input_zero_point=x.zero_point,
         q=q))
+    overlaps = {}
     if _contiguous_patches(win, h, width, groups):
         scratch, scratch_bytes = "(int8_t *)0", 0
     else:
         scratch_bytes = 2 * kh * kw * group_in
         scratch = f"(int8_t *){ctx.scratch()}"
+        if groups == 1 and batches == 1 and (win.out_h, win.out_w) == (h, width) and \
+                win.stride_h == win.stride_w == 1:
+            overlaps = {0: _gathered_safe_distance(h * width, c, out_c, win.pad_top * width + win.pad_left)}
     return Call(f"mf_conv_s8({params}, {_c_in(ctx, x, 'int8_t')}, {ctx.tensor(out)}, {scratch});", SOURCES,
-                scratch_bytes=scratch_bytes)
+                scratch_bytes=scratch_bytes, overlaps=overlaps)
 
 
 @lowering("DEPTHWISE_CONV_2D")
@@ -223,14 +235,14 @@ def lower_depthwise_conv_2d(op: Op, ctx: EmitContext) -> Call:
         weights=weights, **geometry, groups=1, depth_multiplier=mult, input_zero_point=x.zero_point, q=q))
     fast = kh == 3 and kw == 3 and mult == 1
     kernel = "mf_dwconv_3x3_s8" if fast else "mf_dwconv_s8"
-    overlap = None
+    overlaps = {}
     if fast and batches == 1 and out.shape == x.shape and win.stride_h == win.stride_w == 1 and \
             win.dilation_h == win.dilation_w == 1:
         # Raster order, each output pixel's channel written after its 3x3 window was read: the output of
         # pixel i lands on input pixel i - P (its own top-left tap), which no later pixel reads.
-        overlap = (win.pad_top * width + win.pad_left) * c
+        overlaps = {0: (win.pad_top * width + win.pad_left) * c}
     return Call(f"{kernel}({params}, {_c_in(ctx, x, 'int8_t')}, {ctx.tensor(out)});", SOURCES,
-                notes=["3x3 depthwise, taps unrolled"] if fast else [], overlap_below=overlap)
+                notes=["3x3 depthwise, taps unrolled"] if fast else [], overlaps=overlaps)
 
 
 @lowering("FULLY_CONNECTED")
@@ -265,4 +277,4 @@ def lower_fully_connected(op: Op, ctx: EmitContext) -> Call:
     q = _requant(op, ctx, x, w, out, w_data, out_features, axis=0)
     params = ctx.struct("mf_fc_params", f"{name}_fc", dict(weights=ctx.tensor(w), **shape, q=q))
     return Call(f"mf_fc_s8({params}, {_c_in(ctx, x, 'int8_t')}, {ctx.tensor(out)});", SOURCES,
-                overlap_below=_rows_safe_distance(rows, in_features, out_features))
+                overlaps={0: _rows_safe_distance(rows, in_features, out_features)})
