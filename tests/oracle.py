@@ -65,3 +65,13 @@ def run_both(graph, op, feeds: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray
     assert ours.dtype == op.outputs[0].dtype
     theirs = tflm_run(write_tflite(graph), list(feeds))[0]
     return ours, theirs.reshape(ours.shape)
+
+
+def assert_same(ours: np.ndarray, theirs: np.ndarray, rtol: float = 1e-6, atol: float = 1e-7) -> None:
+    """Integer outputs must be identical; float32 outputs agree within (rtol, atol)."""
+    if ours.dtype.kind in "iu":
+        diff = np.flatnonzero(ours != theirs)
+        assert diff.size == 0, (f"{diff.size} of {ours.size} values differ, e.g. ours {ours.flat[diff[0]]} "
+                                f"vs TFLM {theirs.flat[diff[0]]}")
+    else:
+        np.testing.assert_allclose(ours, theirs, rtol=rtol, atol=atol)

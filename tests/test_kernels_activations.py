@@ -7,7 +7,10 @@ float32 outputs agree to float32 rounding (numpy's exp may differ from libm's ex
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
+import oracle
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -26,13 +29,7 @@ shapes = st.lists(st.integers(1, 6), min_size=1, max_size=4).map(tuple)
 
 
 
-def assert_same(ours, theirs):
-    if ours.dtype == np.int8:
-        diff = np.flatnonzero(ours != theirs)
-        assert diff.size == 0, (f"{diff.size} of {ours.size} values differ, e.g. ours {ours.flat[diff[0]]} "
-                                f"vs TFLM {theirs.flat[diff[0]]}")
-    else:
-        np.testing.assert_allclose(ours, theirs, rtol=1e-5, atol=1e-7)
+assert_same = functools.partial(oracle.assert_same, rtol=1e-5, atol=1e-7)
 
 
 def int8_batch(rng, shape):

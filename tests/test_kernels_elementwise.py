@@ -7,7 +7,10 @@ sample: int8 outputs must be byte-identical, float32 outputs equal to float32 ro
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
+import oracle
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -24,13 +27,7 @@ ACTIVATIONS = ["NONE", "RELU", "RELU6", "RELU_N1_TO_1"]
 
 
 
-def assert_same(ours, theirs):
-    if ours.dtype == np.int8:
-        diff = np.flatnonzero(ours != theirs)
-        assert diff.size == 0, (f"{diff.size} of {ours.size} values differ, e.g. ours {ours.flat[diff[0]]} "
-                                f"vs TFLM {theirs.flat[diff[0]]}")
-    else:
-        np.testing.assert_allclose(ours, theirs, rtol=1e-6, atol=1e-30)
+assert_same = functools.partial(oracle.assert_same, rtol=1e-6, atol=1e-30)
 
 
 def random_values(rng, shape, dtype, batch=BATCH):

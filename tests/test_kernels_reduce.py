@@ -11,7 +11,10 @@ on at most two distinct axes; more axes are checked against the equivalent singl
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
+import oracle
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -36,13 +39,7 @@ def run_ours(op, feeds):
     return ours
 
 
-def assert_same(ours, theirs):
-    if ours.dtype == np.int8:
-        diff = np.flatnonzero(ours != theirs)
-        assert diff.size == 0, (f"{diff.size} of {ours.size} values differ, e.g. ours {ours.flat[diff[0]]} "
-                                f"vs TFLM {theirs.flat[diff[0]]}")
-    else:
-        np.testing.assert_allclose(ours, theirs, rtol=1e-6, atol=1e-7)
+assert_same = functools.partial(oracle.assert_same, rtol=1e-6, atol=1e-7)
 
 
 def mean_graph(shape, axes, keep_dims, dtype, in_quant=None, out_quant=None):

@@ -12,25 +12,19 @@ from microforge.frontend.reader import read_tflite
 from microforge.graph.random_graph import random_graph
 from microforge.plan.exact import is_valid, overlapping_pairs, place_exact
 from microforge.plan.lifetimes import Buffer, buffers_for, lower_bound
-from microforge.plan.placement import arena_size, check_placement, conflicts
+from microforge.plan.placement import (
+    arena_size,
+    check_placement,
+    conflicts,
+    place_in_order,
+)
 
 U = 16  # the alignment unit sizes are counted in below
 
 
 def first_fit(buffers):
     """The simplest heuristic: buffers in index order, each at the lowest address free during its life."""
-    offsets = [0] * len(buffers)
-    placed = []
-    for b in buffers:
-        at = 0
-        for start, end in sorted((offsets[p.index], offsets[p.index] + p.size) for p in placed
-                                 if p.overlaps_in_time(b)):
-            if start >= at + b.size:
-                break
-            at = max(at, end)
-        offsets[b.index] = at
-        placed.append(b)
-    return offsets
+    return place_in_order(buffers, list(range(len(buffers))), best_fit=False)
 
 
 def stacked(buffers, order):

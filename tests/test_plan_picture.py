@@ -14,22 +14,12 @@ from microforge.graph.random_graph import random_graph
 from microforge.plan.exact import place_exact
 from microforge.plan.lifetimes import buffers_for, lower_bound
 from microforge.plan.picture import abbreviated, draw_plans, short_name
-from microforge.plan.placement import arena_size
+from microforge.plan.placement import arena_size, place_in_order
 
 
 def first_fit(buffers):
-    offsets = [0] * len(buffers)
-    placed = []
-    for b in buffers:
-        at = 0
-        for start, end in sorted((offsets[p.index], offsets[p.index] + p.size) for p in placed
-                                 if p.overlaps_in_time(b)):
-            if start >= at + b.size:
-                break
-            at = max(at, end)
-        offsets[b.index] = at
-        placed.append(b)
-    return offsets
+    """The simplest heuristic: buffers in index order, each at the lowest address free during its life."""
+    return place_in_order(buffers, list(range(len(buffers))), best_fit=False)
 
 
 @pytest.fixture(scope="module")
