@@ -3,6 +3,8 @@ from pathlib import Path
 
 import pytest
 
+import microforge  # noqa: F401  (first: it loads OR-Tools before any test loads TensorFlow)
+
 ROOT = Path(__file__).resolve().parents[1]
 VENDORED = ROOT / "models" / "mlperf_tiny"
 SHARED = ROOT.parent / "shared" / "models" / "mlperf_tiny"

@@ -168,3 +168,17 @@ def test_written_tflm_plan_shrinks_tflm_arena_and_keeps_outputs(tmp_path):
     assert tflm_reported_head_bytes(out.read_bytes()) == 55_296
     x = np.random.default_rng(4).integers(-128, 128, size=(3, 1, 96, 96, 3), dtype=np.int8)
     assert np.array_equal(tflm_run(out.read_bytes(), [x])[0], tflm_run(original, [x])[0])
+
+
+def test_exact_strategy_survives_tensorflow_loaded_first():
+    """OR-Tools' solver crashes when TensorFlow was loaded before it; microforge must step aside instead."""
+    import subprocess
+    import sys
+
+    script = ("import tensorflow, microforge\n"
+              "from microforge.plan import plan\n"
+              f"p = plan(microforge.load({str(INT8_MODELS['vww'])!r}), strategy='exact', seconds=3)\n"
+              "print('arena', p.arena_bytes)\n")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "arena" in done.stdout

@@ -7,7 +7,16 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
+
+# OR-Tools must load before TensorFlow or its solver crashes (see microforge.plan.exact.solver_module);
+# after TensorFlow, leave it unloaded so the exact strategy knows to step aside.
+if "tensorflow" not in sys.modules:
+    try:
+        from ortools.sat.python import cp_model as _cp_model  # noqa: F401
+    except ImportError:
+        pass
 
 from microforge.errors import (
     InputError,

@@ -30,6 +30,7 @@ from __future__ import annotations
 import bisect
 import heapq
 import math
+import sys
 import time
 
 import numpy as np
@@ -43,6 +44,22 @@ MAX_BUFFERS = 2000  # above this, loading and presolving the model would eat muc
 # as two workers with any portfolio tried (default, default_lp + fixed/max_lp/no_lp/core/quick_restart),
 # and a single worker searches deterministically, so the same model gives the same plan.
 WORKERS = 1
+
+
+def solver_module():
+    """OR-Tools' CP-SAT module, or None where it cannot run safely.
+
+    OR-Tools and TensorFlow bundle their own abseil/protobuf; loaded after TensorFlow in one process,
+    CP-SAT crashes (a segmentation fault in solve). microforge imports OR-Tools first (see the package's
+    __init__); if TensorFlow got there before it, the exact strategy steps aside instead of crashing.
+    """
+    if "ortools.sat.python.cp_model" not in sys.modules and "tensorflow" in sys.modules:
+        return None
+    try:
+        from ortools.sat.python import cp_model
+    except ImportError:
+        return None
+    return cp_model
 
 
 def first_fit(buffers: list[Buffer]) -> list[int]:
@@ -164,9 +181,8 @@ def place_exact(buffers: list[Buffer], time_limit_s: float = 10.0, hint: list[in
         return best, True  # already at a lower bound
     if len(buffers) > MAX_BUFFERS:
         return best, False
-    try:
-        from ortools.sat.python import cp_model
-    except ImportError:  # OR-Tools is optional: without it the hint is the answer
+    cp_model = solver_module()
+    if cp_model is None:  # without a safe CP-SAT the hint is the answer
         return best, False
 
     solid = [b for b in buffers if b.size > 0]  # zero-byte buffers are parked on top afterwards
