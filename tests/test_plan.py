@@ -149,6 +149,7 @@ def test_plan_json_from_the_command_line():
     assert report["lower_bound_bytes"] == 55_296
     assert {"tensor", "offset", "size", "first_op", "last_op"} <= set(report["buffers"][0])
     assert sorted(report["schedule"]) == list(range(31))
+    assert report["generated_c_arena_bytes"] == 46_144  # the C kernels' overlaps go below the bound
 
 
 def test_unknown_strategy_is_a_clear_error():

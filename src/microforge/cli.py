@@ -75,6 +75,13 @@ def plan_command(
     try:
         graph = microforge.load(model)
         result = make_plan(graph, strategy=strategy, schedule=schedule, seconds=seconds)
+        finer = None
+        if strategy == "auto":  # what the generated C needs, with its kernels' scratch and overlaps
+            from microforge.codegen.emit import kernel_memory
+
+            kernel_scratch, kernel_overlaps = kernel_memory(graph)
+            finer = make_plan(graph, schedule=schedule, seconds=seconds, scratch=kernel_scratch,
+                              overlaps=kernel_overlaps)
         if write_tflm_plan:
             from microforge.plan.tflm_export import with_offline_plan
 
@@ -90,7 +97,10 @@ def plan_command(
                         (f"microforge {result.strategy}", result.buffers, result.offsets)],
                        path, title=model.name, lower_bound=result.lower_bound_bytes)
     if as_json:
-        print(json.dumps(result.to_json(), indent=1))
+        report = result.to_json()
+        if finer is not None:
+            report["generated_c_arena_bytes"] = finer.arena_bytes
+        print(json.dumps(report, indent=1))
         return
     saved = 1 - result.arena_bytes / result.tflm_bytes if result.tflm_bytes else 0.0
     console.print(f"[bold]{model.name}[/]: {len(graph.ops)} ops, {len(result.buffers)} buffers")
@@ -99,6 +109,8 @@ def plan_command(
                   f"{saved:.1%} less than TFLM)")
     console.print(f"  layer-wise lower bound {_kib(result.lower_bound_bytes)}  (gap {result.gap:.1%}"
                   f"{', proven optimal' if result.proven_optimal else ''})")
+    if finer is not None:
+        console.print(f"  generated C arena      {_kib(finer.arena_bytes)}  (C kernels' scratch, overlaps)")
     console.print(f"  planned and validated in {result.seconds:.2f} s")
     for path in (png, svg, write_tflm_plan):
         if path:

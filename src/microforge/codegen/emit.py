@@ -152,6 +152,31 @@ def unsupported_for_codegen(graph: Graph) -> list[str]:
     return [f"{op.where}: no C kernel yet" for op in graph.ops if op.type not in table]
 
 
+def kernel_memory(graph: Graph, target: str = "portable") -> tuple[dict[int, int], dict[int, dict[int, int]]]:
+    """What the C kernels ask of the planner: op index -> scratch bytes, and op index -> {input position:
+    safe distance} for outputs that may overlap dying inputs. Lowers every op once with placeholder
+    pointers; raises UnsupportedError listing every op without C."""
+    table = _lowerings()
+    probe = _ScratchProbe(graph, target, {}, {})
+    scratch, overlaps, refused = {}, {}, unsupported_for_codegen(graph)
+    for op in graph.ops:
+        if op.type not in table:
+            continue
+        probe.op = op
+        try:
+            call = table[op.type](op, probe)
+        except UnsupportedError as exc:  # collect them all: the user fixes every op in one round
+            refused.append(str(exc))
+            continue
+        if call.scratch_bytes:
+            scratch[op.index] = call.scratch_bytes
+        if call.overlaps:
+            overlaps[op.index] = call.overlaps
+    if refused:
+        raise UnsupportedError("the model uses what microforge cannot generate C for yet:\n  " + "\n  ".join(refused))
+    return scratch, overlaps
+
+
 def generate(graph: Graph, out_dir: str | Path, target: str = "portable", strategy: str = "auto",
              overlap: bool = True) -> GeneratedModel:
     """Write the C folder for `graph` to `out_dir`. Raises UnsupportedError listing every op without C.
@@ -161,24 +186,9 @@ def generate(graph: Graph, out_dir: str | Path, target: str = "portable", strate
     if target not in TARGETS:
         raise UnsupportedError(f"unknown target {target!r}; choose one of {', '.join(TARGETS)}")
     table = _lowerings()
-    missing = unsupported_for_codegen(graph)
-    if missing:
-        raise UnsupportedError("the model uses ops microforge cannot generate C for yet:\n  " + "\n  ".join(missing))
-    probe = _ScratchProbe(graph, target, {}, {})
-    scratch, overlaps, refused = {}, {}, []
-    for op in graph.ops:
-        probe.op = op
-        try:
-            call = table[op.type](op, probe)
-        except UnsupportedError as exc:  # collect them all: the user fixes every op in one round
-            refused.append(str(exc))
-            continue
-        if call.scratch_bytes:
-            scratch[op.index] = call.scratch_bytes
-        if call.overlaps and overlap:
-            overlaps[op.index] = call.overlaps
-    if refused:
-        raise UnsupportedError("the model uses what microforge cannot generate C for yet:\n  " + "\n  ".join(refused))
+    scratch, overlaps = kernel_memory(graph, target)
+    if not overlap:
+        overlaps = {}
     arena_plan = make_plan(graph, strategy=strategy, scratch=scratch, overlaps=overlaps)
     scratch_offsets = arena_plan.scratch_offsets()
     ctx = _Context(graph, target, arena_plan.tensor_offsets(), scratch_offsets)
