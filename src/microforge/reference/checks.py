@@ -158,3 +158,25 @@ def quantized_activation_range(op: Op, scale: float, zero_point: int) -> tuple[i
 def clamp_float(op: Op, y: np.ndarray) -> np.ndarray:
     lo, hi = activation_range_float(activation_of(op))
     return np.clip(y, lo, hi).astype(np.float32)
+
+
+def fully_connected_geometry(op: Op, x: Tensor, w: Tensor) -> tuple[int, int, int]:
+    """(rows, in_features, out_features) of a FULLY_CONNECTED op: the input of any rank read as rows of
+    the weights' [out, in] width; the declared output shape checked against keep_num_dims."""
+    if op.options.get("weights_format", "DEFAULT") != "DEFAULT":
+        raise UnsupportedError(f"{op.where}: weights_format {op.options['weights_format']!r} is not supported")
+    if len(w.shape) != 2 or w.shape[1] == 0:
+        raise ModelError(f"{op.where}: weights '{w.name}' must be [out, in], got {list(w.shape)}")
+    out_features, in_features = w.shape
+    if x.size % in_features:
+        raise ModelError(f"{op.where}: input '{x.name}' of {x.size} values cannot be split into "
+                         f"rows of {in_features}")
+    rows = x.size // in_features
+    if op.options.get("keep_num_dims", False):
+        if not x.shape or x.shape[-1] != in_features:
+            raise ModelError(f"{op.where}: with keep_num_dims the last dimension of input '{x.name}' "
+                             f"must be {in_features}")
+        check_output_shape(op, x.shape[:-1] + (out_features,))
+    else:
+        check_output_shape(op, (rows, out_features))
+    return rows, in_features, out_features

@@ -22,6 +22,7 @@ import numpy as np
 from microforge.errors import ModelError, UnsupportedError
 from microforge.graph.ir import Op, Tensor
 from microforge.reference.checks import (
+    fully_connected_geometry,
     batched_arg,
     check_output_shape,
     clamp_float,
@@ -334,23 +335,8 @@ def fully_connected(op: Op, args: list) -> np.ndarray:
     (TFLM's per-tensor path gives the same as its per-channel one). float32 and hybrid weights as CONV_2D.
     """
     (x_t, w_t), out_t = io_tensors(op, 2)
-    if op.options.get("weights_format", "DEFAULT") != "DEFAULT":
-        raise UnsupportedError(f"{op.where}: weights_format {op.options['weights_format']!r} is not supported")
     x = batched_arg(op, args, 0)
-    if len(w_t.shape) != 2 or w_t.shape[1] == 0:
-        raise ModelError(f"{op.where}: weights '{w_t.name}' must be [out, in], got {list(w_t.shape)}")
-    out_features, in_features = w_t.shape
-    if x_t.size % in_features:
-        raise ModelError(f"{op.where}: input '{x_t.name}' of {x_t.size} values cannot be split into "
-                         f"rows of {in_features}")
-    rows = x_t.size // in_features
-    if op.options.get("keep_num_dims", False):
-        if not x_t.shape or x_t.shape[-1] != in_features:
-            raise ModelError(f"{op.where}: with keep_num_dims the last dimension of input '{x_t.name}' "
-                             f"must be {in_features}")
-        check_output_shape(op, x_t.shape[:-1] + (out_features,))
-    else:
-        check_output_shape(op, (rows, out_features))
+    rows, in_features, out_features = fully_connected_geometry(op, x_t, w_t)
     w, x_zero_point, finish = _arithmetic(op, x_t, w_t, out_t, out_features, axis=0)
     n = x.shape[0]
     dtype = exact_float(in_features) if x_t.dtype == np.int8 else np.float64

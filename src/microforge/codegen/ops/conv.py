@@ -29,6 +29,7 @@ from microforge.codegen.lowering import Call, EmitContext, lowering
 from microforge.errors import ModelError, UnsupportedError
 from microforge.graph.ir import Op, Tensor
 from microforge.reference.checks import (
+    fully_connected_geometry,
     activation_of,
     check_output_shape,
     constant_data,
@@ -248,22 +249,7 @@ def lower_depthwise_conv_2d(op: Op, ctx: EmitContext) -> Call:
 @lowering("FULLY_CONNECTED")
 def lower_fully_connected(op: Op, ctx: EmitContext) -> Call:
     (x, w), out = io_tensors(op, 2)
-    if op.options.get("weights_format", "DEFAULT") != "DEFAULT":
-        raise UnsupportedError(f"{op.where}: weights_format {op.options['weights_format']!r} is not supported")
-    if len(w.shape) != 2 or w.shape[1] == 0:
-        raise ModelError(f"{op.where}: weights '{w.name}' must be [out, in], got {list(w.shape)}")
-    out_features, in_features = w.shape
-    if x.size % in_features:
-        raise ModelError(f"{op.where}: input '{x.name}' of {x.size} values cannot be split into "
-                         f"rows of {in_features}")
-    rows = x.size // in_features
-    if op.options.get("keep_num_dims", False):
-        if not x.shape or x.shape[-1] != in_features:
-            raise ModelError(f"{op.where}: with keep_num_dims the last dimension of input '{x.name}' "
-                             f"must be {in_features}")
-        check_output_shape(op, x.shape[:-1] + (out_features,))
-    else:
-        check_output_shape(op, (rows, out_features))
+    rows, in_features, out_features = fully_connected_geometry(op, x, w)
     kind = _kind(op, x, w, out)
     name = out.name
     shape = dict(rows=rows, in_features=in_features, out_features=out_features)
