@@ -220,3 +220,106 @@ def _print_predictions(tensor: Tensor, batch: np.ndarray, limit: int = 10) -> No
         console.print(f"sample {n}: predicted class {best} (score {row[best]:.4f})")
     if len(flat) > limit:
         console.print(f"... {len(flat) - limit} more samples")
+
+
+def _print_bench(r: dict) -> None:
+    from microforge.bench.report import RESULT_COLUMNS, _result_rows
+
+    table = Table(show_header=False, box=None)
+    for column, value in zip(RESULT_COLUMNS, _result_rows([r])[0]):
+        if value != "-":
+            table.add_row(column, value)
+    console.print(table)
+    if r.get("energy_source"):
+        console.print(f"  energy: {r['energy_source']}", highlight=False)
+
+
+@app.command()
+def bench(task: Optional[str] = typer.Option(None, help="kws | vww | ic | ad"),
+          model: Optional[Path] = typer.Option(None, help="a .tflite model (default: the task's MLPerf Tiny model)"),
+          dataset: Optional[Path] = typer.Option(None, help="a runner dataset folder (.bin files + y_labels.csv)"),
+          target: str = typer.Option("host", help="reference | host | qemu-m4 | qemu-m7 | serial:PORT"),
+          mode: str = typer.Option("accuracy", help="accuracy | performance | energy"),
+          suite: bool = typer.Option(False, "--suite", help="all four tasks with their reference models"),
+          targets: str = typer.Option("host,qemu-m4", help="with --suite: comma-separated targets"),
+          datasets: Optional[Path] = typer.Option(None, help="with --suite: a folder with kws/ vww/ ic/ ad/ datasets"),
+          report: Optional[Path] = typer.Option(None, help="write results.json, report.md and report.html here"),
+          min_window: float = typer.Option(1.0, "--min-window", help="seconds per timed window (host, boards)"),
+          power_trace: Optional[Path] = typer.Option(None, help="CSV time_s,power_w from a power monitor"),
+          power_inferences: Optional[int] = typer.Option(None, help="inferences the power trace covers"),
+          as_json: bool = typer.Option(False, "--json", help="print JSON")) -> None:
+    """Run an MLPerf Tiny task (or the whole suite) on a target and report accuracy, latency, energy, memory."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from microforge.bench.report import write_report
+    from microforge.bench.runner import bench as run_bench
+    from microforge.bench.runner import run_suite
+
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    try:
+        with Progress(*columns, console=errors, transient=True, disable=as_json) as bar:
+            if suite:
+                chosen = [t.strip() for t in targets.split(",") if t.strip()]
+                step = bar.add_task("suite", total=4 * len(chosen))
+                started = []
+
+                def on_step(what: str) -> None:
+                    if started:
+                        bar.advance(step)
+                    started.append(what)
+                    bar.update(step, description=what)
+
+                results = run_suite(chosen, datasets=datasets, min_window_s=min_window, on_step=on_step)
+            else:
+                if task is None:
+                    raise InputError("choose a task with --task kws|vww|ic|ad, or run --suite")
+                from microforge.bench.tasks import get_task
+
+                chosen_model = model or get_task(task).reference_model_path
+                job = bar.add_task(f"{task} on {target}", total=None)
+                results = [run_bench(task, chosen_model, dataset=dataset, target=target, mode=mode,
+                                     min_window_s=min_window, power_trace=power_trace,
+                                     power_inferences=power_inferences,
+                                     progress=lambda done, total: bar.update(job, completed=done, total=total))]
+        written = write_report(results, report) if report is not None else {}
+    except MicroforgeError as exc:
+        _fail(exc)
+    if as_json:
+        print(json.dumps(results if suite else results[0], indent=1))
+    else:
+        for r in results:
+            console.print(f"[bold]{r['task']}[/] {r['model']} on {r['target']} ({r['mode']})")
+            _print_bench(r)
+        for kind, path in written.items():
+            console.print(f"wrote {kind} report: {path}")
+    if any(r.get("bit_exact") is False for r in results):
+        raise typer.Exit(code=1)
+
+
+@app.command()
+def dataset(task: str = typer.Option(..., help="kws | vww | ic | ad"),
+            source: Path = typer.Option(..., help="class sub-folders of .wav/images, an FSDD recordings folder "
+                                                  "(--fsdd), or normal_*/anomaly_* .wav clips (ad)"),
+            output: Path = typer.Option(..., "--output", "-o", help="the runner dataset folder to write"),
+            model: Optional[Path] = typer.Option(None, help="the model whose input quantization to use "
+                                                            "(default: the task's MLPerf Tiny model)"),
+            labels: Optional[str] = typer.Option(None, help="comma-separated class folder names in model order"),
+            fsdd: bool = typer.Option(False, "--fsdd", help="kws: SOURCE is an FSDD recordings folder"),
+            indices: str = typer.Option("0-4", help="with --fsdd: recording indices, e.g. 0-4 (test) or 5-49"),
+            ) -> None:
+    """Write a dataset in the EEMBC runner format (.bin per sample + y_labels.csv) through the task's
+    pre-processing."""
+    from microforge.bench.sources import write_task_dataset
+    from microforge.bench.tasks import get_task
+
+    try:
+        first, _, last = indices.partition("-")
+        if not first.isdigit() or (last and not last.isdigit()):
+            raise InputError(f"--indices must look like 0-4 or 7, got {indices!r}")
+        chosen = range(int(first), int(last or first) + 1)
+        graph = microforge.load(model or get_task(task).reference_model_path)
+        count = write_task_dataset(task, source, output, graph, fsdd=fsdd, indices=chosen,
+                                   labels=[s.strip() for s in labels.split(",")] if labels else None)
+    except MicroforgeError as exc:
+        _fail(exc)
+    console.print(f"wrote {count} samples to {output}")
