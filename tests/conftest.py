@@ -23,6 +23,8 @@ FLOAT_MODELS = {
     "ad": SHARED / "ad01_fp32.tflite",
 }
 KWS_SAMPLE = VENDORED / "kws_sample_input_int8_49x10.bin"
+AD_SAMPLE = SHARED / "ad01_sample_normal_id_01_00000000_hist_librosa.bin"
+FSDD = ROOT.parent / "shared" / "data" / "fsdd" / "recordings"
 
 
 def shared_model(path: Path) -> Path:

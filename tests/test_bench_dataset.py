@@ -1,10 +1,10 @@
 """microforge.bench dataset format, metrics, and FSDD -> KWS MFCC -> MLPerf KWS int8 model end to end."""
 
 import itertools
-from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import FSDD, INT8_MODELS
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -12,8 +12,7 @@ import microforge
 from microforge.bench import dataset, metrics
 from microforge.errors import InputError
 
-FSDD = Path("/work/shared/data/fsdd/recordings")
-KWS_MODEL = Path(__file__).resolve().parents[1] / "models" / "mlperf_tiny" / "kws_ref_model_int8.tflite"
+KWS_MODEL = INT8_MODELS["kws"]
 
 
 # --- runner dataset format --------------------------------------------------------------------------------

@@ -1,19 +1,15 @@
 """microforge.bench audio/features/images against independent references (TensorFlow, direct loops)."""
 
 import wave
-from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import AD_SAMPLE, FSDD
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from microforge.bench import audio, features, images
 from microforge.errors import InputError
-
-FSDD = Path("/work/shared/data/fsdd/recordings")
-AD_SAMPLE = Path(__file__).resolve().parents[2] / "shared" / "models" / "mlperf_tiny" / \
-    "ad01_sample_normal_id_01_00000000_hist_librosa.bin"
 
 tf = pytest.importorskip("tensorflow")
 
