@@ -115,10 +115,12 @@ def _plots(results: list[dict]) -> dict[str, bytes]:
     plots = {}
     tasks = [t for t in TASKS if any(r["task"] == t for r in results)]
     targets = sorted({r["target"] for r in results})
+    basis = {r["target"]: _kind(r) for r in results}
 
     def grouped(metric: str, title: str, ylabel: str, log: bool, name: str, published=None):
-        series = {tg: [next((r[metric] for r in results if r["task"] == t and r["target"] == tg
-                             and r.get(metric) is not None), None) for t in tasks] for tg in targets}
+        series = {f"{tg} ({basis[tg]})": [next((r[metric] for r in results if r["task"] == t and r["target"] == tg
+                                                and r.get(metric) is not None), None) for t in tasks]
+                  for tg in targets}
         if published:
             series["MLPerf v0.5 reference (published)"] = [published(t) for t in tasks]
         series = {k: v for k, v in series.items() if any(x is not None for x in v)}
