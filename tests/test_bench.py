@@ -256,7 +256,7 @@ def test_cli_suite_writes_the_report(tmp_path):
     from a datasets folder."""
     graph = microforge.load(INT8_MODELS["kws"])
     _random_dataset(tmp_path / "data" / "kws", graph, 6, 12)
-    result = cli.invoke(app, ["bench", "--suite", "--targets", "host,qemu-m4", "--datasets", str(tmp_path / "data"),
+    result = cli.invoke(app, ["bench", "--suite", "--target", "host", "--target", "qemu-m4", "--datasets", str(tmp_path / "data"),
                               "--min-window", "0.02", "--report", str(tmp_path / "rep")])
     assert result.exit_code == 0, result.output
     data = json.loads((tmp_path / "rep" / "results.json").read_text())["results"]

@@ -222,45 +222,52 @@ def _print_predictions(tensor: Tensor, batch: np.ndarray, limit: int = 10) -> No
         console.print(f"... {len(flat) - limit} more samples")
 
 
-def _print_bench(r: dict) -> None:
+def _print_bench(results: list[dict], heading_has: tuple[str, ...]) -> None:
+    """One row per result; columns that are empty everywhere or already in the heading are left out."""
     from microforge.bench.report import RESULT_COLUMNS, _result_rows
 
-    table = Table(show_header=False, box=None)
-    for column, value in zip(RESULT_COLUMNS, _result_rows([r])[0]):
-        if value != "-":
-            table.add_row(column, value)
+    rows = _result_rows(results)
+    shown = [i for i, column in enumerate(RESULT_COLUMNS)
+             if column not in heading_has and any(row[i] != "-" for row in rows)]
+    table = Table(*[RESULT_COLUMNS[i] for i in shown])
+    for row in rows:
+        table.add_row(*[row[i] for i in shown])
     console.print(table)
-    if r.get("energy_source"):
-        console.print(f"  energy: {r['energy_source']}", highlight=False)
+    for source in sorted({r["energy_source"] for r in results if r.get("energy_uj") is not None}):
+        console.print(f"energy: {source}", highlight=False)
 
 
 @app.command()
 def bench(task: Optional[str] = typer.Option(None, help="kws | vww | ic | ad"),
           model: Optional[Path] = typer.Option(None, help="a .tflite model (default: the task's MLPerf Tiny model)"),
           dataset: Optional[Path] = typer.Option(None, help="a runner dataset folder (.bin files + y_labels.csv)"),
-          target: str = typer.Option("host", help="reference | host | qemu-m4 | qemu-m7 | serial:PORT"),
-          mode: str = typer.Option("accuracy", help="accuracy | performance | energy"),
+          target: Optional[List[str]] = typer.Option(
+              None, help="reference | host | qemu-m4 | qemu-m7 | serial:PORT; repeat for several "
+                         "(default: host; with --suite: host and qemu-m4)"),
+          mode: str = typer.Option("accuracy", help="accuracy | performance | energy | all (energy + accuracy)"),
           suite: bool = typer.Option(False, "--suite", help="all four tasks with their reference models"),
-          targets: str = typer.Option("host,qemu-m4", help="with --suite: comma-separated targets"),
           datasets: Optional[Path] = typer.Option(None, help="with --suite: a folder with kws/ vww/ ic/ ad/ datasets"),
           report: Optional[Path] = typer.Option(None, help="write results.json, report.md and report.html here"),
           min_window: float = typer.Option(1.0, "--min-window", help="seconds per timed window (host, boards)"),
           power_trace: Optional[Path] = typer.Option(None, help="CSV time_s,power_w from a power monitor"),
           power_inferences: Optional[int] = typer.Option(None, help="inferences the power trace covers"),
           as_json: bool = typer.Option(False, "--json", help="print JSON")) -> None:
-    """Run an MLPerf Tiny task (or the whole suite) on a target and report accuracy, latency, energy, memory."""
+    """Run an MLPerf Tiny task (or the whole suite) on targets and report accuracy, latency, energy, memory."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from microforge.bench.report import write_report
     from microforge.bench.runner import bench as run_bench
-    from microforge.bench.runner import run_suite
+    from microforge.bench.runner import bench_all, check_target, run_suite
+    from microforge.bench.tasks import get_task
 
+    targets = list(target or (["host", "qemu-m4"] if suite else ["host"]))
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     try:
+        for t in targets:
+            check_target(t)
         with Progress(*columns, console=errors, transient=True, disable=as_json) as bar:
             if suite:
-                chosen = [t.strip() for t in targets.split(",") if t.strip()]
-                step = bar.add_task("suite", total=4 * len(chosen))
+                step = bar.add_task("suite", total=4 * len(targets))
                 started = []
 
                 def on_step(what: str) -> None:
@@ -269,27 +276,34 @@ def bench(task: Optional[str] = typer.Option(None, help="kws | vww | ic | ad"),
                     started.append(what)
                     bar.update(step, description=what)
 
-                results = run_suite(chosen, datasets=datasets, min_window_s=min_window, on_step=on_step)
+                results = run_suite(targets, datasets=datasets, min_window_s=min_window, on_step=on_step)
             else:
                 if task is None:
                     raise InputError("choose a task with --task kws|vww|ic|ad, or run --suite")
-                from microforge.bench.tasks import get_task
-
                 chosen_model = model or get_task(task).reference_model_path
-                job = bar.add_task(f"{task} on {target}", total=None)
-                results = [run_bench(task, chosen_model, dataset=dataset, target=target, mode=mode,
-                                     min_window_s=min_window, power_trace=power_trace,
-                                     power_inferences=power_inferences,
-                                     progress=lambda done, total: bar.update(job, completed=done, total=total))]
+                results = []
+                for t in targets:
+                    job = bar.add_task(f"{task} on {t}", total=None)
+                    options = dict(dataset=dataset, target=t, min_window_s=min_window, power_trace=power_trace,
+                                   power_inferences=power_inferences)
+                    if mode == "all":
+                        results.append(bench_all(task, chosen_model, **options))
+                    else:
+                        results.append(run_bench(task, chosen_model, mode=mode, **options,
+                                                 progress=lambda done, total, job=job: bar.update(
+                                                     job, completed=done, total=total)))
         written = write_report(results, report) if report is not None else {}
     except MicroforgeError as exc:
         _fail(exc)
     if as_json:
-        print(json.dumps(results if suite else results[0], indent=1))
+        print(json.dumps(results[0] if len(results) == 1 and not suite else results, indent=1))
     else:
-        for r in results:
-            console.print(f"[bold]{r['task']}[/] {r['model']} on {r['target']} ({r['mode']})")
-            _print_bench(r)
+        if suite:
+            console.print("[bold]MLPerf Tiny suite[/], reference models")
+            _print_bench(results, ("model",))
+        else:
+            console.print(f"[bold]{results[0]['task']}[/] {results[0]['model']} ({results[0]['mode']})")
+            _print_bench(results, ("task", "model"))
         for kind, path in written.items():
             console.print(f"wrote {kind} report: {path}")
     if any(r.get("bit_exact") is False for r in results):

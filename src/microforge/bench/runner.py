@@ -311,33 +311,38 @@ def _energy(result: dict, energy_model: EnergyModel, power_trace, power_inferenc
         result["energy_source"] = "none: no instruction count and no power trace for this target"
 
 
+def bench_all(task: str | Task, model, *, dataset=None, target: str = "host", **options) -> dict:
+    """Performance with energy, plus accuracy when there is a dataset, on one device built once:
+    one merged result (mode "all")."""
+    task = get_task(task) if isinstance(task, str) else task
+    graph = model if isinstance(model, Graph) else microforge.load(model)
+    device = open_device(graph, target)
+    try:
+        merged = bench(task, model, dataset=dataset, target=target, mode="energy", device=device, **options)
+        if dataset is not None:
+            accuracy = bench(task, model, dataset=dataset, target=target, mode="accuracy", device=device, **options)
+            for key in (task.metric, "bit_exact", "mismatches", "inferences"):
+                merged[key] = accuracy.get(key)
+    finally:
+        device.close()
+    merged["mode"] = "all"
+    return merged
+
+
 def run_suite(targets=("host", "qemu-m4"), datasets=None, models: dict | None = None,
-              energy_model: EnergyModel = REFERENCE_BOARD, min_window_s: float = 1.0,
-              on_step: Callable[[str], None] | None = None) -> list[dict]:
-    """All four tasks on every target: accuracy where `datasets`/<task> holds a runner dataset, and
-    performance with energy always. One merged result per (task, target)."""
+              on_step: Callable[[str], None] | None = None, **options) -> list[dict]:
+    """All four tasks on every target (`bench_all`), each with its MLPerf Tiny reference model unless
+    `models` names another; accuracy where `datasets`/<task> holds a runner dataset."""
     for target in targets:
         check_target(target)
     results = []
     for task in TASKS.values():
         model = Path((models or {}).get(task.name, task.reference_model_path))
-        graph = microforge.load(model)
         dataset = Path(datasets) / task.name if datasets is not None else None
         if dataset is not None and not dataset.is_dir():
             dataset = None
         for target in targets:
             if on_step:
                 on_step(f"{task.name} on {target}")
-            device = open_device(graph, target)
-            try:
-                common = dict(target=target, energy_model=energy_model, min_window_s=min_window_s, device=device)
-                merged = bench(task, model, dataset=dataset, mode="energy", **common)
-                if dataset is not None:
-                    accuracy = bench(task, model, dataset=dataset, mode="accuracy", **common)
-                    for key in (task.metric, "bit_exact", "mismatches", "inferences"):
-                        merged[key] = accuracy.get(key)
-            finally:
-                device.close()
-            merged["mode"] = "suite"
-            results.append(merged)
+            results.append(bench_all(task, model, dataset=dataset, target=target, **options))
     return results
