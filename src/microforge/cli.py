@@ -247,7 +247,8 @@ def bench(task: Optional[str] = typer.Option(None, help="kws | vww | ic | ad"),
           mode: str = typer.Option("accuracy", help="accuracy | performance | energy | all (energy + accuracy)"),
           suite: bool = typer.Option(False, "--suite", help="all four tasks with their reference models"),
           datasets: Optional[Path] = typer.Option(None, help="with --suite: a folder with kws/ vww/ ic/ ad/ datasets"),
-          report: Optional[Path] = typer.Option(None, help="write results.json, report.md and report.html here"),
+          report: Optional[Path] = typer.Option(None, help="write results.json, report.md and report.html here "
+                                                           "(--suite: default bench-report/)"),
           min_window: float = typer.Option(1.0, "--min-window", help="seconds per timed window (host, boards)"),
           power_trace: Optional[Path] = typer.Option(None, help="CSV time_s,power_w from a power monitor"),
           power_inferences: Optional[int] = typer.Option(None, help="inferences the power trace covers"),
@@ -292,6 +293,8 @@ def bench(task: Optional[str] = typer.Option(None, help="kws | vww | ic | ad"),
                         results.append(run_bench(task, chosen_model, mode=mode, **options,
                                                  progress=lambda done, total, job=job: bar.update(
                                                      job, completed=done, total=total)))
+        if suite and report is None:
+            report = Path("bench-report")
         written = write_report(results, report) if report is not None else {}
     except MicroforgeError as exc:
         _fail(exc)
