@@ -27,3 +27,7 @@ class PlanError(MicroforgeError):
 
 class TargetError(MicroforgeError):
     """Building or running on a target (host compiler, emulator, board) failed."""
+
+
+class DeviceError(TargetError):
+    """A device under test (a board or an emulator on a serial line) answered wrongly or not at all."""

@@ -13,6 +13,9 @@ semihosting, a main that runs every compiled-in sample), run under `qemu-system-
 - stack: the deepest stack the model used, by painting all free RAM below main's frame with a pattern
   before mf_init and the first inferences and scanning it afterwards.
 
+The harness is one FirmwareParts set compiled around the model by `build_firmware`; the DUT firmware
+of microforge.bench.dut (the MLPerf Tiny serial protocol) is another, built the same way.
+
 Debian packages relied on: gcc-arm-none-eabi, binutils-arm-none-eabi (pulled in by gcc-arm-none-eabi),
 libnewlib-arm-none-eabi (memcpy/memset and libgcc multilibs), qemu-system-arm (QEMU >= 7.2 with
 plugin support), and the host gcc (builds the plugin).
@@ -134,9 +137,11 @@ class QemuResult:
 # Tools
 
 
-def _require_tools(board: Board, count_instructions: bool) -> dict[str, str]:
+def _require_tools(board: Board, count_instructions: bool, need_qemu: bool = True) -> dict[str, str]:
     tools = {}
     for tool, package in TOOLS.items():
+        if tool == "qemu-system-arm" and not need_qemu:
+            continue
         path = shutil.which(tool)
         if path is None:
             raise TargetError(f"{board.target}: '{tool}' not found; install the Debian package {package} "
@@ -313,55 +318,83 @@ def _samples_s(count: int, blob: str) -> str:
             f"    .word {count}\n    .balign 16\n    .globl mf_fw_samples\nmf_fw_samples:\n{incbin}")
 
 
+@dataclass(frozen=True)
+class FirmwareParts:
+    """The firmware compiled around a model: our C and assembly sources, one configuration file generated
+    from model.h, and extra preprocessor definitions and include folders for the firmware's own files.
+    The benchmark harness is one such set (harness_parts); the DUT firmware (microforge.bench.dut) another."""
+
+    c_sources: tuple[Path, ...]
+    asm_sources: tuple[Path, ...]
+    config_name: str
+    config_text: str
+    defines: tuple[str, ...] = ()
+    include_dirs: tuple[Path, ...] = ()
+
+
+def harness_parts(n_inputs: int, n_outputs: int, stack_samples: int) -> FirmwareParts:
+    """The benchmark harness: runs the compiled-in samples and reports over semihosting."""
+    return FirmwareParts(tuple(FIRMWARE_DIR / name for name in HARNESS_C),
+                         tuple(FIRMWARE_DIR / name for name in HARNESS_S),
+                         "mf_fw_config.c", _config_c(n_inputs, n_outputs),
+                         (f"-DMF_STACK_SAMPLES={int(stack_samples)}",))
+
+
 class _Firmware:
-    """Objects of one model + harness for one board; links one ELF per batch of samples."""
+    """Objects of one model + firmware (by default the harness) for one board; links one ELF per batch
+    of samples."""
 
     def __init__(self, model_dir: Path, board: Board, tools: dict[str, str], build_dir: Path,
-                 cflags: Sequence[str], n_inputs: int, n_outputs: int, stack_samples: int):
+                 cflags: Sequence[str], parts: FirmwareParts):
         self.board, self.tools, self.dir = board, tools, build_dir
         self.gcc = tools["arm-none-eabi-gcc"]
         sources = sorted(model_dir.glob("*.c"))
         if not any(s.name == "model.c" for s in sources):
             raise TargetError(f"{model_dir}: no model.c (not a generated model folder)")
-        (build_dir / "mf_fw_config.c").write_text(_config_c(n_inputs, n_outputs))
+        (build_dir / parts.config_name).write_text(parts.config_text)
         cc = [self.gcc, *board.arch_flags, *cflags, *WARNINGS, *COMMON_CFLAGS, "-I", str(model_dir),
               "-I", str(FIRMWARE_DIR)]
+        for folder in parts.include_dirs:
+            cc += ["-I", str(folder)]
         jobs = []
         self.model_objects, self.harness_objects = [], []
         for src in sources:
             obj = build_dir / f"model__{src.stem}.o"
             jobs.append(([*cc, "-c", str(src), "-o", str(obj)], f"compiling {src.name}"))
             self.model_objects.append(obj)
-        harness_cc = [*cc, f"-DMF_STACK_SAMPLES={int(stack_samples)}"]
-        for name in HARNESS_C:
-            obj = build_dir / f"fw__{Path(name).stem}.o"
-            jobs.append(([*harness_cc, "-c", str(FIRMWARE_DIR / name), "-o", str(obj)], f"compiling {name}"))
+        firmware_cc = [*cc, *parts.defines]
+        for path in parts.c_sources:
+            obj = build_dir / f"fw__{path.stem}.o"
+            jobs.append(([*firmware_cc, "-c", str(path), "-o", str(obj)], f"compiling {path.name}"))
             self.harness_objects.append(obj)
-        obj = build_dir / "fw__mf_fw_config.o"
-        jobs.append(([*harness_cc, "-c", str(build_dir / "mf_fw_config.c"), "-o", str(obj)],
-                     "compiling the harness configuration"))
+        obj = build_dir / f"fw__{Path(parts.config_name).stem}.o"
+        jobs.append(([*firmware_cc, "-c", str(build_dir / parts.config_name), "-o", str(obj)],
+                     "compiling the firmware configuration"))
         self.harness_objects.append(obj)
-        for name in HARNESS_S:
-            obj = build_dir / f"fw__{Path(name).stem}.o"
-            jobs.append(([self.gcc, *board.arch_flags, "-c", str(FIRMWARE_DIR / name), "-o", str(obj)],
-                         f"assembling {name}"))
+        for path in parts.asm_sources:
+            obj = build_dir / f"fw__{path.stem}.o"
+            jobs.append(([self.gcc, *board.arch_flags, "-c", str(path), "-o", str(obj)], f"assembling {path.name}"))
             self.harness_objects.append(obj)
         with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
             for future in [pool.submit(_run, cmd, what, board, build_dir) for cmd, what in jobs]:
                 future.result()
 
-    def link(self, name: str, samples: list[bytes]) -> Path:
-        blob = self.dir / f"{name}.bin"
-        blob.write_bytes(b"".join(samples))
-        asm = self.dir / f"{name}_samples.S"
-        asm.write_text(_samples_s(len(samples), blob.name))
-        sobj = self.dir / f"{name}_samples.o"
-        _run([self.gcc, *self.board.arch_flags, "-I", str(self.dir), "-c", str(asm), "-o", str(sobj)],
-             "assembling the samples", self.board, self.dir)
+    def link(self, name: str, samples: list[bytes] | None) -> Path:
+        """Link an ELF; `samples` (None: firmware without compiled-in samples) go into .mf_inputs."""
+        extra = []
+        if samples is not None:
+            blob = self.dir / f"{name}.bin"
+            blob.write_bytes(b"".join(samples))
+            asm = self.dir / f"{name}_samples.S"
+            asm.write_text(_samples_s(len(samples), blob.name))
+            sobj = self.dir / f"{name}_samples.o"
+            _run([self.gcc, *self.board.arch_flags, "-I", str(self.dir), "-c", str(asm), "-o", str(sobj)],
+                 "assembling the samples", self.board, self.dir)
+            extra.append(str(sobj))
         elf = self.dir / f"{name}.elf"
         cmd = [self.gcc, *self.board.arch_flags, "-nostartfiles", "--specs=nano.specs", "-Wl,--gc-sections",
                "-L", str(FIRMWARE_DIR), "-T", self.board.linker_script, f"-Wl,-Map={elf.with_suffix('.map')}",
-               *map(str, self.harness_objects), *map(str, self.model_objects), str(sobj), "-o", str(elf)]
+               *map(str, self.harness_objects), *map(str, self.model_objects), *extra, "-o", str(elf)]
         done = subprocess.run(cmd, check=False, cwd=self.dir, capture_output=True, text=True)
         if done.returncode != 0:
             reason = "it does not fit the board's memory" if "overflow" in done.stderr.lower() else "linking failed"
@@ -384,6 +417,19 @@ class _Firmware:
             if len(parts) == 3 and parts[0].startswith(".") and parts[1].isdigit():
                 sections[parts[0]] = (int(parts[1]), int(parts[2]))
         return sections
+
+
+def build_firmware(model_dir: str | Path, board: Board, build_dir: str | Path, parts: FirmwareParts, *,
+                   cflags: Sequence[str] | None = None, need_qemu: bool = True) -> _Firmware:
+    """Compile a generated model folder with `parts` for `board` into `build_dir` (after checking the
+    tools); link ELFs from the result with `.link(name, None)`. The one build path of every firmware."""
+    model_dir, build_dir = Path(model_dir), Path(build_dir)
+    read_interface(model_dir)  # a clear error for a folder that is not a generated model
+    tools = _require_tools(board, count_instructions=False, need_qemu=need_qemu)
+    _check_newlib(tools, board)
+    build_dir.mkdir(parents=True, exist_ok=True)
+    return _Firmware(model_dir, board, tools, build_dir, list(cflags) if cflags is not None else list(DEFAULT_CFLAGS),
+                     parts)
 
 
 _SECTION_KIND = {".text": "text", ".rodata": "rodata", ".ARM.extab": "rodata", ".ARM.exidx": "rodata",
@@ -549,7 +595,7 @@ def run_on_qemu(model_dir: str | Path, board: str, inputs: Sequence, *, cflags: 
         work.mkdir(parents=True, exist_ok=True)
     try:
         fw = _Firmware(model_dir, spec, tools, work, list(cflags) if cflags is not None else list(DEFAULT_CFLAGS),
-                       len(input_bytes), len(output_bytes), stack_samples)
+                       harness_parts(len(input_bytes), len(output_bytes), stack_samples))
         # An image without samples gives the sizes and how much flash is left for samples.
         bare = fw.link("fw_bare", [])
         sections = fw.sections(bare)
