@@ -340,3 +340,24 @@ def dataset(task: str = typer.Option(..., help="kws | vww | ic | ad"),
     except MicroforgeError as exc:
         _fail(exc)
     console.print(f"wrote {count} samples to {output}")
+
+
+@app.command()
+def firmware(model: Path = typer.Argument(..., help="a .tflite model"),
+             board: str = typer.Option("nucleo-l4r5zi", help="nucleo-l4r5zi | qemu-m4 | qemu-m7"),
+             output: Path = typer.Option(..., "--output", "-o", help="folder for the model's C and the firmware"),
+             ) -> None:
+    """Build the device-under-test firmware (EEMBC / MLPerf Tiny serial protocol) for a board; flash
+    build/dut.elf and run `microforge bench --target serial:PORT`."""
+    from microforge.bench.dut import DUT_BOARDS, build_dut_firmware
+    from microforge.codegen.emit import generate
+
+    try:
+        if board not in DUT_BOARDS:
+            raise InputError(f"unknown board {board!r}; choose one of {', '.join(DUT_BOARDS)}")
+        graph = microforge.load(model)
+        generated = generate(graph, output / "model", target="cortex-m4" if board != "qemu-m7" else "cortex-m7")
+        elf = build_dut_firmware(generated.directory, board, output / "build", model_name=model.stem)
+    except MicroforgeError as exc:
+        _fail(exc)
+    console.print(f"{board}: {elf} (arena {generated.arena_bytes:,} B)")

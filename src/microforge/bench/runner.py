@@ -5,9 +5,10 @@ Targets
 - `host`: the generated C compiled for this machine (microforge.codegen.compile_host); wall-clock time.
 - `qemu-m4`, `qemu-m7`: the generated C on the emulated Cortex-M boards. Outputs and executed
   instructions per inference (exact, TCG plugin), flash and RAM from the ELF, stack by painting. Time
-  is derived from instructions with an energy model's clock and cycles per instruction (default: the
-  MLPerf Tiny reference board, 120 MHz, 1 cycle per instruction; see microforge.bench.energy) and is
-  marked emulated.
+  comes from our DUT firmware's own timer over the EEMBC protocol, QEMU running with -icount (virtual
+  time counts executed instructions), and is turned into time on a board with an energy model's clock
+  and cycles per instruction (default: the MLPerf Tiny reference board, 120 MHz, 1 cycle per
+  instruction; see microforge.bench.energy); it is marked emulated.
 - `serial:PORT`: a board running our device-under-test firmware, driven over the EEMBC protocol
   (microforge.bench.dut); time from the board's own microsecond timer.
 
@@ -19,7 +20,7 @@ Modes (MLPerf Tiny rules, adapted where noted)
   per input one warm-up inference, then a timed window of N inferences, throughput = N / window time;
   the result is the median throughput over the inputs and latency = 1 / median. The rules ask for
   windows of at least 10 s; `min_window_s` (default 1 s on the host) is a parameter. On the emulated
-  boards the timing is exact, so a window is one inference.
+  boards virtual time is exact, so a window is EMULATED_WINDOW inferences.
 - `energy`: performance, plus energy per inference: estimated from instructions with the energy
   model on emulated targets, or integrated from a power monitor's trace (`power_trace`) covering
   `power_inferences` inferences on any target.
@@ -47,6 +48,8 @@ from microforge.reference.interpreter import run_batched
 MODES = ("accuracy", "performance", "energy")
 LOCAL_TARGETS = ("reference", "host", "qemu-m4", "qemu-m7")
 PERFORMANCE_INPUTS = 5
+EMULATED_WINDOW = 3  # inferences per timed window under QEMU (virtual time is exact, so few suffice)
+INSTRUCTIONS_PER_VIRTUAL_US = 1000  # qemu -icount shift=0: one instruction per virtual nanosecond
 Progress = Callable[[int, int], None]  # (inferences done, inferences in all)
 
 
@@ -159,6 +162,17 @@ class QemuDevice(Device):
                         ram_bytes=result.model_ram_bytes + result.stack_bytes,
                         flash_bytes=result.model_flash_bytes, arena_bytes=self.generated.arena_bytes,
                         stack_bytes=result.stack_bytes)
+
+    def timed_windows(self, inputs: np.ndarray) -> list[float]:
+        """Virtual microseconds per inference, one per input: the DUT firmware's `infer N 1` laps."""
+        from microforge.bench.dut import qemu_dut
+
+        per_inference = []
+        with qemu_dut(self.generated.directory, self.board, timeout_s=300.0) as dut:
+            for x in inputs:
+                dut.load(x.tobytes())
+                per_inference.append(dut.infer(EMULATED_WINDOW, 1).us_per_inference)
+        return per_inference
 
     def close(self):
         self._tmp.cleanup()
@@ -282,13 +296,21 @@ def _performance(graph: Graph, samples: list[Sample] | None, device: Device, res
     inputs = _performance_inputs(graph, samples, PERFORMANCE_INPUTS, seed)
     result["performance_inputs"] = "dataset" if samples else f"random (seed {seed})"
     if device.emulated:
-        # Emulation is deterministic: one inference per input is its exact time; warm-up changes nothing.
+        # Exact instructions, sizes and stack from the counting harness; time from the DUT firmware's own
+        # timer under -icount (1 µs of virtual time = 1000 executed instructions), turned into time on the
+        # energy model's board.
         measured = device.run(inputs)
-        throughputs = [1.0 / energy_model.latency_s(n) for n in measured.instructions]
         result["instructions_per_inference"] = int(np.median(measured.instructions))
         _fill_sizes(result, measured)
+        window_instructions = [us * INSTRUCTIONS_PER_VIRTUAL_US for us in device.timed_windows(inputs)]
+        throughputs = [1.0 / energy_model.latency_s(n) for n in window_instructions]
+        result["timing"] = (f"DUT timer under QEMU -icount, {EMULATED_WINDOW} inferences per window after a "
+                            f"warm-up, at {energy_model.clock_hz / 1e6:g} MHz and "
+                            f"{energy_model.cycles_per_instruction:g} cycle/instruction")
     else:
         throughputs = [device.throughput(x, min_window_s) for x in inputs]
+        result["timing"] = ("board timer over the EEMBC protocol" if isinstance(device, SerialDevice)
+                            else "host wall clock")
         if isinstance(device, HostDevice):
             result["ram_bytes"] = result["arena_bytes"] = device.arena_bytes
     median = statistics.median(throughputs)
