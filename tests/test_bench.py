@@ -244,6 +244,8 @@ def test_cli_bench_errors_and_json(tmp_path):
     assert result.exit_code == 2 and "needs a dataset" in result.output
     result = cli.invoke(app, ["bench", "--target", "host"])
     assert result.exit_code == 2 and "--task" in result.output
+    result = cli.invoke(app, ["bench", "--task", "ad", "--mode", "performance", "--target", "serial:/dev/ttyNONE"])
+    assert result.exit_code == 2 and "cannot open serial port '/dev/ttyNONE'" in result.output
     graph = microforge.load(INT8_MODELS["kws"])
     _random_dataset(tmp_path, graph, 8, 12)
     result = cli.invoke(app, ["bench", "--task", "kws", "--dataset", str(tmp_path), "--target", "host", "--json"])
@@ -283,3 +285,28 @@ def test_cli_firmware_for_a_real_board(tmp_path):
     assert elf.read_bytes()[:4] == b"\x7fELF"
     result = cli.invoke(app, ["firmware", str(INT8_MODELS["ad"]), "--board", "esp32", "-o", str(tmp_path)])
     assert result.exit_code == 2 and "unknown board" in result.output
+
+
+def test_serial_target_runs_the_protocol(monkeypatch, tmp_path):
+    """The serial:PORT path of bench, with the port replaced by the DUT firmware under QEMU."""
+    from microforge.bench import dut
+    from microforge.codegen.emit import generate
+
+    model = INT8_MODELS["kws"]
+    graph = microforge.load(model)
+    folder = generate(graph, tmp_path / "model", target="cortex-m4").directory
+    opened = []
+
+    def fake_open(port, baudrate=115200, timeout_s=10.0):
+        opened.append(port)
+        return dut.qemu_dut(folder, "qemu-m4", timeout_s=60.0)
+
+    monkeypatch.setattr(dut, "open_serial_dut", fake_open)
+    x, labels = _random_dataset(tmp_path / "data", graph, 3, 12, seed=5)
+    tflm = tflm_run(model.read_bytes(), [x])[0]
+    result = runner.bench("kws", model, dataset=tmp_path / "data", target="serial:/dev/ttyACM7", mode="accuracy")
+    assert opened == ["/dev/ttyACM7"]
+    assert result["bit_exact"] is True
+    assert result["accuracy"] == float(np.mean(np.argmax(tflm.reshape(3, -1), axis=1) == labels))
+    perf = runner.bench("kws", model, target="serial:/dev/ttyACM7", mode="performance", min_window_s=0.001)
+    assert perf["timing"].startswith("board timer") and perf["latency_ms"] > 0

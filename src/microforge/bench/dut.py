@@ -567,7 +567,8 @@ def open_serial_dut(port: str, baudrate: int = 115200, timeout_s: float = 10.0) 
     except ImportError as exc:
         raise TargetError("open_serial_dut needs pyserial (pip install pyserial)") from exc
     try:
-        connection = serial.Serial(port, baudrate=baudrate, timeout=0.05)
+        # serial_for_url also takes pyserial URLs: socket://host:port, rfc2217://host:port (network bridges)
+        connection = serial.serial_for_url(port, baudrate=baudrate, timeout=0.05)
     except (serial.SerialException, ValueError) as exc:
         raise TargetError(f"cannot open serial port {port!r} at {baudrate} baud: {exc}") from exc
     try:
