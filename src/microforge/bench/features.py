@@ -23,8 +23,8 @@ baseline): librosa.feature.melspectrogram(y, sr=16000, n_fft=1024, hop_length=51
 normalisation, 0 Hz .. sr/2), then 20/power * log10(mel + float64 eps), frames 50:250 kept for the
 runner's `*_hist_librosa.bin` (float32, 200 frames x 128 bins), then five consecutive frames -> one
 640-vector, hop 1 frame: 196 vectors per clip. `ad_windows` does the framing; `ad_log_mel` the
-waveform part (re-implemented from the librosa definitions; librosa is not a dependency and this part has
-been checked for its definitions, not against librosa's own output).
+waveform part (re-implemented from the librosa definitions, so that microforge does not need librosa at
+run time; tests/test_bench_librosa.py checks it against librosa itself).
 """
 
 from __future__ import annotations
