@@ -1,8 +1,10 @@
 # The two commands of microforge. Both set up whatever is missing first.
 VENV := .venv
 BIN := $(VENV)/bin
-DEMO_MODEL := models/mlperf_tiny/kws_ref_model_int8.tflite
-DEMO_INPUT := models/mlperf_tiny/kws_sample_input_int8_49x10.bin
+# The showcase: a spoken-digit DS-CNN trained on the Free Spoken Digit Dataset, benchmarked on its
+# 300 test clips on this machine and on an emulated Cortex-M4.
+DEMO_MODEL := models/fsdd/fsdd_dscnn_int8.tflite
+FSDD := ../shared/data/fsdd/recordings
 
 .PHONY: setup run test bench clean
 
@@ -10,10 +12,11 @@ setup:
 	@scripts/setup.sh
 
 run: setup
-	@$(BIN)/microforge analyze $(DEMO_MODEL)
-	@$(BIN)/microforge plan $(DEMO_MODEL)
-	@$(BIN)/microforge run $(DEMO_MODEL) --input $(DEMO_INPUT)
-	@$(BIN)/microforge validate $(DEMO_MODEL) --target qemu-m4 --input $(DEMO_INPUT)
+	@echo "Spoken digits: a DS-CNN trained on the Free Spoken Digit Dataset (Z. Jackson et al., CC BY-SA 4.0)"
+	@$(BIN)/microforge dataset --task kws --fsdd --source $(FSDD) --indices 0-4 --model $(DEMO_MODEL) \
+		-o build/fsdd_test
+	@$(BIN)/microforge bench --task kws --model $(DEMO_MODEL) --dataset build/fsdd_test \
+		--target host --target qemu-m4 --mode all --report build/fsdd_report
 
 test: setup
 	@$(BIN)/python -m pytest
@@ -21,6 +24,8 @@ test: setup
 bench: setup
 	@$(BIN)/python benchmarks/reference_speed.py
 	@$(BIN)/python benchmarks/memory.py
+	@$(BIN)/python benchmarks/cortex_m.py
+	@$(BIN)/microforge bench --suite --report benchmarks/results/mlperf_suite
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis

@@ -223,15 +223,22 @@ def _print_predictions(tensor: Tensor, batch: np.ndarray, limit: int = 10) -> No
 
 
 def _print_bench(results: list[dict], heading_has: tuple[str, ...]) -> None:
-    """One row per result; columns that are empty everywhere or already in the heading are left out."""
+    """A table of the results; columns empty everywhere or already in the heading are left out. Up to
+    four results are shown one per column (fits a narrow terminal), more one per row."""
     from microforge.bench.report import RESULT_COLUMNS, _result_rows
 
     rows = _result_rows(results)
     shown = [i for i, column in enumerate(RESULT_COLUMNS)
              if column not in heading_has and any(row[i] != "-" for row in rows)]
-    table = Table(*[RESULT_COLUMNS[i] for i in shown])
-    for row in rows:
-        table.add_row(*[row[i] for i in shown])
+    if len(results) <= 4:
+        table = Table("", *[row[RESULT_COLUMNS.index("target")] for row in rows])
+        for i in shown:
+            if RESULT_COLUMNS[i] != "target":
+                table.add_row(RESULT_COLUMNS[i], *[row[i] for row in rows])
+    else:
+        table = Table(*[RESULT_COLUMNS[i] for i in shown])
+        for row in rows:
+            table.add_row(*[row[i] for i in shown])
     console.print(table)
     for source in sorted({r["energy_source"] for r in results if r.get("energy_uj") is not None}):
         console.print(f"energy: {source}", highlight=False)
