@@ -310,3 +310,32 @@ def test_serial_target_runs_the_protocol(monkeypatch, tmp_path):
     assert result["accuracy"] == float(np.mean(np.argmax(tflm.reshape(3, -1), axis=1) == labels))
     perf = runner.bench("kws", model, target="serial:/dev/ttyACM7", mode="performance", min_window_s=0.001)
     assert perf["timing"].startswith("board timer") and perf["latency_ms"] > 0
+
+
+def test_ad_dataset_from_clips_then_bench(tmp_path):
+    import wave
+
+    from microforge.bench.features import ad_hist_from_wav
+
+    t = np.arange(9 * 16000) / 16000
+    rng = np.random.default_rng(2)
+    (tmp_path / "src").mkdir()
+    for name, noise in (("normal_id_00_0.wav", 0.01), ("normal_id_00_1.wav", 0.02), ("anomaly_id_00_0.wav", 0.3)):
+        pcm = (0.3 * np.sin(2 * np.pi * 500 * t) + noise * rng.standard_normal(t.size)) * 32767 * 0.5
+        with wave.open(str(tmp_path / "src" / name), "wb") as w:
+            w.setnchannels(1)
+            w.setsampwidth(2)
+            w.setframerate(16000)
+            w.writeframes(pcm.astype("<i2").tobytes())
+    graph = microforge.load(INT8_MODELS["ad"])
+    assert sources.write_task_dataset("ad", tmp_path / "src", tmp_path / "out", graph) == 3
+    assert (tmp_path / "out" / "y_labels.csv").read_text().split() == [
+        "anomaly_id_00_0_hist_librosa.bin,2,1", "normal_id_00_0_hist_librosa.bin,2,0",
+        "normal_id_00_1_hist_librosa.bin,2,0"]
+    clip = np.fromfile(tmp_path / "out" / "normal_id_00_0_hist_librosa.bin", "<f4").reshape(200, 128)
+    np.testing.assert_array_equal(clip, ad_hist_from_wav(tmp_path / "src" / "normal_id_00_0.wav"))
+    result = runner.bench("ad", INT8_MODELS["ad"], dataset=tmp_path / "out", target="reference")
+    assert result["auc"] in (0.0, 0.5, 1.0) and result["inferences"] == 3 * 196
+    (tmp_path / "src" / "machine.wav").write_bytes((tmp_path / "src" / "normal_id_00_0.wav").read_bytes())
+    with pytest.raises(InputError, match="machine.wav"):
+        sources.write_task_dataset("ad", tmp_path / "src", tmp_path / "out2", graph)
