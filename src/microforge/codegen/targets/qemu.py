@@ -225,8 +225,8 @@ def build_plugin(host_cc: str | None = None) -> Path:
 # The model's interface
 
 
-_DEFINE = re.compile(r"^\s*#\s*define\s+(MF_(?:NUM_INPUTS|NUM_OUTPUTS|INPUT\d+_BYTES|OUTPUT\d+_BYTES))\s+(.*?)\s*$",
-                     re.MULTILINE)
+_DEFINE = re.compile(r"^\s*#\s*define\s+(MF_(?:NUM_INPUTS|NUM_OUTPUTS|INPUT\d+_BYTES|OUTPUT\d+_BYTES|ARENA_BYTES|"
+                     r"CONSTANT_BYTES))\s+(.*?)\s*$", re.MULTILINE)
 
 
 def _int_macro(text: str) -> int | None:
@@ -237,8 +237,7 @@ def _int_macro(text: str) -> int | None:
     return int(match.group(1), 0) if match else None
 
 
-def read_interface(model_dir: Path) -> tuple[list[int], list[int]]:
-    """Input and output sizes in bytes, from the MF_* macros of model_dir/model.h."""
+def _model_macros(model_dir: Path) -> dict[str, int]:
     header = model_dir / "model.h"
     if not header.is_file():
         raise TargetError(f"{model_dir}: no model.h (not a generated model folder)")
@@ -248,6 +247,13 @@ def read_interface(model_dir: Path) -> tuple[list[int], list[int]]:
         if number is None:
             raise TargetError(f"{header}: {name} is not an integer literal ({value!r})")
         macros[name] = number
+    return macros
+
+
+def read_interface(model_dir: Path) -> tuple[list[int], list[int]]:
+    """Input and output sizes in bytes, from the MF_* macros of model_dir/model.h."""
+    header = model_dir / "model.h"
+    macros = _model_macros(model_dir)
     sizes = {}
     for kind in ("INPUT", "OUTPUT"):
         count = macros.get(f"MF_NUM_{kind}S")
@@ -340,6 +346,21 @@ def harness_parts(n_inputs: int, n_outputs: int, stack_samples: int) -> Firmware
                          (f"-DMF_STACK_SAMPLES={int(stack_samples)}",))
 
 
+def check_fits(model_dir: Path, board: Board) -> None:
+    """Refuse, before anything is compiled, a model whose arena or constants alone exceed the board's RAM
+    or flash (the firmware adds code, stack and buffers on top; the linker has the final word)."""
+    macros = _model_macros(model_dir)
+    arena, constants = macros.get("MF_ARENA_BYTES", 0), macros.get("MF_CONSTANT_BYTES", 0)
+    too_big = []
+    if arena > board.ram_bytes:
+        too_big.append(f"its activation arena needs {arena:,} B of RAM, the board has {board.ram_bytes:,} B")
+    if constants > board.flash_bytes:
+        too_big.append(f"its constants need {constants:,} B of flash, the board has {board.flash_bytes:,} B")
+    if too_big:
+        raise TargetError(f"{board.target} ({board.cpu}): the model does not fit: {'; '.join(too_big)}. "
+                          f"Nothing was built.")
+
+
 class _Firmware:
     """Objects of one model + firmware (by default the harness) for one board; links one ELF per batch
     of samples."""
@@ -351,6 +372,7 @@ class _Firmware:
         sources = sorted(model_dir.glob("*.c"))
         if not any(s.name == "model.c" for s in sources):
             raise TargetError(f"{model_dir}: no model.c (not a generated model folder)")
+        check_fits(model_dir, board)
         (build_dir / parts.config_name).write_text(parts.config_text)
         cc = [self.gcc, *board.arch_flags, *cflags, *WARNINGS, *COMMON_CFLAGS, "-I", str(model_dir),
               "-I", str(FIRMWARE_DIR)]
