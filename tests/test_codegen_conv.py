@@ -203,6 +203,60 @@ def test_int8_kernels_are_sanitizer_clean(specs, dsp):
     assert_bytes_equal(graph, model, feeds)
 
 
+@settings(max_examples=7, **FEW)
+@given(any_specs(min_size=3, max_size=7), st.booleans())
+def test_int8_cortex_m_kernels_match_reference(specs, emulate):
+    """Code generated for Cortex-M4 (the *_dsp kernels, re-laid-out weights, their requantization) built for
+    the host: the kernels' portable C of SMLAD & co, with the generic kernels' DSP paths emulated or not."""
+    graph, feeds = build(specs)
+    model = compile_host(graph, target="cortex-m4", cflags=DSP if emulate else ["-O2"])
+    assert_bytes_equal(graph, model, feeds)
+
+
+@settings(max_examples=3, **FEW)
+@given(any_specs(min_size=5, max_size=8))
+def test_int8_cortex_m_kernels_are_sanitizer_clean(specs):
+    graph, feeds = build(specs)
+    assert_bytes_equal(graph, compile_host(graph, target="cortex-m4", sanitize=True, cflags=["-O1"]), feeds)
+
+
+def test_dsp_requantization_is_tflites():
+    """The *_dsp kernels' out = SMMLAR(acc << L, m, K + ((acc >> 31) & M)) >> E against TFLite's
+    MultiplyByQuantizedMultiplier + offset, for accumulators up to the bound the generator proves, and
+    for channels of zero weights (their one output whatever the input)."""
+    from microforge.codegen.ops.conv import _dsp_requant
+    from microforge.reference.fixedpoint import multiply_by_quantized_multiplier, quantize_multipliers
+
+    rng = np.random.default_rng(5)
+    checked = 0
+    for trial in range(300):
+        channels, depth = 3, int(rng.integers(1, 300))
+        w = rng.integers(-128, 128, (channels, depth)).astype(np.int8)
+        bias = rng.integers(-2**20, 2**20, channels)
+        if trial % 5 == 0:  # a dead channel, with a bias no bound admits
+            w[1] = 0
+            bias[1] = int(rng.choice([-1, 1])) * 2**30
+        real = np.exp(rng.uniform(np.log(1e-6), np.log(4.0), channels))
+        sig, shift = quantize_multipliers(real)
+        zp = int(rng.integers(-128, 128))
+        dq = _dsp_requant(w, bias, sig, shift, zp, -128, 127, channels)
+        if dq is None:
+            continue
+        checked += 1
+        bound = np.abs(bias) + 128 * np.abs(w.astype(np.int64)).sum(axis=1)
+        for c in range(channels):
+            b, m, left, right, k, mask = (int(v) for v in dq[6 * c:6 * c + 6])
+            acc = np.concatenate([rng.integers(-bound[c], bound[c] + 1, 400), [-bound[c], bound[c], 0, -1, 1]])
+            if not w[c].any():
+                acc[:] = bias[c]  # no product can move it
+            want = np.clip(multiply_by_quantized_multiplier(acc, sig[c], shift[c]).astype(np.int64) + zp, -128, 127)
+            a = acc - bias[c] + b  # the kernel's accumulator starts at dq's bias
+            t = k + ((a >> 31) & mask)
+            got = np.clip(((a << left) * m + (t << 32) + (1 << 31)) >> 32 >> right, -128, 127)
+            assert np.array_equal(got, want), (trial, c)
+    assert checked > 100
+
+
 def _fixed_specs():
     """One op per kernel and fast path, shapes chosen by hand (large enough for the 4-wide DSP loops)."""
     base = dict(sh=1, sw=1, dh=1, dw=1, batches=1, act="RELU", per_channel=True, bias=True, hot=False)
@@ -222,10 +276,45 @@ def _fixed_specs():
     ]
 
 
-@pytest.mark.parametrize("cflags", [["-O2"], DSP], ids=["portable", "dsp"])
-def test_every_fast_path_matches_reference(cflags):
-    graph, feeds = build(_fixed_specs(), seed=1)
-    assert_bytes_equal(graph, compile_host(graph, cflags=cflags), feeds)
+def _dsp_specs():
+    """Shapes for the Cortex-M4/M7 kernels' corners: depths not a multiple of 8 (zero groups), odd channel
+    and row counts, channels a multiple of 4 (widened taps, 3x3 depthwise), strides, clamps."""
+    base = dict(sh=1, sw=1, dh=1, dw=1, batches=1, act="NONE", per_channel=True, bias=True, hot=False)
+    return [
+        dict(base, kind="conv", kh=1, kw=1, padding="SAME", h=3, w=5, c=12, out_c=7, groups=1, seed=11),
+        dict(base, kind="conv", kh=1, kw=1, padding="SAME", h=2, w=3, c=16, out_c=6, groups=1, seed=12,
+             act="RELU6"),
+        dict(base, kind="conv", kh=3, kw=3, padding="SAME", h=5, w=6, c=8, out_c=5, groups=1, seed=13),
+        dict(base, kind="conv", kh=3, kw=3, padding="VALID", h=7, w=7, c=4, out_c=4, groups=1, seed=14, sh=2,
+             sw=2, act="RELU"),
+        dict(base, kind="conv", kh=3, kw=3, padding="SAME", h=6, w=5, c=3, out_c=9, groups=1, seed=15, sh=2,
+             sw=2),
+        dict(base, kind="conv", kh=1, kw=1, padding="VALID", h=5, w=5, c=8, out_c=6, groups=1, seed=16, sh=2,
+             sw=2),
+        dict(base, kind="dw", kh=3, kw=3, padding="SAME", h=5, w=4, c=12, mult=1, seed=17),
+        dict(base, kind="dw", kh=3, kw=3, padding="SAME", h=6, w=7, c=8, mult=1, seed=18, sh=2, sw=2,
+             act="RELU6"),
+        dict(base, kind="dw", kh=3, kw=3, padding="VALID", h=8, w=8, c=4, mult=1, seed=19, dh=2, dw=2),
+        dict(base, kind="fc", in_shape=(1, 3, 37), keep=True, out=9, seed=20),
+        dict(base, kind="fc", in_shape=(1, 70), keep=False, out=5, seed=21, act="RELU"),
+    ]
+
+
+@pytest.mark.parametrize("target, cflags", [("host", ["-O2"]), ("host", DSP), ("cortex-m4", ["-O2"]),
+                                            ("cortex-m4", DSP)],
+                         ids=["portable", "dsp", "cortex-m4", "cortex-m4-emulated"])
+def test_every_fast_path_matches_reference(target, cflags):
+    graph, feeds = build(_fixed_specs() + _dsp_specs(), seed=1)
+    assert_bytes_equal(graph, compile_host(graph, target=target, cflags=cflags), feeds)
+
+
+def test_in_place_patches_are_not_overwritten():
+    """A 1x4 SAME convolution reads its interior patches in place while it writes the pixel pair's outputs
+    (mf_conv_s8): the output may overlap the dying input only below those reads too."""
+    base = dict(sh=1, sw=1, dh=1, dw=1, batches=1, act="NONE", per_channel=False, bias=False, hot=False, seed=0)
+    graph, feeds = build([dict(base, kind="conv", kh=1, kw=4, padding="SAME", h=6, w=9, groups=1, c=4, out_c=7)])
+    for target in ("host", "cortex-m4"):
+        assert_bytes_equal(graph, compile_host(graph, target=target), feeds)
 
 
 def test_lowering_picks_the_fast_paths(tmp_path):
@@ -239,6 +328,21 @@ def test_lowering_picks_the_fast_paths(tmp_path):
                        "mf_dwconv_3x3_s8", "mf_dwconv_s8", "mf_fc_s8", "mf_fc_s8"]
     assert calls["1"].endswith("(int8_t *)0);")  # the strided 1x1's patches are read in place: no scratch
     assert not calls["2"].endswith("(int8_t *)0);")  # the padded 3x3's are gathered into scratch
+
+
+def test_lowering_picks_the_cortex_m_kernels(tmp_path):
+    graph, _ = build(_fixed_specs() + _dsp_specs())
+    generate(graph, tmp_path, target="cortex-m4")
+    body = (tmp_path / "model.c").read_text().split("void mf_invoke(void) {")[1]
+    calls = dict(re.findall(r"/\* op (\d+): .*?\*/\s*(mf_\w+\(.*\);)", body))
+    kernels = [calls[str(i)].split("(")[0] for i in range(len(graph.ops))]
+    # grouped convolutions and depthwise with a multiplier or channels not a multiple of 4 keep the generic
+    # kernels
+    assert kernels == ["mf_fc_s8_dsp", "mf_conv_s8_dsp", "mf_conv_s8_dsp", "mf_conv_s8_dsp", "mf_conv_s8",
+                       "mf_dwconv_3x3_s8", "mf_dwconv_3x3_s8", "mf_dwconv_s8", "mf_fc_s8_dsp", "mf_fc_s8_dsp",
+                       "mf_fc_s8_dsp", "mf_fc_s8_dsp", "mf_conv_s8_dsp", "mf_conv_s8_dsp", "mf_conv_s8_dsp",
+                       "mf_conv_s8_dsp", "mf_dwconv_3x3_s8_dsp", "mf_dwconv_3x3_s8_dsp", "mf_dwconv_3x3_s8_dsp",
+                       "mf_fc_s8_dsp", "mf_fc_s8_dsp"]
 
 
 # --- float32: TFLM's summation order, so agreement to float32 rounding ---------------------------------

@@ -30,6 +30,12 @@ typedef struct {
      * every input: then out = ((r + H + ((r >> 31) & M)) >> E) with r = SMMULR(acc << L, multiplier) is
      * TFLite's requantization exactly (L = max(shift, 0) + 1, E = max(-shift, 0), H = 2^E / 2, M = -(E > 0)). */
     const int32_t *fq;
+    /* The Cortex-M4/M7 kernels' constants, [out_c][6] = {bias, multiplier, L, E, K, M} (NULL for other
+     * targets): the accumulator starts at the bias and out = SMMLAR(acc << L, multiplier, K + ((acc >> 31) & M))
+     * >> E, clamped, with K = H + (output_offset << E). The generator proved that nothing overflows; the sign
+     * of acc stands in for that of the product (they differ only where the product rounds to 0, and then
+     * both give output_offset). */
+    const int32_t *dq;
 } mf_requant_s8;
 
 /* CONV_2D and DEPTHWISE_CONV_2D geometry and parameters (int8 and float32). */
@@ -62,12 +68,27 @@ void mf_conv_s8(const mf_conv_params *p, const int8_t *input, int8_t *output, in
 /* Matrix product over rows: FULLY_CONNECTED, and 1x1 stride-1 ungrouped CONV_2D (rows = pixels). */
 void mf_fc_s8(const mf_fc_params *p, const int8_t *input, int8_t *output);
 
+/* Cortex-M4/M7 (DSP extension) matrix product, chosen by the code generator for those targets when q.dq
+ * is set: p->weights is the int32 re-layout described in mf_conv.c; `scratch` holds the two widened rows
+ * of a block, 32 * ceil(in_features / 8) bytes (4-aligned; none when rows == 1). Each block of two rows is read entirely
+ * before its outputs are written. */
+void mf_fc_s8_dsp(const mf_fc_params *p, const int8_t *input, int8_t *output, int32_t *scratch);
+
+/* Cortex-M4/M7 convolution with one group (q.dq set, weights as for mf_fc_s8_dsp with in_features =
+ * kh * kw * in_c): two output pixels at a time, their patches widened into scratch first.
+ * scratch: 32 * ceil(depth / 8) bytes, plus 16 * ceil(depth / 8) when in_c % 4 != 0 (depth = kh * kw * in_c). */
+void mf_conv_s8_dsp(const mf_conv_params *p, const int8_t *input, int8_t *output, int32_t *scratch);
+
 /* General int8 depthwise convolution (any kernel, depth multiplier, stride, dilation, padding). */
 void mf_dwconv_s8(const mf_conv_params *p, const int8_t *input, int8_t *output);
 
 /* 3x3 depthwise, depth multiplier 1: the nine taps unrolled for the pixels whose window is inside the
  * input; the border pixels go through the general path. Weights [out_c][3][3]. */
 void mf_dwconv_3x3_s8(const mf_conv_params *p, const int8_t *input, int8_t *output);
+
+/* Cortex-M4/M7 3x3 depthwise, multiplier 1, in_c % 4 == 0, q.dq set ([in_c / 4][20], see mf_conv.c);
+ * weights int16 pairs [in_c / 4][9][2]. Writes each pixel's channels after reading its window, in raster order. */
+void mf_dwconv_3x3_s8_dsp(const mf_conv_params *p, const int8_t *input, int8_t *output);
 
 /* float32 versions (weights float32; hybrid int8 weights are dequantized at generation time). */
 void mf_conv_f32(const mf_conv_params *p, const float *input, float *output);

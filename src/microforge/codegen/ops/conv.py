@@ -17,11 +17,19 @@ Kernel choice (int8):
   DEPTHWISE_CONV_2D 3x3, multiplier 1   -> mf_dwconv_3x3_s8 (9 taps unrolled inside, general at borders)
   DEPTHWISE_CONV_2D otherwise           -> mf_dwconv_s8
   FULLY_CONNECTED                       -> mf_fc_s8
-On Cortex-M4/M7 the same C uses the DSP extension (SMLAD) by itself (`__ARM_FEATURE_DSP`).
+On Cortex-M4/M7 the same C uses the DSP extension (SMLAD) by itself (`__ARM_FEATURE_DSP`), and for those
+targets, where the requantization constants of the *_dsp kernels are proven exact (_dsp_requant):
+  CONV_2D 1x1 stride 1 / FULLY_CONNECTED -> mf_fc_s8_dsp (rows widened to int16 once, 2 rows x 2 channels)
+  CONV_2D with one group                 -> mf_conv_s8_dsp (two patches widened, then the same product)
+  DEPTHWISE_CONV_2D 3x3, multiplier 1,   -> mf_dwconv_3x3_s8_dsp (SMLABB/SMLATT, int16 weights scaled by
+    channels a multiple of 4                2^L, taps in assembly)
+with weights re-laid-out here (int32 words of int8 channel pairs; int16 pairs for the depthwise).
 float32 (float weights, or hybrid int8 weights dequantized here): mf_conv_f32 / mf_dwconv_f32 / mf_fc_f32.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -48,7 +56,7 @@ from microforge.reference.conv import (
     _weight_scales,
     window,
 )
-from microforge.reference.fixedpoint import activation_range_float, wrap_int32
+from microforge.reference.fixedpoint import activation_range_float, multiply_by_quantized_multiplier, wrap_int32
 
 SOURCES = ("mf_conv.c",)
 # The kernels sum int8 * int8 products (each at most 2^14 in magnitude) in int32.
@@ -85,9 +93,94 @@ def _fast_requant(w_data: np.ndarray, bias32: np.ndarray, significand: np.ndarra
     return np.stack([bias32, sig, left, right, half, mask], axis=1).astype(np.int32).reshape(-1)
 
 
-def _requant(op: Op, ctx: EmitContext, x: Tensor, w: Tensor, out: Tensor, w_data: np.ndarray, channels: int,
-             axis: int) -> str:
-    """The C initializer of an mf_requant_s8 for an int8 op; w_data is [channels, depth] (int8)."""
+def _dsp_requant(w_data: np.ndarray, bias32: np.ndarray, significand: np.ndarray, shift: np.ndarray, out_zp: int,
+                 lo: int, hi: int, channels: int) -> np.ndarray | None:
+    """The constants of the Cortex-M4/M7 kernels' requantization (mf_requant_s8.dq, [channels][6]
+    {bias, multiplier, L, E, K, M}), or None when it would not be exact for every input:
+
+        out = clamp(SMMLAR(acc << L, multiplier, K + ((acc >> 31) & M)) >> E),   K = H + (out_zp << E)
+
+    with the accumulator acc starting at the bias, and L, E, H, M those of _fast_requant (exact while
+    |acc| << L < 2^31). SMMLAR adds K to r = SMMULR(acc << L, multiplier) in its 64-bit sum, so the result
+    is r + K exactly when that fits in int32; adding out_zp << E before the shift is adding out_zp after it
+    (floor division by 2^E). The sign of acc replaces that of r: the multiplier is non-negative, so they
+    agree unless r = 0 with acc < 0, and then both give (H - 1 or H) >> E = 0.
+
+    A channel whose weights are all zero has one output whatever the input (a trained model's dead
+    channels often come with a huge bias that no bound would admit): it gets bias 0, multiplier 0 and
+    K = that output."""
+    sig = np.broadcast_to(np.asarray(significand, np.int64), (channels,))
+    sh = np.broadcast_to(np.asarray(shift, np.int64), (channels,))
+    w64 = np.abs(w_data.reshape(channels, -1).astype(np.int64))
+    dead = w64.sum(axis=1) == 0
+    bias = bias32.astype(np.int64)
+    constant = np.clip(multiply_by_quantized_multiplier(bias, sig, sh) + out_zp, lo, hi)
+    live = ~dead
+    left = np.maximum(sh, 0) + 1
+    right = np.maximum(-sh, 0)
+    if np.any(sig[live] < 0) or np.any(left[live] > 31) or np.any(right[live] > 31):
+        return None
+    left, right = np.where(live, left, 0), np.where(live, right, 0)
+    bound = np.abs(bias) + 128 * w64.sum(axis=1)
+    if np.any(live & (bound >= (np.int64(1) << (31 - left)))):
+        return None
+    half = np.where(right > 0, np.int64(1) << np.maximum(right - 1, 0), 0)
+    zp_shifted = np.int64(out_zp) << right
+    r_max = ((bound << left) * sig >> 32) + 1  # |SMMULR(acc << L, multiplier)|
+    k = half + zp_shifted
+    if np.any(live & ((np.abs(zp_shifted) >= 2**31) | (r_max + np.abs(k) + 1 >= 2**31))):
+        return None
+    rows = np.stack([bias, sig, left, right, k, np.where(right > 0, -1, 0)], axis=1)
+    rows[dead] = np.stack([0 * constant, 0 * constant, 0 * constant, 0 * constant, constant, 0 * constant],
+                          axis=1)[dead]
+    return rows.astype(np.int32).reshape(-1)
+
+
+DSP_TARGETS = ("cortex-m4", "cortex-m7")
+
+
+@dataclass
+class _Requant:
+    """An int8 op's requantization constants (see mf_requant_s8); dq: the Cortex-M4/M7 kernels' [out][6]
+    (None when not asked for or not provably exact)."""
+
+    name: str
+    bias32: np.ndarray
+    significand: np.ndarray
+    shift: np.ndarray
+    per_channel: bool
+    out_zp: int
+    lo: int
+    hi: int
+    fast: np.ndarray | None
+    dq: np.ndarray | None
+
+    def c(self, ctx: EmitContext, dq: np.ndarray | None = None) -> str:
+        """The C initializer of the mf_requant_s8: for a *_dsp kernel (given its dq) only dq and the clamp,
+        the other tables are left out of flash."""
+        n = self.name
+        if dq is not None:
+            fields = {"bias": "0", "multiplier": "0", "shift": "0", "per_channel": 0, "fq": "0",
+                      "dq": ctx.constant(f"{n}_dq", dq.astype(np.int32), "int32_t")}
+        else:
+            sig, shift = (self.significand, self.shift) if self.per_channel else (self.significand[:1],
+                                                                                  self.shift[:1])
+            fields = {
+                "bias": ctx.constant(f"{n}_bias", self.bias32.astype(np.int32), "int32_t"),
+                "multiplier": ctx.constant(f"{n}_mult", sig.astype(np.int32), "int32_t"),
+                "shift": ctx.constant(f"{n}_shift", shift.astype(np.int32), "int32_t"),
+                "per_channel": int(self.per_channel),
+                "fq": ctx.constant(f"{n}_fq", self.fast, "int32_t") if self.fast is not None else "0",
+                "dq": "0",
+            }
+        fields.update(output_offset=self.out_zp, act_min=self.lo, act_max=self.hi)
+        return "{ " + ", ".join(f".{k} = {v}" for k, v in fields.items()) + " }"
+
+
+def _requant(op: Op, x: Tensor, w: Tensor, out: Tensor, w_data: np.ndarray, channels: int, axis: int,
+             dsp: bool = False) -> _Requant:
+    """The requantization of an int8 op, with the Cortex-M4/M7 constants if `dsp`; w_data is
+    [channels, depth] (int8)."""
     in_scale, in_zp = per_tensor_quant(op, x, "input")
     out_scale, out_zp = per_tensor_quant(op, out, "output")
     w_scales = _weight_scales(op, w, channels, axis)
@@ -97,22 +190,34 @@ def _requant(op: Op, ctx: EmitContext, x: Tensor, w: Tensor, out: Tensor, w_data
     sums = w_data.reshape(channels, -1).astype(np.int64).sum(axis=1)
     folded = (bias if bias is not None else np.zeros(channels, np.int64)) - in_zp * sums
     per_channel = not (np.all(significand == significand[0]) and np.all(shift == shift[0]))
-    name = op.outputs[0].name
     bias32 = wrap_int32(folded)
     fast = _fast_requant(w_data, bias32, significand, shift, channels)
-    if not per_channel:
-        significand, shift = significand[:1], shift[:1]
-    fields = {
-        "bias": ctx.constant(f"{name}_bias", bias32.astype(np.int32), "int32_t"),
-        "multiplier": ctx.constant(f"{name}_mult", significand.astype(np.int32), "int32_t"),
-        "shift": ctx.constant(f"{name}_shift", shift.astype(np.int32), "int32_t"),
-        "per_channel": int(per_channel),
-        "output_offset": out_zp,
-        "act_min": lo,
-        "act_max": hi,
-        "fq": ctx.constant(f"{name}_fq", fast, "int32_t") if fast is not None else "0",
-    }
-    return "{ " + ", ".join(f".{k} = {v}" for k, v in fields.items()) + " }"
+    dq = _dsp_requant(w_data, bias32, significand, shift, out_zp, lo, hi, channels) if dsp else None
+    return _Requant(op.outputs[0].name, bias32, np.asarray(significand), np.asarray(shift), per_channel, out_zp,
+                    lo, hi, fast, dq)
+
+
+def _dsp_depthwise(w_data: np.ndarray, dq: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+    """The weight words and constants of mf_dwconv_3x3_s8_dsp from w_data [channels][9] and the [channels][6]
+    dq {bias, multiplier, L, E, K, M}, or None if the weights scaled by 2^L do not fit int16.
+
+    Channel c's weights and bias are multiplied by 2^L_c here, so the kernel's accumulator is acc << L
+    already (|acc| << L < 2^31 was proven). Per group of 4 channels: the words (w_c0, w_c2) and (w_c1, w_c3)
+    of each tap ([groups][9][2] int16 pairs); constants [groups][20]: the 4 biases, then {multiplier, E,
+    K, M} of each channel."""
+    channels = w_data.shape[0]
+    f = dq.reshape(channels, 6).astype(np.int64)
+    left = f[:, 2]
+    scaled = w_data.astype(np.int64) << left[:, None]
+    if np.any(np.abs(scaled) > 32767):
+        return None
+    halves = (scaled & 0xFFFF).astype(np.uint32).reshape(channels // 4, 4, 9)  # [group][c][tap]
+    words = np.stack([halves[:, 0] | (halves[:, 2] << 16), halves[:, 1] | (halves[:, 3] << 16)], axis=2)
+    weights = np.ascontiguousarray(words).reshape(-1).view(np.int32)  # [group][tap][2]
+    per = f[:, [1, 3, 4, 5]].reshape(channels // 4, 16)
+    bias = (f[:, 0] << left).reshape(channels // 4, 4)  # still inside int32: |bias| <= bound
+    consts = np.concatenate([bias, per], axis=1).astype(np.int32).reshape(-1)
+    return weights, consts
 
 
 def _float_fields(op: Op, ctx: EmitContext, channels: int) -> dict:
@@ -143,10 +248,51 @@ def _rows_safe_distance(rows: int, in_features: int, out_features: int, block: i
     return max(0, max(min(r + block, rows) * out_features - r * in_features for r in range(0, rows, block)))
 
 
-def _gathered_safe_distance(pixels: int, in_c: int, out_c: int, reach_back: int) -> int:
-    """mf_conv_s8 (stride 1, same size) copies the patches of two output pixels into scratch, then writes
-    those two pixels. After writing pixels < q it still reads input pixels >= q - reach_back (a window
-    reaches `reach_back` pixels before its own), so outputs may land on input pixels below that."""
+def _widened_rows_safe_distance(rows: int, in_features: int, out_features: int) -> int:
+    """mf_fc_s8_dsp widens each block of two input rows into scratch before it writes the block's output
+    rows: after the block ending at row e, outputs < e * out_features are written and inputs
+    >= e * in_features are still to be read (none after the last block). An odd last row r is read again
+    for every channel pair while its outputs are written: they must end below it."""
+    pairs = [e * (out_features - in_features) for e in range(2, rows, 2)]
+    if rows % 2:
+        pairs.append(rows * out_features - (rows - 1) * in_features)
+    return max([0] + pairs)
+
+
+def _dsp_matrix(w_data: np.ndarray) -> np.ndarray:
+    """[out][depth] int8 -> the int32 words of the *_dsp kernels (see mf_conv.c): per channel pair (a zero
+    channel completing an odd count) and group of 4 depths (zero-padded to an even number of groups), channel
+    2j's word then 2j + 1's."""
+    outs, depth = w_data.shape
+    groups = 2 * -(-depth // 8)
+    padded = np.zeros((outs + outs % 2, groups * 4), np.int8)
+    padded[:outs, :depth] = w_data
+    words = padded.reshape(-1, 2, groups, 4).transpose(0, 2, 1, 3)
+    return np.ascontiguousarray(words).reshape(-1).view("<i4").astype(np.int32)
+
+
+def _dsp_fc(ctx: EmitContext, name: str, w_data: np.ndarray, rows: int, q: str, x_ptr: str, y_ptr: str,
+            notes: list[str]) -> Call:
+    """mf_fc_s8_dsp for rows x in_features (int8) times w_data [out][in]."""
+    outs, depth = w_data.shape
+    weights = ctx.constant(f"{name}_wdsp", _dsp_matrix(w_data), "int32_t")
+    params = ctx.struct("mf_fc_params", f"{name}_mm", dict(
+        weights=weights, rows=rows, in_features=depth, out_features=outs, q=q))
+    # a single row is widened word by word as it is read: no scratch
+    scratch = f"(int32_t *){ctx.scratch()}" if rows > 1 else "(int32_t *)0"
+    return Call(f"mf_fc_s8_dsp({params}, {x_ptr}, {y_ptr}, {scratch});", SOURCES,
+                scratch_bytes=32 * -(-depth // 8) if rows > 1 else 0, notes=notes,
+                overlaps={0: _widened_rows_safe_distance(rows, depth, outs)})
+
+
+def _gathered_safe_distance(pixels: int, in_c: int, out_c: int, reach_back: int, in_place: bool = False) -> int:
+    """mf_conv_s8 and mf_conv_s8_dsp (stride 1, same size) take the patches of two output pixels into
+    scratch, then write those two pixels. After writing pixels < q they still read input pixels
+    >= q - reach_back (a window reaches `reach_back` pixels before its own), so outputs may land on input
+    pixels below that. `in_place`: mf_conv_s8 with one-row kernels reads a patch that is one run of the
+    input where it lies, while it writes the block's outputs: then the block's own outputs count too."""
+    if in_place:
+        return max([0] + [min(q + 2, pixels) * out_c - max(0, q - reach_back) * in_c for q in range(0, pixels, 2)])
     blocks = range(2, pixels, 2)  # after the last block nothing more is read
     return max([0] + [q * out_c - max(0, q - reach_back) * in_c for q in blocks])
 
@@ -181,9 +327,29 @@ def lower_conv_2d(op: Op, ctx: EmitContext) -> Call:
         return Call(f"mf_conv_f32({params}, {_c_in(ctx, x, 'float')}, {ctx.tensor(out)});", SOURCES)
     w_data = constant_data(op, w, "weights")
     _check_depth(op, kh * kw * group_in)
-    q = _requant(op, ctx, x, w, out, w_data, out_c, axis=0)
+    rq = _requant(op, x, w, out, w_data, out_c, axis=0, dsp=ctx.target in DSP_TARGETS)
+    pointwise = kh == 1 and kw == 1 and win.stride_h == 1 and win.stride_w == 1 and groups == 1
+    if pointwise and rq.dq is not None:
+        return _dsp_fc(ctx, name, w_data.reshape(out_c, c), batches * h * width, rq.c(ctx, rq.dq),
+                       _c_in(ctx, x, "int8_t"), ctx.tensor(out),
+                       ["1x1 convolution as a matrix product, SMLAD on widened rows"])
+    same_size = batches == 1 and (win.out_h, win.out_w) == (h, width) and win.stride_h == win.stride_w == 1
+    if rq.dq is not None and groups == 1:
+        depth = kh * kw * c
+        weights = ctx.constant(f"{name}_wdsp", _dsp_matrix(w_data.reshape(out_c, depth)), "int32_t")
+        params = ctx.struct("mf_conv_params", f"{name}_conv", dict(
+            weights=weights, **_geometry(x, out, win), groups=1, depth_multiplier=1,
+            input_zero_point=x.zero_point, q=rq.c(ctx, rq.dq)))
+        # both pixels' patches are widened before either output is written, as in mf_conv_s8
+        overlaps = {0: _gathered_safe_distance(h * width, c, out_c, win.pad_top * width + win.pad_left)} \
+            if same_size else {}
+        return Call(f"mf_conv_s8_dsp({params}, {_c_in(ctx, x, 'int8_t')}, {ctx.tensor(out)}, "
+                    f"(int32_t *){ctx.scratch()});", SOURCES,
+                    scratch_bytes=(32 + (16 if c % 4 else 0)) * -(-depth // 8), overlaps=overlaps,
+                    notes=["convolution on widened patches, SMLAD"])
+    q = rq.c(ctx)
     weights = ctx.tensor(w)  # [out][kh][kw][in/groups]: TFLite's layout is the kernel's
-    if kh == 1 and kw == 1 and win.stride_h == 1 and win.stride_w == 1 and groups == 1:
+    if pointwise:
         params = ctx.struct("mf_fc_params", f"{name}_pw", dict(
             weights=weights, rows=batches * h * width, in_features=c, out_features=out_c, q=q))
         return Call(f"mf_fc_s8({params}, {_c_in(ctx, x, 'int8_t')}, {ctx.tensor(out)});", SOURCES,
@@ -198,9 +364,10 @@ def lower_conv_2d(op: Op, ctx: EmitContext) -> Call:
     else:
         scratch_bytes = 2 * kh * kw * group_in
         scratch = f"(int8_t *){ctx.scratch()}"
-        if groups == 1 and batches == 1 and (win.out_h, win.out_w) == (h, width) and \
-                win.stride_h == win.stride_w == 1:
-            overlaps = {0: _gathered_safe_distance(h * width, c, out_c, win.pad_top * width + win.pad_left)}
+        if groups == 1 and same_size:
+            # one-row kernels (kh == 1) read unpadded patches in place (mf_conv_patch)
+            overlaps = {0: _gathered_safe_distance(h * width, c, out_c, win.pad_top * width + win.pad_left,
+                                                   in_place=kh == 1)}
     return Call(f"mf_conv_s8({params}, {_c_in(ctx, x, 'int8_t')}, {ctx.tensor(out)}, {scratch});", SOURCES,
                 scratch_bytes=scratch_bytes, overlaps=overlaps)
 
@@ -230,12 +397,19 @@ def lower_depthwise_conv_2d(op: Op, ctx: EmitContext) -> Call:
         return Call(f"mf_dwconv_f32({params}, {_c_in(ctx, x, 'float')}, {ctx.tensor(out)});", SOURCES)
     w_data = constant_data(op, w, "weights").reshape(kh * kw, out_c).T  # -> [out_c][kh * kw]
     _check_depth(op, kh * kw)
-    q = _requant(op, ctx, x, w, out, w_data, out_c, axis=3)
-    weights = ctx.constant(f"{name}_w", np.ascontiguousarray(w_data).astype(np.int8), "int8_t")
+    fast = kh == 3 and kw == 3 and mult == 1
+    rq = _requant(op, x, w, out, w_data, out_c, axis=3, dsp=ctx.target in DSP_TARGETS and fast and c % 4 == 0)
+    dsp = _dsp_depthwise(w_data, rq.dq) if rq.dq is not None else None
+    if dsp is not None:
+        weights = ctx.constant(f"{name}_wdsp", dsp[0], "int32_t")
+        q = rq.c(ctx, dsp[1])
+        kernel = "mf_dwconv_3x3_s8_dsp"
+    else:
+        weights = ctx.constant(f"{name}_w", np.ascontiguousarray(w_data).astype(np.int8), "int8_t")
+        q = rq.c(ctx)
+        kernel = "mf_dwconv_3x3_s8" if fast else "mf_dwconv_s8"
     params = ctx.struct("mf_conv_params", f"{name}_dw", dict(
         weights=weights, **geometry, groups=1, depth_multiplier=mult, input_zero_point=x.zero_point, q=q))
-    fast = kh == 3 and kw == 3 and mult == 1
-    kernel = "mf_dwconv_3x3_s8" if fast else "mf_dwconv_s8"
     overlaps = {}
     if fast and batches == 1 and out.shape == x.shape and win.stride_h == win.stride_w == 1 and \
             win.dilation_h == win.dilation_w == 1:
@@ -260,7 +434,11 @@ def lower_fully_connected(op: Op, ctx: EmitContext) -> Call:
         return Call(f"mf_fc_f32({params}, {_c_in(ctx, x, 'float')}, {ctx.tensor(out)});", SOURCES)
     w_data = constant_data(op, w, "weights")
     _check_depth(op, in_features)
-    q = _requant(op, ctx, x, w, out, w_data, out_features, axis=0)
+    rq = _requant(op, x, w, out, w_data, out_features, axis=0, dsp=ctx.target in DSP_TARGETS)
+    if rq.dq is not None:
+        return _dsp_fc(ctx, name, w_data.reshape(out_features, in_features), rows, rq.c(ctx, rq.dq),
+                       _c_in(ctx, x, "int8_t"), ctx.tensor(out), [])
+    q = rq.c(ctx)
     params = ctx.struct("mf_fc_params", f"{name}_fc", dict(weights=ctx.tensor(w), **shape, q=q))
     return Call(f"mf_fc_s8({params}, {_c_in(ctx, x, 'int8_t')}, {ctx.tensor(out)});", SOURCES,
                 overlaps={0: _rows_safe_distance(rows, in_features, out_features)})
