@@ -87,7 +87,7 @@ def _placements(buffers: list[Buffer], strategy: str, bound: int, seconds: float
     overlapping = any(b.below for b in buffers)  # then the layer-wise bound is no floor: keep climbing
     if strategy == "hill-climb" or (strategy == "auto" and (overlapping or arena_size(buffers, best()[1]) > bound)):
         target = None if overlapping else bound
-        results.append(("hill-climb", place_hill_climb(buffers, seconds=min(2.0, seconds / 4), target=target), False))
+        results.append(("hill-climb", place_hill_climb(buffers, seconds=max(seconds, 1.0), target=target), False))
     if strategy == "exact" or (strategy == "auto" and arena_size(buffers, best()[1]) > bound):
         hint = best()[1] if results else place_best_fit(buffers)
         offsets, proven = place_exact(buffers, time_limit_s=seconds, hint=hint, lower_bound=bound)

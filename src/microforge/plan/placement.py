@@ -110,11 +110,14 @@ def place_best_fit(buffers: list[Buffer]) -> list[int]:
     return min(candidates, key=lambda offsets: arena_size(buffers, offsets))
 
 
-def place_hill_climb(buffers: list[Buffer], seconds: float = 2.0, seed: int = 0,
+def place_hill_climb(buffers: list[Buffer], iterations: int | None = None, seconds: float = 10.0, seed: int = 0,
                      target: int | None = None) -> list[int]:
     """Improve the placement order by random swaps, keeping any that does not enlarge the arena.
 
-    Starts from the best of the candidate orders; stops after `seconds` or at `target` bytes.
+    Starts from the best of the candidate orders; stops after `iterations` swaps (default: 200,000 / the
+    number of buffers, between 1,000 and 20,000) or at `target` bytes. The budget is a count, not a time,
+    so that a plan is the same on a fast machine and on a loaded one; `seconds` only caps very large
+    graphs, whose single swaps are slow.
     """
     import time
 
@@ -126,7 +129,11 @@ def place_hill_climb(buffers: list[Buffer], seconds: float = 2.0, seed: int = 0,
     best_size, order, best = min(results, key=lambda r: r[0])
     deadline = time.monotonic() + seconds
     n = len(order)
-    while n > 1 and time.monotonic() < deadline and (target is None or best_size > target):
+    if iterations is None:
+        iterations = min(20_000, max(1_000, 200_000 // max(n, 1)))
+    for _ in range(iterations if n > 1 else 0):
+        if time.monotonic() > deadline or (target is not None and best_size <= target):
+            break
         i, j = rng.choice(n, size=2, replace=False)
         trial = list(order)
         trial[i], trial[j] = trial[j], trial[i]
