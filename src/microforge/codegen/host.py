@@ -22,6 +22,9 @@ from microforge.graph.ir import Graph
 from microforge.reference.interpreter import from_batch, to_batch
 
 WARNINGS = ["-std=c99", "-Wall", "-Wextra", "-Werror"]
+# Built and loaded on the same machine, so tuned for it; no contraction of a * b + c into FMA, which would
+# round float32 kernels differently from the reference.
+HOST_CFLAGS = ("-O3", "-march=native", "-ffp-contract=off")
 SANITIZE = ["-fsanitize=address,undefined", "-fno-sanitize-recover=all", "-fno-omit-frame-pointer", "-g"]
 
 
@@ -137,4 +140,4 @@ def compile_host(graph: Graph, target: str = "host", sanitize: bool = False, out
         workdir = tempfile.TemporaryDirectory(prefix="microforge-")
         out_dir = workdir.name
     generated = generate(graph, out_dir, target=target)
-    return HostModel(graph, generated, workdir, sanitize, cflags if cflags is not None else ["-O2"])
+    return HostModel(graph, generated, workdir, sanitize, cflags if cflags is not None else list(HOST_CFLAGS))

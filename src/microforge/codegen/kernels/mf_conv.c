@@ -351,9 +351,8 @@ MF_INLINE int32_t mf_conv_smmlar(int32_t a, int32_t b, int32_t acc) {
 }
 #endif
 
-/* Output byte of accumulator a (bias included) with the channel constants f (dq + 6 * oc). */
-MF_INLINE int32_t mf_dsp_out(const int32_t *f, int32_t a, int32_t lo, int32_t hi, int full_range) {
-    int32_t r = mf_conv_smmlar(mf_conv_wrap((uint32_t)a << f[2]), f[1], f[4] + ((a >> 31) & f[5])) >> f[3];
+/* r clamped to [lo, hi]; full_range: that range is all of int8, one SSAT on the DSP. */
+MF_INLINE int32_t mf_dsp_clamp(int32_t r, int32_t lo, int32_t hi, int full_range) {
     if (full_range) {
 #if defined(__ARM_FEATURE_DSP)
         return __ssat(r, 8);
@@ -363,6 +362,12 @@ MF_INLINE int32_t mf_dsp_out(const int32_t *f, int32_t a, int32_t lo, int32_t hi
     }
     r = r < lo ? lo : r;
     return r > hi ? hi : r;
+}
+
+/* Output byte of accumulator a (bias included) with the channel constants f (dq + 6 * oc). */
+MF_INLINE int32_t mf_dsp_out(const int32_t *f, int32_t a, int32_t lo, int32_t hi, int full_range) {
+    return mf_dsp_clamp(mf_conv_smmlar(mf_conv_wrap((uint32_t)a << f[2]), f[1], f[4] + ((a >> 31) & f[5])) >> f[3],
+                        lo, hi, full_range);
 }
 
 /* Widen rows x0 and x1 (depth values each) into s in the scratch order above, with zeros past the depth up
@@ -847,16 +852,7 @@ void mf_dwconv_3x3_s8(const mf_conv_params *p, const int8_t *input, int8_t *outp
 
 /* Output byte of accumulator a with the constants f = {multiplier, E, K, M} of its channel. */
 MF_INLINE int32_t mf_dw_out(const int32_t *f, int32_t a, int32_t lo, int32_t hi, int full_range) {
-    int32_t r = mf_conv_smmlar(a, f[0], f[2] + ((a >> 31) & f[3])) >> f[1];
-    if (full_range) {
-#if defined(__ARM_FEATURE_DSP)
-        return __ssat(r, 8);
-#else
-        return r < -128 ? -128 : (r > 127 ? 127 : r);
-#endif
-    }
-    r = r < lo ? lo : r;
-    return r > hi ? hi : r;
+    return mf_dsp_clamp(mf_conv_smmlar(a, f[0], f[2] + ((a >> 31) & f[3])) >> f[1], lo, hi, full_range);
 }
 
 #define MF_DW3_STORE()                                                  \
