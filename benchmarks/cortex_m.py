@@ -77,7 +77,7 @@ def host_throughput(graph, data: bytes, samples: int = 512) -> dict:
     from ai_edge_litert.interpreter import Interpreter
 
     batches = random_inputs(graph, samples, seed=2)
-    model = compile_host(graph, cflags=["-O3"])
+    model = compile_host(graph)  # the host defaults: -O3 -march=native
     model.run_batched(batches)
 
     def rate(fn, count):
