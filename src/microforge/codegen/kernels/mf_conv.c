@@ -1014,34 +1014,6 @@ void mf_conv_f32(const mf_conv_params *p, const float *input, float *output) {
     }
 }
 
-void mf_dwconv_f32(const mf_conv_params *p, const float *input, float *output) {
-    const float *w = (const float *)p->weights;
-    const int32_t taps = p->kh * p->kw;
-    for (int32_t b = 0; b < p->batches; ++b) {
-        const float *x = input + b * p->in_h * p->in_w * p->in_c;
-        for (int32_t oy = 0; oy < p->out_h; ++oy) {
-            for (int32_t ox = 0; ox < p->out_w; ++ox) {
-                const int32_t iy0 = oy * p->stride_h - p->pad_top, ix0 = ox * p->stride_w - p->pad_left;
-                for (int32_t oc = 0; oc < p->out_c; ++oc) {
-                    const int32_t c = oc / p->depth_multiplier;
-                    float total = 0.0f;
-                    for (int32_t ky = 0; ky < p->kh; ++ky) {
-                        const int32_t iy = iy0 + ky * p->dilation_h;
-                        if (iy < 0 || iy >= p->in_h) continue;
-                        for (int32_t kx = 0; kx < p->kw; ++kx) {
-                            const int32_t ix = ix0 + kx * p->dilation_w;
-                            if (ix < 0 || ix >= p->in_w) continue;
-                            total += x[(iy * p->in_w + ix) * p->in_c + c] * w[oc * taps + ky * p->kw + kx];
-                        }
-                    }
-                    if (p->fbias) total += p->fbias[oc];
-                    *output++ = mf_conv_clamp_f32(total, p->fmin, p->fmax);
-                }
-            }
-        }
-    }
-}
-
 void mf_fc_f32(const mf_fc_params *p, const float *input, float *output) {
     const float *w = (const float *)p->weights;
     const int32_t depth = p->in_features;

@@ -92,7 +92,6 @@ void mf_dwconv_3x3_s8_dsp(const mf_conv_params *p, const int8_t *input, int8_t *
 
 /* float32 versions (weights float32; hybrid int8 weights are dequantized at generation time). */
 void mf_conv_f32(const mf_conv_params *p, const float *input, float *output);
-void mf_dwconv_f32(const mf_conv_params *p, const float *input, float *output);
 void mf_fc_f32(const mf_fc_params *p, const float *input, float *output);
 
 #endif /* MF_CONV_H */

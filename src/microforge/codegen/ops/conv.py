@@ -24,7 +24,8 @@ targets, where the requantization constants of the *_dsp kernels are proven exac
   DEPTHWISE_CONV_2D 3x3, multiplier 1,   -> mf_dwconv_3x3_s8_dsp (SMLABB/SMLATT, int16 weights scaled by
     channels a multiple of 4                2^L, taps in assembly)
 with weights re-laid-out here (int32 words of int8 channel pairs; int16 pairs for the depthwise).
-float32 (float weights, or hybrid int8 weights dequantized here): mf_conv_f32 / mf_dwconv_f32 / mf_fc_f32.
+float32 (float weights, or hybrid int8 weights dequantized here): mf_conv_f32 (depthwise as one group per
+channel) / mf_fc_f32.
 """
 
 from __future__ import annotations
@@ -392,9 +393,11 @@ def lower_depthwise_conv_2d(op: Op, ctx: EmitContext) -> Call:
     if kind == "float32":
         w_float = _float_weights(op, w, 3).reshape(kh * kw, out_c).T  # -> [out_c][kh * kw]
         weights = ctx.constant(f"{name}_w", np.ascontiguousarray(w_float).astype(np.float32), "float")
+        # a depthwise convolution is a grouped one with a group per input channel: [out_c][kh * kw] is
+        # exactly mf_conv_f32's weight layout then, and it sums the taps in the same order
         params = ctx.struct("mf_conv_params", f"{name}_dw", dict(
-            weights=weights, **geometry, groups=1, depth_multiplier=mult, **_float_fields(op, ctx, out_c)))
-        return Call(f"mf_dwconv_f32({params}, {_c_in(ctx, x, 'float')}, {ctx.tensor(out)});", SOURCES)
+            weights=weights, **geometry, groups=c, depth_multiplier=mult, **_float_fields(op, ctx, out_c)))
+        return Call(f"mf_conv_f32({params}, {_c_in(ctx, x, 'float')}, {ctx.tensor(out)});", SOURCES)
     w_data = constant_data(op, w, "weights").reshape(kh * kw, out_c).T  # -> [out_c][kh * kw]
     _check_depth(op, kh * kw)
     fast = kh == 3 and kw == 3 and mult == 1
