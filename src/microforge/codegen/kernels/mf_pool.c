@@ -15,7 +15,9 @@ MF_INLINE void mf_pool_window(const mf_pool_params *p, int32_t oy, int32_t ox, i
 
 MF_INLINE float mf_pool_clamp_f32(float v, float lo, float hi) { return v < lo ? lo : (v > hi ? hi : v); }
 
-void mf_avg_pool_s8(const mf_pool_params *p, const int8_t *in, int8_t *out) {
+/* Both int8 poolings: one body, inlined into each kernel with `average` constant, so each compiles to its own
+ * loop. Average: TFLM's rounding of the window sum (half away from zero); max: the largest value. */
+MF_INLINE void mf_pool_s8(const mf_pool_params *p, const int8_t *in, int8_t *out, int average) {
     const int32_t row = p->in_w * p->channels;
     for (int32_t b = 0; b < p->batches; ++b) {
         const int8_t *image = in + b * p->in_h * row;
@@ -25,43 +27,27 @@ void mf_avg_pool_s8(const mf_pool_params *p, const int8_t *in, int8_t *out) {
                 mf_pool_window(p, oy, ox, &y0, &y1, &x0, &x1);
                 const int32_t count = (y1 - y0) * (x1 - x0);
                 for (int32_t c = 0; c < p->channels; ++c) {
-                    int32_t total = 0;
+                    int32_t value = average ? 0 : -128;
                     for (int32_t y = y0; y < y1; ++y) {
                         const int8_t *src = image + y * row + c;
-                        for (int32_t x = x0; x < x1; ++x) total += src[x * p->channels];
+                        for (int32_t x = x0; x < x1; ++x)
+                            value = average ? value + src[x * p->channels] : mf_max_i32(value, src[x * p->channels]);
                     }
-                    int32_t average = 0;
-                    if (count > 0) /* C division truncates: round half away from zero on either sign */
-                        average = total > 0 ? (total + count / 2) / count : (total - count / 2) / count;
-                    *out++ = (int8_t)mf_clamp_i32(average, p->act_min, p->act_max);
+                    if (average) /* C division truncates: round half away from zero on either sign */
+                        value = count <= 0 ? 0 : value > 0 ? (value + count / 2) / count : (value - count / 2) / count;
+                    *out++ = (int8_t)mf_clamp_i32(value, p->act_min, p->act_max);
                 }
             }
         }
     }
 }
 
-void mf_max_pool_s8(const mf_pool_params *p, const int8_t *in, int8_t *out) {
-    const int32_t row = p->in_w * p->channels;
-    for (int32_t b = 0; b < p->batches; ++b) {
-        const int8_t *image = in + b * p->in_h * row;
-        for (int32_t oy = 0; oy < p->out_h; ++oy) {
-            for (int32_t ox = 0; ox < p->out_w; ++ox) {
-                int32_t y0, y1, x0, x1;
-                mf_pool_window(p, oy, ox, &y0, &y1, &x0, &x1);
-                for (int32_t c = 0; c < p->channels; ++c) {
-                    int32_t best = -128;
-                    for (int32_t y = y0; y < y1; ++y) {
-                        const int8_t *src = image + y * row + c;
-                        for (int32_t x = x0; x < x1; ++x) best = mf_max_i32(best, src[x * p->channels]);
-                    }
-                    *out++ = (int8_t)mf_clamp_i32(best, p->act_min, p->act_max);
-                }
-            }
-        }
-    }
-}
+void mf_avg_pool_s8(const mf_pool_params *p, const int8_t *in, int8_t *out) { mf_pool_s8(p, in, out, 1); }
 
-void mf_avg_pool_f32(const mf_pool_params *p, const float *in, float *out) {
+void mf_max_pool_s8(const mf_pool_params *p, const int8_t *in, int8_t *out) { mf_pool_s8(p, in, out, 0); }
+
+/* Both float32 poolings, as mf_pool_s8: average sums in float32 in window order (as TFLM), then divides. */
+MF_INLINE void mf_pool_f32(const mf_pool_params *p, const float *in, float *out, int average) {
     const int32_t row = p->in_w * p->channels;
     for (int32_t b = 0; b < p->batches; ++b) {
         const float *image = in + b * p->in_h * row;
@@ -71,38 +57,21 @@ void mf_avg_pool_f32(const mf_pool_params *p, const float *in, float *out) {
                 mf_pool_window(p, oy, ox, &y0, &y1, &x0, &x1);
                 const float count = (float)((y1 - y0) * (x1 - x0));
                 for (int32_t c = 0; c < p->channels; ++c) {
-                    float total = 0.0f; /* float32 in window order, as TFLM */
+                    float value = average ? 0.0f : -3.40282347e+38f; /* lowest float32 */
                     for (int32_t y = y0; y < y1; ++y) {
                         const float *src = image + y * row + c;
-                        for (int32_t x = x0; x < x1; ++x) total += src[x * p->channels];
+                        for (int32_t x = x0; x < x1; ++x) {
+                            const float v = src[x * p->channels];
+                            value = average ? value + v : (v > value ? v : value);
+                        }
                     }
-                    *out++ = mf_pool_clamp_f32(total / count, p->f_min, p->f_max);
+                    *out++ = mf_pool_clamp_f32(average ? value / count : value, p->f_min, p->f_max);
                 }
             }
         }
     }
 }
 
-void mf_max_pool_f32(const mf_pool_params *p, const float *in, float *out) {
-    const int32_t row = p->in_w * p->channels;
-    for (int32_t b = 0; b < p->batches; ++b) {
-        const float *image = in + b * p->in_h * row;
-        for (int32_t oy = 0; oy < p->out_h; ++oy) {
-            for (int32_t ox = 0; ox < p->out_w; ++ox) {
-                int32_t y0, y1, x0, x1;
-                mf_pool_window(p, oy, ox, &y0, &y1, &x0, &x1);
-                for (int32_t c = 0; c < p->channels; ++c) {
-                    float best = -3.40282347e+38f; /* lowest float32 */
-                    for (int32_t y = y0; y < y1; ++y) {
-                        const float *src = image + y * row + c;
-                        for (int32_t x = x0; x < x1; ++x) {
-                            const float v = src[x * p->channels];
-                            best = v > best ? v : best;
-                        }
-                    }
-                    *out++ = mf_pool_clamp_f32(best, p->f_min, p->f_max);
-                }
-            }
-        }
-    }
-}
+void mf_avg_pool_f32(const mf_pool_params *p, const float *in, float *out) { mf_pool_f32(p, in, out, 1); }
+
+void mf_max_pool_f32(const mf_pool_params *p, const float *in, float *out) { mf_pool_f32(p, in, out, 0); }
