@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from microforge.errors import PlanError
 from microforge.graph.ir import Graph
 from microforge.plan.exact import place_exact
-from microforge.plan.lifetimes import DEFAULT_ALIGNMENT, Buffer, buffers_for, default_schedule, lower_bound
+from microforge.plan.lifetimes import DEFAULT_ALIGNMENT, Buffer, SafeDistance, buffers_for, default_schedule, lower_bound
 from microforge.plan.placement import arena_size, check_placement, place_best_fit, place_hill_climb
 from microforge.plan.schedule import best_schedule
 from microforge.plan.tflm import place_tflm, tflm_arena_bytes, tflm_buffers
@@ -84,7 +84,7 @@ def _placements(buffers: list[Buffer], strategy: str, bound: int, seconds: float
 
     if strategy in ("best-fit", "auto"):
         results.append(("best-fit", place_best_fit(buffers), False))
-    overlapping = any(b.below for b in buffers)  # then the layer-wise bound is no floor: keep climbing
+    overlapping = any(b.may_overlap for b in buffers)  # then the layer-wise bound is no floor: keep climbing
     if strategy == "hill-climb" or (strategy == "auto" and (overlapping or arena_size(buffers, best()[1]) > bound)):
         target = None if overlapping else bound
         results.append(("hill-climb", place_hill_climb(buffers, seconds=max(seconds, 1.0), target=target), False))
@@ -100,12 +100,11 @@ def _placements(buffers: list[Buffer], strategy: str, bound: int, seconds: float
 
 def plan(graph: Graph, strategy: str = "auto", schedule: str | list[int] = "auto",
          alignment: int = DEFAULT_ALIGNMENT, seconds: float = 10.0, validate: bool = True,
-         scratch: dict[int, int] | None = None, overlaps: dict[int, dict[int, int]] | None = None) -> Plan:
+         scratch: dict[int, int] | None = None, overlaps: dict[int, dict[int, int | SafeDistance]] | None = None) -> Plan:
     """Plan `graph`'s activation arena. `schedule`: "auto" (search), "model" (as stored) or an op order.
     `scratch`: op index -> bytes of scratch its kernel needs during its step (the C kernels declare it).
-    `overlaps`: op index -> {input position: its kernel's safe distance for writing the output over that
-    dying input} (see
-    lifetimes.buffers_for); with overlaps the arena can go below the layer-wise lower bound.
+    `overlaps`: op index -> {input position: its kernel's SafeDistance for writing the output over that
+    dying input} (see lifetimes.buffers_for); with overlaps the arena can go below the layer-wise lower bound.
 
     Every candidate plan is checked statically; the returned one is also checked by execution.
     Raises PlanError if no valid plan is found (which would be a bug) or on bad arguments.

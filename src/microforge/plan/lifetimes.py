@@ -23,6 +23,17 @@ def align(size: int, alignment: int) -> int:
     return (size + alignment - 1) // alignment * alignment
 
 
+@dataclass(frozen=True)
+class SafeDistance:
+    """How a kernel lets its output overlap one of its inputs that dies at the op: the output may start
+    at least `below` bytes below the input when the kernel runs forward (it writes every byte only after
+    reading what that byte lands on), or at least `above` bytes above it when the kernel runs backward
+    (last output first). None: not that way. Kernels declare a bare int for `below` alone."""
+
+    below: int | None = None
+    above: int | None = None
+
+
 @dataclass
 class Buffer:
     """One block of the arena: the tensors stored in it, its aligned size and its lifetime (steps)."""
@@ -37,6 +48,12 @@ class Buffer:
     # Finer than layer granularity: buffer index -> D. This buffer (an op's output) may overlap that one
     # (the op's dying input) if it starts at least D bytes below it: the kernel's declared safe distance.
     below: dict[int, int] = field(default_factory=dict)
+    # ... or starts at least D bytes above it (the kernel runs backward).
+    above: dict[int, int] = field(default_factory=dict)
+
+    @property
+    def may_overlap(self) -> bool:
+        return bool(self.below or self.above)
 
     def overlaps_in_time(self, other: "Buffer") -> bool:
         return self.first <= other.last and other.first <= self.last
@@ -77,13 +94,13 @@ def storage_roots(graph: Graph) -> dict[int, int]:
 
 def buffers_for(graph: Graph, schedule: list[int] | None = None, alignment: int = DEFAULT_ALIGNMENT,
                 alias: bool = True, scratch: dict[int, int] | None = None,
-                overlaps: dict[int, dict[int, int]] | None = None) -> list[Buffer]:
+                overlaps: dict[int, dict[int, int | SafeDistance]] | None = None) -> list[Buffer]:
     """The buffers to place when the ops run in `schedule` order.
 
     `alias=False` gives every tensor its own buffer (as TFLM does). `scratch` maps op index -> bytes of
-    scratch that op's kernel needs during its step. `overlaps` maps op index -> {input position: safe
-    distance D of its kernel}: the output may overlap that input, where the input dies at this op, if it
-    starts at least D bytes below it (the kernel writes each output only after reading what it overwrites).
+    scratch that op's kernel needs during its step. `overlaps` maps op index -> {input position: its
+    kernel's SafeDistance (an int D: SafeDistance(below=D))}: the output may overlap that input, where the
+    input dies at this op, if it starts at least `below` bytes below it or `above` bytes above it.
     """
     schedule = default_schedule(graph) if schedule is None else list(schedule)
     check_schedule(graph, schedule)
@@ -132,7 +149,12 @@ def buffers_for(graph: Graph, schedule: list[int] | None = None, alignment: int 
                 continue
             into = by_root[roots[source.index]]
             if into is not out and into.last == step and out.first == step:
-                out.below[into.index] = align(distance, alignment)
+                safe = distance if isinstance(distance, SafeDistance) else SafeDistance(below=distance)
+                # rounding a distance up keeps it safe: a kernel's distances hold for any larger one
+                if safe.below is not None:
+                    out.below[into.index] = align(safe.below, alignment)
+                if safe.above is not None:
+                    out.above[into.index] = align(safe.above, alignment)
     return buffers
 
 

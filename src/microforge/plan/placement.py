@@ -15,12 +15,17 @@ def arena_size(buffers: list[Buffer], offsets: list[int]) -> int:
 
 def forbidden_starts(b: Buffer, p: Buffer, p_offset: int) -> tuple[int, int]:
     """The open interval of start offsets at which `b` would clash with `p` placed at `p_offset` (both
-    alive at the same time): overlapping bytes, unless a declared safe distance allows the overlap."""
+    alive at the same time): overlapping bytes, unless a declared safe distance allows the overlap. An
+    empty interval (hi <= lo + 1) forbids nothing."""
     lo, hi = p_offset - b.size, p_offset + p.size
-    if p.index in b.below:  # b may start D or more below p and overlap it
-        lo = p_offset - min(b.below[p.index], b.size)
+    if p.index in b.below:  # b may start D or more below p
+        lo = max(lo, p_offset - b.below[p.index])
+    if b.index in p.above:  # p may start D or more above b: b starts at p_offset - D or below
+        lo = max(lo, p_offset - p.above[b.index])
     if b.index in p.below:  # p may start D or more below b: b starts at p_offset + D or above
-        hi = p_offset + min(p.below[b.index], p.size)
+        hi = min(hi, p_offset + p.below[b.index])
+    if p.index in b.above:  # b may start D or more above p
+        hi = min(hi, p_offset + b.above[p.index])
     return lo, hi
 
 
@@ -56,13 +61,14 @@ def place_in_order(buffers: list[Buffer], order: list[int], best_fit: bool = Tru
     """Place buffers one by one in `order` (buffer indices), each into a gap between the already placed
     buffers it shares time with: the smallest gap it fits (best fit) or the lowest (first fit).
 
-    Gaps are free ranges of start offsets, so declared safe distances (Buffer.below) open gaps that
-    overlap a dying input."""
+    Gaps are free ranges of start offsets, so declared safe distances (Buffer.below, Buffer.above) open
+    gaps that overlap a dying input."""
     offsets = [-1] * len(buffers)
     placed: list[Buffer] = []
     for i in order:
         b = buffers[i]
-        blocked = sorted(forbidden_starts(b, p, offsets[p.index]) for p in placed if p.overlaps_in_time(b))
+        blocked = sorted(interval for p in placed if p.overlaps_in_time(b)
+                         if (interval := forbidden_starts(b, p, offsets[p.index]))[1] > interval[0] + 1)
         best_offset, best_gap = None, None
         cursor = 0  # the lowest start not yet known to clash
         for lo, hi in blocked:
@@ -98,7 +104,7 @@ def latest_first_order(buffers: list[Buffer]) -> list[int]:
 
 def candidate_orders(buffers: list[Buffer]) -> list[list[int]]:
     orders = [pressure_order(buffers), size_order(buffers)]
-    if any(b.below for b in buffers):
+    if any(b.may_overlap for b in buffers):
         orders.append(latest_first_order(buffers))
     return orders
 
