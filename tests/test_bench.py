@@ -140,7 +140,7 @@ def test_energy_on_qemu_follows_instructions_and_the_model():
     model = energy.EnergyModel("test board", 50e6, 0.01, cycles_per_instruction=2.0)
     result = runner.bench("ad", INT8_MODELS["ad"], target="qemu-m4", mode="energy", energy_model=model)
     n = result["instructions_per_inference"]
-    assert 400_000 < n < 2_000_000
+    assert 200_000 < n < 2_000_000
     # time from the DUT firmware's timer (virtual time under -icount): the counted instructions plus the
     # copy of the 640 input bytes and the loop around mf_invoke, on the 50 MHz, 2-cycle model board
     per_inference = result["latency_ms"] * 1e-3 * 50e6 / 2.0

@@ -138,6 +138,8 @@ def validate(model: Path = typer.Argument(..., help="a .tflite model"),
              target: str = typer.Option("host", help="host | qemu-m4 | qemu-m7"),
              inputs: int = typer.Option(8, "--inputs", help="how many random inputs (seeded)"),
              input_files: Optional[List[Path]] = typer.Option(None, "--input", help="sample files instead"),
+             profile: bool = typer.Option(False, "--profile",
+                                          help="qemu targets: instructions per op (a table; 'profile' in --json)"),
              as_json: bool = typer.Option(False, "--json", help="print JSON")) -> None:
     """Build for TARGET, run the inputs, compare byte for byte with the reference interpreter."""
     from microforge.codegen.validate import validate_target
@@ -147,19 +149,36 @@ def validate(model: Path = typer.Argument(..., help="a .tflite model"),
         batches = None
         if input_files:
             batches = [read_input_file(p, t) for p, t in zip(input_files, graph.inputs)]
-        report = validate_target(graph, target, count=inputs, batches=batches)
+        report = validate_target(graph, target, count=inputs, batches=batches, profile=profile)
     except MicroforgeError as exc:
         _fail(exc)
     if as_json:
         print(json.dumps(report, indent=1))
         return
+    if profile:
+        _print_profile(report["profile"], report["instructions_per_inference"])
     verdict = "[green]bit-exact[/]" if report["bit_exact"] else f"[red]{report['mismatches']} mismatching samples[/]"
     console.print(f"{model.name} on {target}: {report['samples']} samples, {verdict}")
     for key in ("instructions_per_inference", "arena_bytes", "stack_bytes", "flash_bytes", "ram_bytes"):
         if report.get(key) is not None:
             console.print(f"  {key.replace('_', ' '):28} {report[key]:,}")
+    if "max_abs_error" in report:
+        console.print(f"  {'max abs error (float outputs)':28} {report['max_abs_error']:.3g}")
     if not report["bit_exact"]:
         raise typer.Exit(code=1)
+
+
+def _print_profile(rows: list[dict], total: int) -> None:
+    table = Table(title=f"instructions per op (of {total:,} per inference)")
+    for column in ("#", "op", "output", "MACs", "instr", "MACs/instr", "share"):
+        # the op type in full however narrow the terminal: the other columns give way
+        width = max(len(r["type"]) for r in rows) if column == "op" and rows else None
+        table.add_column(column, justify="left" if column in ("op", "output") else "right", min_width=width)
+    for r in rows:
+        table.add_row(str(r["index"]), r["type"], "x".join(map(str, r["output_shape"])), f"{r['macs']:,}",
+                      f"{r['instructions']:,}", f"{r['macs_per_instruction']:.2f}" if r["macs"] else "",
+                      f"{100 * r['share']:.1f}%")
+    console.print(table)
 
 
 def read_input_file(path: Path, tensor: Tensor) -> np.ndarray:

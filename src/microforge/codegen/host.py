@@ -26,6 +26,7 @@ WARNINGS = ["-std=c99", "-Wall", "-Wextra", "-Werror"]
 # round float32 kernels differently from the reference.
 HOST_CFLAGS = ("-O3", "-march=native", "-ffp-contract=off")
 SANITIZE = ["-fsanitize=address,undefined", "-fno-sanitize-recover=all", "-fno-omit-frame-pointer", "-g"]
+LIBS = ["-lm"]  # the kernels' expf; after the sources, as the linker resolves left to right
 
 
 def _host_glue(graph: Graph) -> str:
@@ -94,10 +95,11 @@ class HostModel:
         if sanitize:
             self._exe = d / "model_host"
             _compile(["gcc", *WARNINGS, *cflags, *SANITIZE, "-DMF_HOST_MAIN", "-I", str(d), *sources,
-                      "-o", str(self._exe)], d)
+                      *LIBS, "-o", str(self._exe)], d)
         else:
             library = d / "libmodel.so"
-            _compile(["gcc", *WARNINGS, *cflags, "-shared", "-fPIC", "-I", str(d), *sources, "-o", str(library)], d)
+            _compile(["gcc", *WARNINGS, *cflags, "-shared", "-fPIC", "-I", str(d), *sources, *LIBS, "-o", str(library)],
+                     d)
             self._lib = ctypes.CDLL(str(library))
             self._lib.mf_run_batch.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_long]
             self._lib.mf_init()

@@ -19,6 +19,7 @@ from typing import Callable, Protocol
 import numpy as np
 
 from microforge.graph.ir import Op, Tensor
+from microforge.plan.lifetimes import SafeDistance
 
 
 @dataclass
@@ -29,10 +30,12 @@ class Call:
     statement: str
     sources: tuple[str, ...] = ()
     scratch_bytes: int = 0  # bytes of scratch the kernel needs during this op (ctx.scratch() points to it)
-    # The kernel's safe distances: input position -> D. The output may overlap that input (when the input
-    # dies at this op) if it starts at least D bytes below it, because the kernel reads every input byte
-    # it needs before it writes the output bytes that land on it. Inputs not listed: no overlap.
-    overlaps: dict[int, int] = field(default_factory=dict)
+    # The kernel's safe distances: input position -> D, or a SafeDistance. The output may overlap that
+    # input (when the input dies at this op) if it starts at least D bytes below it, because the kernel
+    # reads every input byte it needs before it writes the output bytes that land on it; with a
+    # SafeDistance(above=A) also A bytes above it, where the kernel runs backward (ctx.runs_backward says
+    # which way the plan needs). Inputs not listed: no overlap.
+    overlaps: dict[int, int | SafeDistance] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
 
 
@@ -51,6 +54,10 @@ class EmitContext(Protocol):
 
     def scratch(self) -> str:
         """C expression for this op's scratch area (uint8_t *), valid when Call.scratch_bytes > 0."""
+
+    def runs_backward(self, source: Tensor, out: Tensor) -> bool:
+        """True when the plan put `out` over the upper part of `source` (a SafeDistance `above`): the
+        kernel must then run backward. False in the first pass, before the plan exists."""
 
 
 Lowering = Callable[[Op, EmitContext], Call]

@@ -6,7 +6,16 @@
  *
  *     R <instructions>
  *
- * Arguments (comma separated after the plugin path):  begin=<addr>,end=<addr>,out=<path>[,mode=tb|insn]
+ * Arguments (comma separated after the plugin path):
+ *     begin=<addr>,end=<addr>,out=<path>[,mode=tb|insn][,mark=<addr>]
+ *
+ * mark (optional, for per-op profiles): each time the first instruction at address `mark` executes
+ * inside a region, the line
+ *
+ *     M <instructions>
+ *
+ * is appended first, with the instructions of the region executed before it; the region's R line
+ * follows its M lines.
  *
  * mode=tb (default): one inline 64-bit add of the block's length when a translation block starts. A
  * TB on this single-core, interrupt-free guest runs to its end, so the count is exact; a marker that
@@ -58,8 +67,8 @@ MF_PLUGIN_EXPORT int qemu_plugin_install(qemu_plugin_id_t id, const qemu_info_t 
 static uint64_t mf_executed;      /* instructions executed so far (see mode) */
 static uint64_t mf_region_start;  /* mf_executed at the begin marker, corrected */
 static bool mf_in_region;
-static uint64_t mf_begin_addr, mf_end_addr;
-static bool mf_per_insn;
+static uint64_t mf_begin_addr, mf_end_addr, mf_mark_addr;
+static bool mf_per_insn, mf_have_mark;
 static FILE *mf_out;
 static uint64_t mf_regions, mf_unmatched;
 
@@ -87,6 +96,13 @@ static void mf_on_end(unsigned int vcpu_index, void *userdata) {
     mf_in_region = false;
 }
 
+static void mf_on_mark(unsigned int vcpu_index, void *userdata) {
+    (void)vcpu_index;
+    if (mf_in_region) {
+        fprintf(mf_out, "M %" PRIu64 "\n", mf_executed - (uint64_t)(uintptr_t)userdata - mf_region_start);
+    }
+}
+
 static void mf_on_translate(qemu_plugin_id_t id, struct qemu_plugin_tb *tb) {
     size_t n = qemu_plugin_tb_n_insns(tb);
     size_t i;
@@ -105,6 +121,8 @@ static void mf_on_translate(qemu_plugin_id_t id, struct qemu_plugin_tb *tb) {
             qemu_plugin_register_vcpu_insn_exec_cb(insn, mf_on_begin, QEMU_PLUGIN_CB_NO_REGS, (void *)tail);
         } else if (vaddr == mf_end_addr) {
             qemu_plugin_register_vcpu_insn_exec_cb(insn, mf_on_end, QEMU_PLUGIN_CB_NO_REGS, (void *)tail);
+        } else if (mf_have_mark && vaddr == mf_mark_addr) {
+            qemu_plugin_register_vcpu_insn_exec_cb(insn, mf_on_mark, QEMU_PLUGIN_CB_NO_REGS, (void *)tail);
         }
     }
 }
@@ -140,6 +158,12 @@ int qemu_plugin_install(qemu_plugin_id_t id, const qemu_info_t *info, int argc, 
             have_begin = mf_parse_u64(arg + 6, &mf_begin_addr);
         } else if (strncmp(arg, "end=", 4) == 0) {
             have_end = mf_parse_u64(arg + 4, &mf_end_addr);
+        } else if (strncmp(arg, "mark=", 5) == 0) {
+            mf_have_mark = mf_parse_u64(arg + 5, &mf_mark_addr);
+            if (!mf_have_mark) {
+                fprintf(stderr, "mf_count_plugin: bad address in '%s'\n", arg);
+                return -1;
+            }
         } else if (strncmp(arg, "out=", 4) == 0) {
             out_path = arg + 4;
         } else if (strcmp(arg, "mode=insn") == 0) {

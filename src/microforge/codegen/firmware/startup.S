@@ -87,3 +87,15 @@ mf_bench_begin:
 mf_bench_end:
     bx    lr
     .size mf_bench_end, . - mf_bench_end
+
+/* Per-op profile marker: a model compiled with -DMF_PROFILE calls it before each op and after the last;
+ * the plugin (argument mark=) notes the count at its first instruction. Costs 2 instructions a call
+ * (bl, bx lr). */
+    .section .text.mf_profile_mark, "ax", %progbits
+    .balign 4
+    .globl mf_profile_mark
+    .thumb_func
+    .type mf_profile_mark, %function
+mf_profile_mark:
+    bx    lr
+    .size mf_profile_mark, . - mf_profile_mark

@@ -1,6 +1,9 @@
 /* Activation kernels: see mf_activations.h. */
 #include "mf_activations.h"
 
+#include <float.h>
+#include <math.h> /* expf: the generated code links libm (-lm) */
+
 void mf_lut_s8(const int8_t table[256], const int8_t *in, int8_t *out, int32_t count) {
     for (int32_t i = 0; i < count; ++i) out[i] = table[(uint8_t)in[i]];
 }
@@ -92,5 +95,32 @@ void mf_hard_swish_f32(const float *in, float *out, int32_t count) {
         const float shifted = x + 3.0f;
         const float relu6 = shifted > 6.0f ? 6.0f : (shifted < 0.0f ? 0.0f : shifted);
         out[i] = x * relu6 / 6.0f;
+    }
+}
+
+/* TFLM's reference order: the row maximum (from -FLT_MAX, so NaNs never win), exp((x - max) * beta) kept in
+ * the output while their float sum runs left to right, then one division each. Subtracting the maximum
+ * keeps every exp in [0, 1] for beta > 0 (no overflow, and the largest term is exactly 1). */
+void mf_softmax_f32(const mf_softmax_f32_params *p, const float *in, float *out) {
+    for (int32_t r = 0; r < p->rows; ++r, in += p->depth, out += p->depth) {
+        float max_value = -FLT_MAX;
+        for (int32_t i = 0; i < p->depth; ++i) max_value = max_value < in[i] ? in[i] : max_value;
+        float sum = 0.0f;
+        for (int32_t i = 0; i < p->depth; ++i) {
+            const float e = expf((in[i] - max_value) * p->beta);
+            out[i] = e;
+            sum += e;
+        }
+        for (int32_t i = 0; i < p->depth; ++i) out[i] = out[i] / sum;
+    }
+}
+
+/* TFLM's reference with its two cutoffs, which the reference interpreter keeps too: 1 above 16.619...,
+ * exp(x) below -9 (TFLM's approximation there, off by a relative exp(x) < 1.3e-4), else 1 / (1 + exp(-x)).
+ * exp's argument stays below 9, so it never overflows; exp(x) underflows to 0 for very negative x. */
+void mf_logistic_f32(const float *in, float *out, int32_t count) {
+    for (int32_t i = 0; i < count; ++i) {
+        const float x = in[i];
+        out[i] = x > 16.619047164916992188f ? 1.0f : (x < -9.0f ? expf(x) : 1.0f / (1.0f + expf(-x)));
     }
 }

@@ -8,6 +8,9 @@
  * int8 SOFTMAX follows TFLM row by row: each input's difference to the row maximum (0..255) indexes a
  * table of gemmlowp exp values (Q0, zero where the difference is below diff_min), whose Q12 sum gives a
  * fixed-point reciprocal that scales every exp to the output (scale 1/256, zero point -128).
+ *
+ * float32 SOFTMAX and LOGISTIC follow TFLM's float reference kernels step by step with the C library's
+ * expf (libm: link with -lm); RELU, RELU6 and HARD_SWISH are direct loops.
  */
 #ifndef MF_ACTIVATIONS_H
 #define MF_ACTIVATIONS_H
@@ -24,6 +27,13 @@ typedef struct {
 
 void mf_softmax_s8(const mf_softmax_s8_params *p, const int8_t *in, int8_t *out);
 
+typedef struct {
+    int32_t rows, depth;
+    float beta;
+} mf_softmax_f32_params;
+
+void mf_softmax_f32(const mf_softmax_f32_params *p, const float *in, float *out);
+void mf_logistic_f32(const float *in, float *out, int32_t count);
 void mf_relu_f32(const float *in, float *out, int32_t count);
 void mf_relu6_f32(const float *in, float *out, int32_t count);
 void mf_hard_swish_f32(const float *in, float *out, int32_t count);

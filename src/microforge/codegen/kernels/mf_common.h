@@ -48,4 +48,18 @@ MF_INLINE int32_t mf_requantize(int32_t x, int32_t significand, int32_t shift) {
     return mf_rounding_divide_by_pot(mf_doubling_high_mul(shifted, significand), right);
 }
 
+/* (acc * 2^32 + a * b + 2^31) >> 32, the top word of a rounded 64-bit multiply-accumulate: one SMMLAR on
+ * cores with the DSP extension. The short requantizations built on it are proven exact by the generator. */
+#if defined(__ARM_FEATURE_DSP)
+MF_INLINE int32_t mf_smmlar(int32_t a, int32_t b, int32_t acc) {
+    int32_t r;
+    __asm__("smmlar %0, %1, %2, %3" : "=r"(r) : "r"(a), "r"(b), "r"(acc));
+    return r;
+}
+#else
+MF_INLINE int32_t mf_smmlar(int32_t a, int32_t b, int32_t acc) {
+    return (int32_t)(((int64_t)acc * ((int64_t)1 << 32) + (int64_t)a * b + ((int64_t)1 << 31)) >> 32);
+}
+#endif
+
 #endif /* MF_COMMON_H */

@@ -322,34 +322,29 @@ void mf_fc_s8(const mf_fc_params *p, const int8_t *input, int8_t *output) {
  * prove the short requantization below exact (mf_requant_s8.dq).
  *
  * SMLAD multiplies two pairs of int16, so int8 data must be widened first (SXTB16: two instructions per
- * word). The rows of a block (two input rows, or two gathered patches) are widened once into scratch, so
- * that costs once per input value instead of once per output channel; the weights stay int8 in flash (half
- * the size of int16) and are widened as they are loaded, each widened weight word then serving both rows.
- * Per 4 depths and 2 rows x 2 channels: one LDM of 4 widened words, one LDRD of 2 weight words, 4 SXTB16
- * and 8 SMLAD for 16 MACs.
+ * word). The input rows of a block (four rows or four gathered patches; one row for a single-row matrix
+ * product) are widened once into scratch, so that costs once per input value instead of once per output
+ * channel; the weights stay int8 in flash (half the size of int16) and are widened as they are loaded.
  *
- * Weights (int32 words, re-laid-out at generation time): for each pair of channels (2j, 2j + 1; a zero
- * channel completes an odd count) and each group of 4 depths (zeros past the depth, up to an even number
- * of groups), the word of channel
- * 2j then that of 2j + 1, holding the bytes of depths 4g .. 4g + 3 in little-endian order.
- * Scratch rows: per group, row 0's int16 pairs (depths 4g, 4g + 2) and (4g + 1, 4g + 3), then row 1's;
- * SXTB16 of a weight word and of it rotated by 8 pair its bytes the same way.
+ * Rows kernel (mf_mm_rows4: matrices of two rows or more, convolutions): four rows x one channel a pass,
+ * each widened weight word serving the four rows. Per 8 depths: one LDRD of two weight words, 4 SXTB16,
+ * 4 LDM of 4 widened words and 16 SMLAD for 32 MACs (two rows x two channels take 14 instructions for 16
+ * MACs; more rows or channels than these four accumulators do not fit the 14 registers).
+ * Cols kernel (mf_mm_cols4: a single row, e.g. FULLY_CONNECTED on one sample, where each weight is used
+ * once): one row x four channels a pass sharing each load of the widened row; per 4 depths one LDRD of the
+ * row, one LDM of the 4 channels' weight words, 8 SXTB16 and 8 SMLAD for 16 MACs.
  *
- * Requantization (dq = [out_c][6] {bias, multiplier, L, E, K, M}, see mf_requant_s8): the accumulator
- * starts at the bias; out = clamp(SMMLAR(acc << L, multiplier, K + ((acc >> 31) & M)) >> E). */
-
-/* (acc * 2^32 + a * b + 2^31) >> 32: SMMLAR. */
-#if defined(__ARM_FEATURE_DSP)
-MF_INLINE int32_t mf_conv_smmlar(int32_t a, int32_t b, int32_t acc) {
-    int32_t r;
-    __asm__("smmlar %0, %1, %2, %3" : "=r"(r) : "r"(a), "r"(b), "r"(acc));
-    return r;
-}
-#else
-MF_INLINE int32_t mf_conv_smmlar(int32_t a, int32_t b, int32_t acc) {
-    return (int32_t)(((int64_t)acc * ((int64_t)1 << 32) + (int64_t)a * b + ((int64_t)1 << 31)) >> 32);
-}
-#endif
+ * Scratch: per group of 4 depths g (an even number of groups, zeros past the depth), for each row of the
+ * block the int16 pairs (4g, 4g + 2) and (4g + 1, 4g + 3) of that row; SXTB16 of a weight word and of it
+ * rotated by 8 pair its bytes the same way.
+ *
+ * Weights and requantization constants are one stream of int32 words (laid out by the generator,
+ * ops/conv.py _dsp_stream), read once per block of rows, in order:
+ *   rows kernel: per output channel, its bias 4 times (where the 4 accumulators start), its weight words
+ *     (int8 depths 4g .. 4g + 3, little-endian; zeros past the depth), then {multiplier, L, E, K, M};
+ *   cols kernel: per block of 4 channels (the last channel repeated to fill the last block), the 4 biases,
+ *     per group the 4 channels' weight words, then {multiplier, L, E, K, M} of each channel.
+ * Requantization (see mf_requant_s8.dq): out = clamp(SMMLAR(acc << L, multiplier, K + ((acc >> 31) & M)) >> E). */
 
 /* r clamped to [lo, hi]; full_range: that range is all of int8, one SSAT on the DSP. */
 MF_INLINE int32_t mf_dsp_clamp(int32_t r, int32_t lo, int32_t hi, int full_range) {
@@ -364,190 +359,320 @@ MF_INLINE int32_t mf_dsp_clamp(int32_t r, int32_t lo, int32_t hi, int full_range
     return r > hi ? hi : r;
 }
 
-/* Output byte of accumulator a (bias included) with the channel constants f (dq + 6 * oc). */
-MF_INLINE int32_t mf_dsp_out(const int32_t *f, int32_t a, int32_t lo, int32_t hi, int full_range) {
-    return mf_dsp_clamp(mf_conv_smmlar(mf_conv_wrap((uint32_t)a << f[2]), f[1], f[4] + ((a >> 31) & f[5])) >> f[3],
-                        lo, hi, full_range);
+/* Groups of 4 depths of a widened row of `depth` values: an even number (the kernels take two a step). */
+MF_INLINE int32_t mf_mm_groups(int32_t depth) {
+    return ((depth + 7) >> 3) << 1;
 }
 
-/* Widen rows x0 and x1 (depth values each) into s in the scratch order above, with zeros past the depth up
- * to a multiple of 8 (an even number of groups, which the inner loop takes two at a time). */
-static void mf_mm_widen2(const int8_t *x0, const int8_t *x1, int32_t depth, int32_t *s) {
-    const int32_t used = (depth + 3) >> 2;
-    if (used & 1) { /* an odd number of groups: one more, of zeros */
-        int32_t *z = s + 4 * used;
-        z[0] = z[1] = z[2] = z[3] = 0;
-    }
-    int32_t k = 0;
-    for (; k + 4 <= depth; k += 4, s += 4) {
-        const int32_t a = mf_conv_load4(x0 + k), b = mf_conv_load4(x1 + k);
-        s[0] = mf_conv_sxtb16(a);
-        s[1] = mf_conv_sxtb16_ror8(a);
-        s[2] = mf_conv_sxtb16(b);
-        s[3] = mf_conv_sxtb16_ror8(b);
-    }
-    if (k < depth) { /* the last 1-3 values, then zeros */
-        int8_t ta[4] = {0, 0, 0, 0}, tb[4] = {0, 0, 0, 0};
-        memcpy(ta, x0 + k, (size_t)(depth - k));
-        memcpy(tb, x1 + k, (size_t)(depth - k));
-        const int32_t a = mf_conv_load4(ta), b = mf_conv_load4(tb);
-        s[0] = mf_conv_sxtb16(a);
-        s[1] = mf_conv_sxtb16_ror8(a);
-        s[2] = mf_conv_sxtb16(b);
-        s[3] = mf_conv_sxtb16_ror8(b);
-    }
-}
-
+/* Widen `words` words of int8 at x into s in the scratch order above: the two words of group g at
+ * s + g * stride (stride = 2 * the rows of the block); returns s past them. */
+MF_INLINE int32_t *mf_mm_widen_words(const int8_t *x, int32_t words, int32_t *s, int32_t stride) {
 #if defined(__ARM_FEATURE_DSP)
-/* One group: 16 MACs into a00 (row 0, channel 0), a10 (row 1, channel 0), a01, a11. r8-r11 hold the widened
- * rows, r12 and lr the two weight words. */
-#define MF_MM_GROUP                                     \
-    "ldm %[s]!, {r8, r9, r10, r11}\n\t"                 \
-    "ldrd r12, lr, [%[w]], #8\n\t"                      \
-    "sxtb16 %[t], r12\n\t"                              \
-    "sxtb16 r12, r12, ror #8\n\t"                       \
-    "smlad %[a00], r8, %[t], %[a00]\n\t"                \
-    "smlad %[a10], r10, %[t], %[a10]\n\t"               \
-    "sxtb16 %[t], lr\n\t"                               \
-    "smlad %[a00], r9, r12, %[a00]\n\t"                 \
-    "smlad %[a10], r11, r12, %[a10]\n\t"                \
-    "sxtb16 lr, lr, ror #8\n\t"                         \
-    "smlad %[a01], r8, %[t], %[a01]\n\t"                \
-    "smlad %[a11], r10, %[t], %[a11]\n\t"               \
-    "smlad %[a01], r9, lr, %[a01]\n\t"                  \
-    "smlad %[a11], r11, lr, %[a11]\n\t"
+    if (stride == 8 && words > 0) { /* a block of 4 rows (6 instructions a word, gcc's loop takes 10) */
+        int32_t v, a, b;
+        /* volatile: it writes through s, and callers may ignore the pointer returned */
+        __asm__ volatile("1: ldr    %[v], [%[x]], #4\n\t"
+                         "sxtb16 %[a], %[v]\n\t"
+                         "sxtb16 %[b], %[v], ror #8\n\t"
+                         "strd   %[a], %[b], [%[s]], #32\n\t"
+                         "subs   %[n], %[n], #1\n\t"
+                         "bne    1b"
+                         : [v] "=&r"(v), [a] "=&r"(a), [b] "=&r"(b), [x] "+r"(x), [s] "+r"(s), [n] "+r"(words)
+                         :
+                         : "cc", "memory");
+        return s;
+    }
 #endif
+    for (; words > 0; --words, x += 4, s += stride) {
+        const int32_t v = mf_conv_load4(x);
+        s[0] = mf_conv_sxtb16(v);
+        s[1] = mf_conv_sxtb16_ror8(v);
+    }
+    return s;
+}
 
-/* acc[0..3] (= a00, a01, a10, a11) += the products of `groups` (even, > 0) groups of the widened rows s and
- * the weight words w of one channel pair; returns w past them. gcc's own code for this loop needs a third
- * more instructions (no LDM, separate pointer increments), hence the assembly. */
-MF_INLINE const int32_t *mf_mm_pair(const int32_t *s, const int32_t *w, int32_t groups, int32_t acc[4]) {
+/* Widen row x (depth values) into s, as mf_mm_widen_words, with zeros past the depth up to `groups`
+ * groups. */
+static void mf_mm_widen(const int8_t *x, int32_t depth, int32_t groups, int32_t *s, int32_t stride) {
+    int32_t *const end = s + groups * stride;
+    s = mf_mm_widen_words(x, depth >> 2, s, stride);
+    if (depth & 3) { /* the last 1-3 values, then zeros */
+        int8_t t[4] = {0, 0, 0, 0};
+        memcpy(t, x + (depth & ~3), (size_t)(depth & 3));
+        s = mf_mm_widen_words(t, 1, s, stride);
+    }
+    for (; s != end; s += stride) s[0] = s[1] = 0;
+}
+
+/* One call of a kernel: the widened rows s, the loop count, and where the outputs go. A pass writes its 4
+ * results to y, y + d1, y + d2, y + d3 (the rows kernel: one channel of 4 rows; the cols kernel: 4
+ * channels of the row), then advances y by 1 (rows) or 4 (cols), until y_end. The assembly copies the
+ * fields up to hi, in this order. */
+typedef struct {
+    const int32_t *s;
+    int32_t iters;        /* groups / 2, or groups / 4 with x2 */
+    int8_t *y;
+    int32_t d1, d2, d3;
+    const int8_t *y_end;
+    int32_t lo, hi;
+    int32_t x2;           /* the loop takes 4 groups a step (groups % 4 == 0), not 2 */
+} mf_mm_job;
+
+/* A job over the widened rows s of `groups` groups. */
+MF_INLINE mf_mm_job mf_mm_job_of(int32_t *s, int32_t groups, const mf_requant_s8 *q) {
+    const int x2 = (groups & 3) == 0;
+    const mf_mm_job job = {s, groups >> (1 + x2), 0, 0, 0, 0, 0, q->act_min, q->act_max, x2};
+    return job;
+}
+
 #if defined(__ARM_FEATURE_DSP)
-    int32_t a00 = acc[0], a01 = acc[1], a10 = acc[2], a11 = acc[3], t;
-    int32_t n = groups >> 1;
-    __asm__("1:\n\t" MF_MM_GROUP MF_MM_GROUP
-            "subs %[n], %[n], #1\n\t"
-            "bne 1b\n\t"
-            : [a00] "+r"(a00), [a01] "+r"(a01), [a10] "+r"(a10), [a11] "+r"(a11), [s] "+r"(s), [w] "+r"(w),
-              [n] "+r"(n), [t] "=&r"(t)
-            :
-            : "r8", "r9", "r10", "r11", "r12", "lr", "cc", "memory");
-    acc[0] = a00, acc[1] = a01, acc[2] = a10, acc[3] = a11;
+/* The kernels in assembly: gcc's code for them spills the accumulators and the pass's pointers; in
+ * assembly every pass keeps the 4 accumulators, the widened words and both pointers in registers and its
+ * own state in a stack copy of the job. *_full: [lo, hi] is all of int8 (one SSAT), *_clamp otherwise. */
+void mf_mm_rows4_full(const int32_t *stream, const mf_mm_job *job);
+void mf_mm_rows4_clamp(const int32_t *stream, const mf_mm_job *job);
+void mf_mm_rows4x2_full(const int32_t *stream, const mf_mm_job *job); /* *x2: job.x2 (4 groups a step) */
+void mf_mm_rows4x2_clamp(const int32_t *stream, const mf_mm_job *job);
+void mf_mm_cols4_full(const int32_t *stream, const mf_mm_job *job);
+void mf_mm_cols4_clamp(const int32_t *stream, const mf_mm_job *job);
+void mf_mm_cols4x2_full(const int32_t *stream, const mf_mm_job *job);
+void mf_mm_cols4x2_clamp(const int32_t *stream, const mf_mm_job *job);
+
+__asm__(
+    "    .syntax unified\n"
+    "    .thumb\n"
+    /* Requantize accumulator \a with r4-r8 = {multiplier, L, E, K, M}, r9 as scratch; clamped to
+     * [r10, r11] if \clamp, else saturated to int8. 6 instructions (10 clamped). */
+    "    .macro mf_mm_req a, clamp\n"
+    "    and    r9, r8, \\a, asr #31\n"
+    "    add    r9, r9, r7\n"
+    "    lsl    \\a, \\a, r5\n"
+    "    smmlar \\a, \\a, r4, r9\n"
+    "    asr    \\a, \\a, r6\n"
+    "    .if \\clamp\n"
+    "    cmp    \\a, r10\n"
+    "    it     lt\n"
+    "    movlt  \\a, r10\n"
+    "    cmp    \\a, r11\n"
+    "    it     gt\n"
+    "    movgt  \\a, r11\n"
+    "    .else\n"
+    "    ssat   \\a, #8, \\a\n"
+    "    .endif\n"
+    "    .endm\n"
+    /* Entry: r0 = stream, r1 = job. The job is copied below the saved registers: [sp] s, iters, y, d1,
+     * d2, d3, y_end, lo, hi. */
+    "    .macro mf_mm_entry name\n"
+    "    .pushsection .text.\\name, \"ax\", %progbits\n"
+    "    .p2align 2\n"
+    "    .global \\name\n"
+    "    .type \\name, %function\n"
+    "    .thumb_func\n"
+    "\\name:\n"
+    "    push   {r4-r11, lr}\n"
+    "    ldm    r1, {r2-r10}\n"
+    "    push   {r2-r10}\n"
+    "    mov    r12, r0\n"
+    "    .endm\n"
+    /* Store r0-r3 at y, y + d1, y + d2, y + d3, advance y by \\step; loop to 1b until y_end; return. */
+    "    .macro mf_mm_exit name, step\n"
+    "    ldrd   r4, r5, [sp, #8]\n"
+    "    ldrd   r6, r7, [sp, #16]\n"
+    "    strb   r1, [r4, r5]\n"
+    "    strb   r2, [r4, r6]\n"
+    "    strb   r3, [r4, r7]\n"
+    "    strb   r0, [r4], #\\step\n"
+    "    ldr    r5, [sp, #24]\n"
+    "    str    r4, [sp, #8]\n"
+    "    cmp    r4, r5\n"
+    "    bne    1b\n"
+    "    add    sp, sp, #36\n"
+    "    pop    {r4-r11, pc}\n"
+    "    .size \\name, . - \\name\n"
+    "    .popsection\n"
+    "    .endm\n"
+    /* Rows kernel, one group: r8 holds the channel's weight word, widened into r10 (depths 0, 2) and r8
+     * (1, 3); two LDM bring rows 0, 1 then 2, 3 (r4-r7). */
+    "    .macro mf_mm_rows_group wr\n"
+    "    sxtb16 r10, \\wr\n"
+    "    sxtb16 \\wr, \\wr, ror #8\n"
+    "    ldm    r11!, {r4-r7}\n"
+    "    smlad  r0, r4, r10, r0\n"
+    "    smlad  r0, r5, \\wr, r0\n"
+    "    smlad  r1, r6, r10, r1\n"
+    "    smlad  r1, r7, \\wr, r1\n"
+    "    ldm    r11!, {r4-r7}\n"
+    "    smlad  r2, r4, r10, r2\n"
+    "    smlad  r2, r5, \\wr, r2\n"
+    "    smlad  r3, r6, r10, r3\n"
+    "    smlad  r3, r7, \\wr, r3\n"
+    "    .endm\n"
+    /* \\steps: two-group steps per loop iteration (job.iters = groups / (2 * steps)) */
+    "    .macro mf_mm_rows4 name, clamp, steps\n"
+    "    mf_mm_entry \\name\n"
+    "1:  ldm    r12!, {r0-r3}\n"         /* the 4 accumulators start at the channel's bias */
+    "    ldrd   r11, lr, [sp]\n"          /* the widened rows, the loop count */
+    "2:\n"
+    "    .rept \\steps\n"
+    "    ldrd   r8, r9, [r12], #8\n"      /* the weight words of two groups */
+    "    mf_mm_rows_group r8\n"
+    "    mf_mm_rows_group r9\n"
+    "    .endr\n"
+    "    subs   lr, lr, #1\n"
+    "    bne    2b\n"
+    "    ldm    r12!, {r4-r8}\n"
+    "    .if \\clamp\n"
+    "    ldrd   r10, r11, [sp, #28]\n"
+    "    .endif\n"
+    "    mf_mm_req r0, \\clamp\n"
+    "    mf_mm_req r1, \\clamp\n"
+    "    mf_mm_req r2, \\clamp\n"
+    "    mf_mm_req r3, \\clamp\n"
+    "    mf_mm_exit \\name, 1\n"
+    "    .endm\n"
+    /* Cols kernel, one group: r4, r5 = the row's widened words, r6-r9 the 4 channels' weight words. */
+    "    .macro mf_mm_cols_mac acc, wr\n"
+    "    sxtb16 r10, \\wr\n"
+    "    sxtb16 \\wr, \\wr, ror #8\n"
+    "    smlad  \\acc, r4, r10, \\acc\n"
+    "    smlad  \\acc, r5, \\wr, \\acc\n"
+    "    .endm\n"
+    "    .macro mf_mm_cols_group\n"
+    "    ldrd   r4, r5, [r11], #8\n"
+    "    ldm    r12!, {r6-r9}\n"
+    "    mf_mm_cols_mac r0, r6\n"
+    "    mf_mm_cols_mac r1, r7\n"
+    "    mf_mm_cols_mac r2, r8\n"
+    "    mf_mm_cols_mac r3, r9\n"
+    "    .endm\n"
+    "    .macro mf_mm_cols4 name, clamp, steps\n"
+    "    mf_mm_entry \\name\n"
+    "1:  ldm    r12!, {r0-r3}\n"
+    "    ldrd   r11, lr, [sp]\n"
+    "2:\n"
+    "    .rept 2 * \\steps\n"
+    "    mf_mm_cols_group\n"
+    "    .endr\n"
+    "    subs   lr, lr, #1\n"
+    "    bne    2b\n"
+    "    .if \\clamp\n"
+    "    ldrd   r10, r11, [sp, #28]\n"
+    "    .endif\n"
+    "    ldm    r12!, {r4-r8}\n"
+    "    mf_mm_req r0, \\clamp\n"
+    "    ldm    r12!, {r4-r8}\n"
+    "    mf_mm_req r1, \\clamp\n"
+    "    ldm    r12!, {r4-r8}\n"
+    "    mf_mm_req r2, \\clamp\n"
+    "    ldm    r12!, {r4-r8}\n"
+    "    mf_mm_req r3, \\clamp\n"
+    "    mf_mm_exit \\name, 4\n"
+    "    .endm\n"
+    "    mf_mm_rows4 mf_mm_rows4_full, 0, 1\n"
+    "    mf_mm_rows4 mf_mm_rows4_clamp, 1, 1\n"
+    "    mf_mm_rows4 mf_mm_rows4x2_full, 0, 2\n"
+    "    mf_mm_rows4 mf_mm_rows4x2_clamp, 1, 2\n"
+    "    mf_mm_cols4 mf_mm_cols4_full, 0, 1\n"
+    "    mf_mm_cols4 mf_mm_cols4_clamp, 1, 1\n"
+    "    mf_mm_cols4 mf_mm_cols4x2_full, 0, 2\n"
+    "    mf_mm_cols4 mf_mm_cols4x2_clamp, 1, 2\n");
+
+MF_INLINE void mf_mm_rows4(const int32_t *stream, const mf_mm_job *job, int full_range) {
+    if (job->x2)
+        (full_range ? mf_mm_rows4x2_full : mf_mm_rows4x2_clamp)(stream, job);
+    else
+        (full_range ? mf_mm_rows4_full : mf_mm_rows4_clamp)(stream, job);
+}
+
+MF_INLINE void mf_mm_cols4(const int32_t *stream, const mf_mm_job *job, int full_range) {
+    if (job->x2)
+        (full_range ? mf_mm_cols4x2_full : mf_mm_cols4x2_clamp)(stream, job);
+    else
+        (full_range ? mf_mm_cols4_full : mf_mm_cols4_clamp)(stream, job);
+}
 #else
-    int32_t a00 = acc[0], a01 = acc[1], a10 = acc[2], a11 = acc[3];
-    for (int32_t g = groups; g > 0; --g, s += 4, w += 2) {
-        int32_t w02 = mf_conv_sxtb16(w[0]), w13 = mf_conv_sxtb16_ror8(w[0]);
-        a00 = mf_conv_smlad(s[1], w13, mf_conv_smlad(s[0], w02, a00));
-        a10 = mf_conv_smlad(s[3], w13, mf_conv_smlad(s[2], w02, a10));
-        w02 = mf_conv_sxtb16(w[1]);
-        w13 = mf_conv_sxtb16_ror8(w[1]);
-        a01 = mf_conv_smlad(s[1], w13, mf_conv_smlad(s[0], w02, a01));
-        a11 = mf_conv_smlad(s[3], w13, mf_conv_smlad(s[2], w02, a11));
-    }
-    acc[0] = a00, acc[1] = a01, acc[2] = a10, acc[3] = a11;
-#endif
-    return w;
+/* The same kernels in portable C (their reference, and what host builds of the *_dsp kernels run). */
+
+/* The output of accumulator a with k = {multiplier, L, E, K, M}. */
+MF_INLINE int32_t mf_mm_req(const int32_t *k, int32_t a, const mf_mm_job *job, int full_range) {
+    const int32_t r = mf_smmlar(mf_conv_wrap((uint32_t)a << k[1]), k[0], k[3] + ((a >> 31) & k[4])) >> k[2];
+    return mf_dsp_clamp(r, job->lo, job->hi, full_range);
 }
 
-#if defined(__ARM_FEATURE_DSP)
-/* One group of one int8 row, widened on the fly: 8 MACs into a0 (channel 0) and a1 (channel 1). */
-#define MF_MM1_GROUP                                    \
-    "ldr r8, [%[x]], #4\n\t"                            \
-    "ldrd r12, lr, [%[w]], #8\n\t"                      \
-    "sxtb16 r9, r8, ror #8\n\t"                         \
-    "sxtb16 r8, r8\n\t"                                 \
-    "sxtb16 %[t], r12\n\t"                              \
-    "sxtb16 r12, r12, ror #8\n\t"                       \
-    "smlad %[a0], r8, %[t], %[a0]\n\t"                  \
-    "smlad %[a0], r9, r12, %[a0]\n\t"                   \
-    "sxtb16 %[t], lr\n\t"                               \
-    "sxtb16 lr, lr, ror #8\n\t"                         \
-    "smlad %[a1], r8, %[t], %[a1]\n\t"                  \
-    "smlad %[a1], r9, lr, %[a1]\n\t"
-#endif
-
-/* acc[0..1] += the products of `blocks` (> 0) blocks of 8 int8 values of x with the weight words w of one
- * channel pair; returns w past them. */
-MF_INLINE const int32_t *mf_mm_pair1(const int8_t *x, const int32_t *w, int32_t blocks, int32_t acc[2]) {
-    int32_t a0 = acc[0], a1 = acc[1];
-#if defined(__ARM_FEATURE_DSP)
-    int32_t t;
-    __asm__("1:\n\t" MF_MM1_GROUP MF_MM1_GROUP
-            "subs %[n], %[n], #1\n\t"
-            "bne 1b\n\t"
-            : [a0] "+r"(a0), [a1] "+r"(a1), [x] "+r"(x), [w] "+r"(w), [n] "+r"(blocks), [t] "=&r"(t)
-            :
-            : "r8", "r9", "r12", "lr", "cc", "memory");
-#else
-    for (int32_t g = 2 * blocks; g > 0; --g, x += 4, w += 2) {
-        const int32_t v = mf_conv_load4(x), x02 = mf_conv_sxtb16(v), x13 = mf_conv_sxtb16_ror8(v);
-        a0 = mf_conv_smlad(x13, mf_conv_sxtb16_ror8(w[0]), mf_conv_smlad(x02, mf_conv_sxtb16(w[0]), a0));
-        a1 = mf_conv_smlad(x13, mf_conv_sxtb16_ror8(w[1]), mf_conv_smlad(x02, mf_conv_sxtb16(w[1]), a1));
-    }
-#endif
-    acc[0] = a0, acc[1] = a1;
-    return w;
+MF_INLINE void mf_mm_store(const mf_mm_job *job, int8_t *y, const int32_t out[4]) {
+    y[job->d1] = (int8_t)out[1];
+    y[job->d2] = (int8_t)out[2];
+    y[job->d3] = (int8_t)out[3];
+    y[0] = (int8_t)out[0];
 }
 
-/* Every output channel of one int8 row x of `depth` values into y0, without scratch: each input word is
- * widened once per channel pair (single rows, e.g. FULLY_CONNECTED on one sample, use every weight once
- * anyway). The last depth % 8 values go through a zero-padded copy (no read past the row). */
-MF_INLINE void mf_mm_row(const int8_t *x, int32_t depth, const int32_t *w, const int32_t *f, int32_t outs,
-                         int8_t *y0, int32_t lo, int32_t hi, int full_range) {
-    const int32_t blocks = depth >> 3, rest = depth & 7;
-    int8_t tail[8] = {0, 0, 0, 0, 0, 0, 0, 0};
-    memcpy(tail, x + 8 * blocks, (size_t)rest);
-    for (int32_t oc = 0; oc < outs; oc += 2, f += 12) {
-        int32_t acc[2] = {f[0], oc + 1 < outs ? f[6] : 0};
-        if (blocks) w = mf_mm_pair1(x, w, blocks, acc);
-        if (rest) w = mf_mm_pair1(tail, w, 1, acc);
-        const int32_t o0 = mf_dsp_out(f, acc[0], lo, hi, full_range);
-        y0[oc] = (int8_t)o0;
-        if (oc + 1 < outs) y0[oc + 1] = (int8_t)mf_dsp_out(f + 6, acc[1], lo, hi, full_range);
+static void mf_mm_rows4(const int32_t *w, const mf_mm_job *job, int full_range) {
+    for (int8_t *y = job->y; y != job->y_end; ++y) {
+        int32_t a[4] = {w[0], w[1], w[2], w[3]};
+        w += 4;
+        const int32_t *s = job->s;
+        for (int32_t g = job->iters << (1 + job->x2); g > 0; --g, ++w, s += 8) {
+            const int32_t w02 = mf_conv_sxtb16(w[0]), w13 = mf_conv_sxtb16_ror8(w[0]);
+            for (int r = 0; r < 4; ++r) a[r] = mf_conv_smlad(s[2 * r + 1], w13, mf_conv_smlad(s[2 * r], w02, a[r]));
+        }
+        int32_t out[4];
+        for (int r = 0; r < 4; ++r) out[r] = mf_mm_req(w, a[r], job, full_range);
+        w += 5;
+        mf_mm_store(job, y, out);
     }
 }
 
-/* Every output channel of the two widened rows s: y0[oc] and y1[oc] (y1 may equal y0: the same row twice). */
-MF_INLINE void mf_mm_rows(const int32_t *s, int32_t groups, const int32_t *w, const int32_t *f, int32_t outs,
-                          int8_t *y0, int8_t *y1, int32_t lo, int32_t hi, int full_range) {
-    int8_t *const end = y0 + (outs & ~1);
-    for (; y0 != end; y0 += 2, y1 += 2, f += 12) {
-        int32_t acc[4] = {f[0], f[6], f[0], f[6]};
-        w = mf_mm_pair(s, w, groups, acc);
-        /* every result before the first store: the int8 stores may alias the constants */
-        const int32_t o00 = mf_dsp_out(f, acc[0], lo, hi, full_range);
-        const int32_t o10 = mf_dsp_out(f, acc[2], lo, hi, full_range);
-        const int32_t o01 = mf_dsp_out(f + 6, acc[1], lo, hi, full_range);
-        const int32_t o11 = mf_dsp_out(f + 6, acc[3], lo, hi, full_range);
-        y0[0] = (int8_t)o00;
-        y0[1] = (int8_t)o01;
-        y1[0] = (int8_t)o10;
-        y1[1] = (int8_t)o11;
+static void mf_mm_cols4(const int32_t *w, const mf_mm_job *job, int full_range) {
+    for (int8_t *y = job->y; y != job->y_end; y += 4) {
+        int32_t a[4] = {w[0], w[1], w[2], w[3]};
+        w += 4;
+        const int32_t *s = job->s;
+        for (int32_t g = job->iters << (1 + job->x2); g > 0; --g, w += 4, s += 2) {
+            for (int c = 0; c < 4; ++c)
+                a[c] = mf_conv_smlad(s[1], mf_conv_sxtb16_ror8(w[c]), mf_conv_smlad(s[0], mf_conv_sxtb16(w[c]), a[c]));
+        }
+        int32_t out[4];
+        for (int c = 0; c < 4; ++c, w += 5) out[c] = mf_mm_req(w, a[c], job, full_range);
+        mf_mm_store(job, y, out);
     }
-    if (outs & 1) { /* the last channel, paired with the zero channel of the weights */
-        int32_t acc[4] = {f[0], 0, f[0], 0};
-        mf_mm_pair(s, w, groups, acc);
-        const int32_t o00 = mf_dsp_out(f, acc[0], lo, hi, full_range);
-        const int32_t o10 = mf_dsp_out(f, acc[2], lo, hi, full_range);
-        y0[0] = (int8_t)o00;
-        y1[0] = (int8_t)o10;
-    }
+}
+#endif
+
+/* The job of a block of n <= 4 rows whose outputs start at y, `pitch` bytes apart (a block of fewer rows
+ * repeats its last: the repeats compute the same bytes again, onto the same place). */
+MF_INLINE void mf_mm_rows_job(mf_mm_job *job, int8_t *y, int32_t n, int32_t pitch, int32_t outs) {
+    job->y = y;
+    job->d1 = (n > 1 ? 1 : n - 1) * pitch;
+    job->d2 = (n > 2 ? 2 : n - 1) * pitch;
+    job->d3 = (n - 1) * pitch;
+    job->y_end = y + outs;
 }
 
 MF_INLINE void mf_fc_s8_dsp_body(const mf_fc_params *p, const int8_t *input, int8_t *output, int32_t *scratch,
                                  int full_range) {
-    const int32_t depth = p->in_features, outs = p->out_features, rows = p->rows;
-    const int32_t groups = ((depth + 7) >> 3) << 1, lo = p->q.act_min, hi = p->q.act_max;
-    const int32_t *const weights = (const int32_t *)p->weights, *const dq = p->q.dq;
-    int32_t r = 0;
-    for (; r + 2 <= rows; r += 2) {
-        const int8_t *x0 = input + r * depth;
-        mf_mm_widen2(x0, x0 + depth, depth, scratch);
-        int8_t *y0 = output + r * outs;
-        mf_mm_rows(scratch, groups, weights, dq, outs, y0, y0 + outs, lo, hi, full_range);
+    const int32_t depth = p->in_features, outs = p->out_features, rows = p->rows, groups = mf_mm_groups(depth);
+    const int32_t *const stream = (const int32_t *)p->weights;
+    mf_mm_job job = mf_mm_job_of(scratch, groups, &p->q);
+    if (rows == 1) { /* widened once, then four channels a pass */
+        mf_mm_widen(input, depth, groups, scratch, 2);
+        const int32_t whole = outs & ~3, last = outs - whole;
+        job.y = output, job.d1 = 1, job.d2 = 2, job.d3 = 3, job.y_end = output + whole;
+        if (whole) mf_mm_cols4(stream, &job, full_range);
+        if (last) { /* 1-3 channels, then repeats of the last one (the same bytes onto the same place) */
+            job.y = output + whole, job.d1 = last > 1, job.d2 = last > 2 ? 2 : last - 1, job.d3 = last - 1;
+            job.y_end = job.y + 4;
+            mf_mm_cols4(stream + (whole >> 2) * (24 + 4 * groups), &job, full_range);
+        }
+        return;
     }
-    if (r < rows) /* a single or odd last row */
-        mf_mm_row(input + r * depth, depth, weights, dq, outs, output + r * outs, lo, hi, full_range);
+    /* Blocks of four rows, each read whole (widened into scratch) before its outputs are written. */
+    for (int32_t r = 0; r < rows; r += 4) {
+        const int32_t n = rows - r < 4 ? rows - r : 4;
+        for (int32_t k = 0; k < 4; ++k)
+            mf_mm_widen(input + (r + (k < n ? k : n - 1)) * depth, depth, groups, scratch + 2 * k, 8);
+        mf_mm_rows_job(&job, output + r * outs, n, outs, outs);
+        mf_mm_rows4(stream, &job, full_range);
+    }
 }
 
 void mf_fc_s8_dsp(const mf_fc_params *p, const int8_t *input, int8_t *output, int32_t *scratch) {
@@ -618,98 +743,107 @@ void mf_conv_s8(const mf_conv_params *p, const int8_t *input, int8_t *output, in
     }
 }
 
-/* Cortex-M4/M7 convolution (groups = 1): the patches of two output pixels are widened into scratch, in
- * the weights' order [ky][kx][c], then go through the matrix product above. With in_c a multiple of 4
- * each tap's channels are whole groups, widened straight from the input (the zero point's pair outside
- * it); otherwise the patches are first gathered as int8 (mf_conv_gather) after the widened rows. */
+/* Cortex-M4/M7 convolution (groups = 1): the patches of four output pixels are widened into scratch, then
+ * go through the rows kernel above. A patch is its kernel rows in order, each row's kw * in_c values
+ * [kx][c] followed by zeros up to a whole number of words (`run` words; the weights are zero there, see
+ * ops/conv.py _dsp_conv_weights), so that a kernel row inside the input is widened straight from it, its
+ * last word reading up to 3 bytes past the row (any values: they meet zero weights). Rows that leave the
+ * input are first gathered as int8 into scratch, with the input zero point outside it. */
 
-/* The int8 patch of output pixel `pixel` into d ([ky][kx][c], the zero point outside the input): a byte
- * loop, cheaper than a library call per tap for the few channels this is used for. */
-static void mf_conv_gather(const mf_conv_params *p, const int8_t *x, int32_t pixel, int8_t *d) {
-    int8_t *const start = d;
-    const int32_t oy = pixel / p->out_w, ox = pixel - oy * p->out_w;
-    const int32_t iy0 = oy * p->stride_h - p->pad_top, ix0 = ox * p->stride_w - p->pad_left;
-    const int32_t in_c = p->in_c, in_h = p->in_h, in_w = p->in_w, kw = p->kw;
-    const int8_t zp = (int8_t)p->input_zero_point;
-    for (int32_t ky = 0; ky < p->kh; ++ky) {
-        const int32_t iy = iy0 + ky * p->dilation_h;
-        if (iy < 0 || iy >= in_h) {
-            for (int8_t *const end = d + kw * in_c; d != end; ++d) *d = zp;
-            continue;
-        }
-        const int8_t *row = x + iy * in_w * in_c;
-        if (p->dilation_w == 1 && ix0 >= 0 && ix0 + kw <= in_w) { /* the whole row of taps is one run */
-            const int8_t *src = row + ix0 * in_c;
-            for (int8_t *const end = d + kw * in_c; d != end; ++d, ++src) *d = *src;
-            continue;
-        }
-        for (int32_t kx = 0; kx < kw; ++kx) {
-            const int32_t ix = ix0 + kx * p->dilation_w;
-            if (ix >= 0 && ix < in_w) {
-                const int8_t *src = row + ix * in_c;
-                for (int8_t *const end = d + in_c; d != end; ++d, ++src) *d = *src;
-            } else {
-                for (int8_t *const end = d + in_c; d != end; ++d) *d = zp;
-            }
-        }
+/* n bytes from s to d, a word at a time (unaligned LDR/STR); returns d past them. A library call costs more
+ * for the few bytes of a tap. */
+MF_INLINE int8_t *mf_conv_copy(int8_t *d, const int8_t *s, int32_t n) {
+    for (; n >= 4; n -= 4, d += 4, s += 4) {
+        const int32_t v = mf_conv_load4(s);
+        memcpy(d, &v, 4);
     }
-    /* zeros up to a multiple of 8 (the weights' padding), so that the rows widen without a tail */
-    for (int8_t *const end = start + ((d - start + 7) & ~7); d != end; ++d) *d = 0;
+    for (; n > 0; --n) *d++ = *s++;
+    return d;
 }
 
-/* Widen the patch of output pixel `pixel` into slot d (the scratch, + 2 for the second row); in_c % 4 == 0. */
-static void mf_conv_widen_taps(const mf_conv_params *p, const int8_t *x, int32_t pixel, int32_t *d) {
+/* Widen the patch of output pixel `pixel` of image x (x_end: its end) into slot d (the scratch + 2 * its
+ * row in the block), then zeros up to `groups` groups; tmp: 4 * run bytes for a kernel row to gather. */
+static void mf_conv_widen_patch(const mf_conv_params *p, const int8_t *x, const int8_t *x_end, int32_t pixel,
+                                int32_t *d, int32_t groups, int8_t *tmp) {
+    int32_t *const end = d + 8 * groups;
     const int32_t oy = pixel / p->out_w, ox = pixel - oy * p->out_w;
     const int32_t iy0 = oy * p->stride_h - p->pad_top, ix0 = ox * p->stride_w - p->pad_left;
-    const int32_t in_c = p->in_c, in_h = p->in_h, in_w = p->in_w;
+    const int32_t in_c = p->in_c, in_h = p->in_h, in_w = p->in_w, kw = p->kw, run = (kw * in_c + 3) >> 2;
     const int32_t zp = p->input_zero_point;
     const int32_t zw = mf_conv_wrap(((uint32_t)zp & 0xffffu) | ((uint32_t)zp << 16));
+    const int inside_w = p->dilation_w == 1 && ix0 >= 0 && ix0 + kw <= in_w; /* a kernel row is one run */
     for (int32_t ky = 0; ky < p->kh; ++ky) {
         const int32_t iy = iy0 + ky * p->dilation_h;
-        const int row_inside = iy >= 0 && iy < in_h;
-        for (int32_t kx = 0; kx < p->kw; ++kx) {
-            const int32_t ix = ix0 + kx * p->dilation_w;
-            if (row_inside && ix >= 0 && ix < in_w) {
-                const int8_t *src = x + (iy * in_w + ix) * in_c, *const end = src + in_c;
-                for (; src != end; src += 4, d += 4) {
-                    const int32_t v = mf_conv_load4(src);
-                    d[0] = mf_conv_sxtb16(v);
-                    d[1] = mf_conv_sxtb16_ror8(v);
-                }
-            } else {
-                for (int32_t c = 0; c < in_c; c += 4, d += 4) d[0] = d[1] = zw;
-            }
+        if (iy < 0 || iy >= in_h) { /* all the zero point (and zeros' partners past the row: any value) */
+            for (int32_t k = 0; k < run; ++k, d += 8) d[0] = d[1] = zw;
+            continue;
         }
+        const int8_t *const row = x + iy * in_w * in_c;
+        const int8_t *src = row + ix0 * in_c;
+        if (!inside_w || src + 4 * run > x_end) { /* gathered first: taps outside, or the image's last bytes */
+            int8_t *t = tmp;
+            for (int32_t kx = 0; kx < kw; ++kx) {
+                const int32_t ix = ix0 + kx * p->dilation_w;
+                if (ix >= 0 && ix < in_w)
+                    t = mf_conv_copy(t, row + ix * in_c, in_c);
+                else
+                    for (int8_t *const stop = t + in_c; t != stop; ++t) *t = (int8_t)zp;
+            }
+            src = tmp;
+        }
+        d = mf_mm_widen_words(src, run, d, 8);
     }
+    for (; d != end; d += 8) d[0] = d[1] = 0; /* an odd number of groups: one more, of zeros */
+}
+
+/* The patches of the 4 pixels from `pixel` into the 4 slots at d, when they are on one output row and
+ * every kernel row of theirs is one run inside the image (most blocks): the geometry once per block, the
+ * 4 runs of a kernel row one after another. Returns 0 (nothing written) for other blocks. */
+static int mf_conv_widen_block(const mf_conv_params *p, const int8_t *x, const int8_t *x_end, int32_t pixel,
+                               int32_t *d, int32_t groups) {
+    const int32_t oy = pixel / p->out_w, ox = pixel - oy * p->out_w;
+    const int32_t in_c = p->in_c, run = (p->kw * in_c + 3) >> 2, step = p->stride_w * in_c;
+    const int32_t iy0 = oy * p->stride_h - p->pad_top, ix0 = ox * p->stride_w - p->pad_left;
+    if (ox + 3 >= p->out_w || p->dilation_w != 1 || ix0 < 0 || ix0 + 3 * p->stride_w + p->kw > p->in_w)
+        return 0;
+    int32_t ky_end = p->kh; /* the kernel rows inside the image are ky_begin .. ky_end - 1 */
+    while (ky_end > 0 && iy0 + (ky_end - 1) * p->dilation_h >= p->in_h) --ky_end;
+    if (ky_end > 0 && x + ((iy0 + (ky_end - 1) * p->dilation_h) * p->in_w + ix0) * in_c + 3 * step + 4 * run > x_end)
+        return 0; /* the last run would read past the image */
+    const int32_t zp = p->input_zero_point;
+    const int32_t zw = mf_conv_wrap(((uint32_t)zp & 0xffffu) | ((uint32_t)zp << 16));
+    int32_t *const end = d + 8 * groups;
+    for (int32_t ky = 0; ky < p->kh; ++ky) {
+        const int32_t iy = iy0 + ky * p->dilation_h;
+        if (iy < 0 || iy >= p->in_h) {
+            for (int32_t *const stop = d + 8 * run; d != stop; ++d) *d = zw;
+            continue;
+        }
+        const int8_t *const src = x + (iy * p->in_w + ix0) * in_c;
+        for (int32_t k = 0; k < 4; ++k) mf_mm_widen_words(src + k * step, run, d + 2 * k, 8);
+        d += 8 * run;
+    }
+    for (; d != end; ++d) *d = 0; /* an odd number of groups: one more, of zeros */
+    return 1;
 }
 
 MF_INLINE void mf_conv_s8_dsp_body(const mf_conv_params *p, const int8_t *input, int8_t *output, int32_t *scratch,
                                    int full_range) {
-    const int32_t depth = p->kh * p->kw * p->in_c, groups = ((depth + 7) >> 3) << 1;
-    const int32_t pixels = p->out_h * p->out_w, outs = p->out_c, lo = p->q.act_min, hi = p->q.act_max;
-    const int32_t *const weights = (const int32_t *)p->weights, *const dq = p->q.dq;
-    int8_t *const patch = (int8_t *)(scratch + 4 * groups); /* two int8 patches, when in_c % 4 != 0 */
-    const int32_t padded = 4 * groups;                       /* their length, zeros past the depth */
-    const int whole = (p->in_c & 3) == 0;
+    const int32_t run = (p->kw * p->in_c + 3) >> 2, groups = mf_mm_groups(4 * run * p->kh);
+    const int32_t pixels = p->out_h * p->out_w, outs = p->out_c, image = p->in_h * p->in_w * p->in_c;
+    int8_t *const tmp = (int8_t *)(scratch + 8 * groups);
+    mf_mm_job job = mf_mm_job_of(scratch, groups, &p->q);
     for (int32_t b = 0; b < p->batches; ++b) {
-        const int8_t *x = input + b * p->in_h * p->in_w * p->in_c;
+        const int8_t *x = input + b * image;
         int8_t *y = output + b * pixels * outs;
-        for (int32_t pix = 0; pix < pixels; pix += 2) {
-            /* an odd last pixel is paired with itself: both results land on the same bytes */
-            const int32_t next = pix + 1 < pixels ? pix + 1 : pix;
-            if (whole) {
-                mf_conv_widen_taps(p, x, pix, scratch);
-                mf_conv_widen_taps(p, x, next, scratch + 2);
-                if ((depth >> 2) & 1) { /* an odd number of groups: one more, of zeros */
-                    int32_t *z = scratch + depth;
-                    z[0] = z[1] = z[2] = z[3] = 0;
-                }
-            } else {
-                mf_conv_gather(p, x, pix, patch);
-                mf_conv_gather(p, x, next, patch + padded);
-                mf_mm_widen2(patch, patch + padded, padded, scratch);
-            }
-            mf_mm_rows(scratch, groups, weights, dq, outs, y + pix * outs, y + next * outs, lo, hi, full_range);
+        for (int32_t pix = 0; pix < pixels; pix += 4) {
+            /* a last block of n < 4 pixels repeats its last pixel (the same bytes onto the same place) */
+            const int32_t n = pixels - pix < 4 ? pixels - pix : 4;
+            if (n < 4 || !mf_conv_widen_block(p, x, x + image, pix, scratch, groups))
+                for (int32_t k = 0; k < 4; ++k)
+                    mf_conv_widen_patch(p, x, x + image, pix + (k < n ? k : n - 1), scratch + 2 * k, groups, tmp);
+            mf_mm_rows_job(&job, y + pix * outs, n, outs, outs);
+            mf_mm_rows4((const int32_t *)p->weights, &job, full_range);
         }
     }
 }
@@ -796,14 +930,15 @@ void mf_dwconv_3x3_s8(const mf_conv_params *p, const int8_t *input, int8_t *outp
     const int32_t col = p->dilation_w * c_count;            /* from one kernel column to the next */
     const int8_t *w = (const int8_t *)p->weights;
     const int8_t pad = (int8_t)p->input_zero_point;
+    const int32_t dir = p->backward ? -1 : 1, y_step = dir * c_count; /* see mf_conv.h: raster order, or its reverse */
     int8_t patch[9 * MF_DW_CHUNK];
     for (int32_t b = 0; b < p->batches; ++b) {
         const int8_t *x = input + b * p->in_h * p->in_w * c_count;
-        int8_t *y = output + b * p->out_h * p->out_w * p->out_c;
-        for (int32_t oy = 0; oy < p->out_h; ++oy) {
+        int8_t *y = output + (b * p->out_h * p->out_w + (p->backward ? p->out_h * p->out_w - 1 : 0)) * c_count;
+        for (int32_t i = 0, oy = p->backward ? p->out_h - 1 : 0; i < p->out_h; ++i, oy += dir) {
             const int32_t iy0 = oy * p->stride_h - p->pad_top;
             const int rows_inside = iy0 >= 0 && iy0 + 2 * p->dilation_h < p->in_h;
-            for (int32_t ox = 0; ox < p->out_w; ++ox, y += p->out_c) {
+            for (int32_t j = 0, ox = p->backward ? p->out_w - 1 : 0; j < p->out_w; ++j, ox += dir, y += y_step) {
                 const int32_t ix0 = ox * p->stride_w - p->pad_left;
                 if (rows_inside && ix0 >= 0 && ix0 + 2 * p->dilation_w < p->in_w) {
                     const int8_t *r0 = x + (iy0 * p->in_w + ix0) * c_count;
@@ -852,9 +987,56 @@ void mf_dwconv_3x3_s8(const mf_conv_params *p, const int8_t *input, int8_t *outp
 
 /* Output byte of accumulator a with the constants f = {multiplier, E, K, M} of its channel. */
 MF_INLINE int32_t mf_dw_out(const int32_t *f, int32_t a, int32_t lo, int32_t hi, int full_range) {
-    return mf_dsp_clamp(mf_conv_smmlar(a, f[0], f[2] + ((a >> 31) & f[3])) >> f[1], lo, hi, full_range);
+    return mf_dsp_clamp(mf_smmlar(a, f[0], f[2] + ((a >> 31) & f[3])) >> f[1], lo, hi, full_range);
 }
 
+#if defined(__ARM_FEATURE_DSP)
+/* Requantize accumulator a (a register name in the asm) with its channel's {multiplier, E, K, M} at byte
+ * offsets o, o + 4, o + 8, o + 12 of f: 7 instructions. */
+#define MF_DW3_ASM_OUT(a, o, o8)                         \
+    "ldrd %[m], %[e], [%[f], #" #o "]\n\t"               \
+    "ldrd %[k], %[n], [%[f], #" #o8 "]\n\t"              \
+    "and %[n], %[n], %[" a "], asr #31\n\t"              \
+    "add %[k], %[k], %[n]\n\t"                           \
+    "smmlar %[" a "], %[" a "], %[m], %[k]\n\t"          \
+    "asr %[" a "], %[" a "], %[e]\n\t"                   \
+    "ssat %[" a "], #8, %[" a "]\n\t"
+
+/* lo4, hi4: the clamp bounds in every byte of a word, for MF_DW3_STORE. */
+#define MF_DW3_BOUNDS4(lo, hi)                                                \
+    const int32_t lo4 = (int32_t)((uint32_t)(uint8_t)(lo) * 0x01010101u),   \
+                  hi4 = (int32_t)((uint32_t)(uint8_t)(hi) * 0x01010101u)
+
+/* The 4 outputs of a0..a3 (channels c..c + 3) as one word: requantized, packed by 3 BFI, clamped to
+ * [lo, hi] on all four bytes at once by SSUB8/SEL against lo4 and hi4 (lo and hi in every byte) unless the
+ * range is all of int8 (then SSAT has clamped), stored by one STR (volatile: its only effect is the store). */
+#define MF_DW3_ASM_PACK                                                                                \
+    MF_DW3_ASM_OUT("a0", 16, 24) MF_DW3_ASM_OUT("a1", 32, 40) MF_DW3_ASM_OUT("a2", 48, 56)               \
+    MF_DW3_ASM_OUT("a3", 64, 72)                                                                       \
+    "bfi %[a0], %[a1], #8, #8\n\t"                                                                     \
+    "bfi %[a0], %[a2], #16, #8\n\t"                                                                    \
+    "bfi %[a0], %[a3], #24, #8\n\t"
+#define MF_DW3_ASM_CLAMP                                                                               \
+    "ssub8 %[m], %[a0], %[lo4]\n\t"                                                                    \
+    "sel %[a0], %[a0], %[lo4]\n\t"                                                                     \
+    "ssub8 %[m], %[hi4], %[a0]\n\t"                                                                    \
+    "sel %[a0], %[a0], %[hi4]\n\t"
+#define MF_DW3_ASM_RESULTS                                                                             \
+    [a0] "+&r"(a0), [a1] "+&r"(a1), [a2] "+&r"(a2), [a3] "+&r"(a3), [m] "=&r"(m_), [e] "=&r"(e_),        \
+        [k] "=&r"(k_), [n] "=&r"(n_)
+#define MF_DW3_STORE()                                                                                 \
+    do {                                                                                               \
+        int32_t m_, e_, k_, n_;                                                                        \
+        if (full_range)                                                                                \
+            __asm__ volatile(MF_DW3_ASM_PACK "str %[a0], [%[y]]\n\t"                                   \
+                             : MF_DW3_ASM_RESULTS : [f] "r"(f), [y] "r"(y) : "memory");                \
+        else                                                                                           \
+            __asm__ volatile(MF_DW3_ASM_PACK MF_DW3_ASM_CLAMP "str %[a0], [%[y]]\n\t"                  \
+                             : MF_DW3_ASM_RESULTS : [f] "r"(f), [y] "r"(y), [lo4] "r"(lo4), [hi4] "r"(hi4) \
+                             : "cc", "memory");                                                        \
+    } while (0)
+#else
+#define MF_DW3_BOUNDS4(lo, hi) (void)0
 #define MF_DW3_STORE()                                                  \
     do {                                                                \
         const int32_t o0_ = mf_dw_out(f + 4, a0, lo, hi, full_range);   \
@@ -866,6 +1048,7 @@ MF_INLINE int32_t mf_dw_out(const int32_t *f, int32_t a, int32_t lo, int32_t hi,
         y[2] = (int8_t)o2_;                                             \
         y[3] = (int8_t)o3_;                                             \
     } while (0)
+#endif
 
 #if defined(__ARM_FEATURE_DSP)
 /* One tap of 4 channels at address `at`: 8 instructions for 4 MACs. */
@@ -884,6 +1067,7 @@ MF_INLINE int32_t mf_dw_out(const int32_t *f, int32_t a, int32_t lo, int32_t hi,
  * at r0 + ky * row + kx * col + c. */
 MF_INLINE void mf_dw3_inside(const int8_t *r0, int32_t row, int32_t col, const int32_t *w, const int32_t *f,
                              int32_t n, int8_t *y, int32_t lo, int32_t hi, int full_range) {
+    MF_DW3_BOUNDS4(lo, hi);
     for (int8_t *const end = y + n; y != end; r0 += 4, f += 20, y += 4) {
         int32_t a0 = f[0], a1 = f[1], a2 = f[2], a3 = f[3];
 #if defined(__ARM_FEATURE_DSP)
@@ -918,17 +1102,31 @@ MF_INLINE void mf_dw3_inside(const int8_t *r0, int32_t row, int32_t col, const i
     }
 }
 
-/* The same with a pointer per tap (t[k] + c), for pixels at the border; outside taps point at the zero
- * point buffer and advance with the channels only while they are inside (step[k] = 4 or 0). */
-MF_INLINE void mf_dw3_border(const int8_t *const t[9], const int32_t step[9], const int32_t *w,
-                             const int32_t *f, int32_t n, int8_t *y, int32_t lo, int32_t hi, int full_range) {
-    int32_t off[9] = {0, 0, 0, 0, 0, 0, 0, 0, 0};
-    for (int8_t *const end = y + n; y != end; w += 18, f += 20, y += 4) {
+/* The same with a pointer per tap (tap k of channel c at t[k] + c), for pixels at the border: outside taps
+ * point at p->zero_row, in_c bytes of the input zero point, so that every tap advances with the channels
+ * alike. One more instruction per tap than inside (its pointer is loaded from t). */
+MF_INLINE void mf_dw3_border(const int8_t *const t[9], const int32_t *w, const int32_t *f, int32_t n, int8_t *y,
+                             int32_t lo, int32_t hi, int full_range) {
+    MF_DW3_BOUNDS4(lo, hi);
+    for (int32_t c = 0; c < n; c += 4, f += 20, y += 4) {
         int32_t a0 = f[0], a1 = f[1], a2 = f[2], a3 = f[3];
-        for (int32_t k = 0; k < 9; ++k) {
-            MF_DW3_TAP(t[k] + off[k], w[2 * k], w[2 * k + 1]);
-            off[k] += step[k];
-        }
+#if defined(__ARM_FEATURE_DSP)
+        int32_t v, e, wa, wb;
+        const int8_t *tap;
+#define MF_DW3_ASM_BORDER_TAP(k) "ldr %[tap], [%[t], #" #k " * 4]\n\t" MF_DW3_ASM_TAP("[%[tap], %[c]]")
+        __asm__(MF_DW3_ASM_BORDER_TAP(0) MF_DW3_ASM_BORDER_TAP(1) MF_DW3_ASM_BORDER_TAP(2)
+                MF_DW3_ASM_BORDER_TAP(3) MF_DW3_ASM_BORDER_TAP(4) MF_DW3_ASM_BORDER_TAP(5)
+                MF_DW3_ASM_BORDER_TAP(6) MF_DW3_ASM_BORDER_TAP(7) MF_DW3_ASM_BORDER_TAP(8)
+                : [a0] "+r"(a0), [a1] "+r"(a1), [a2] "+r"(a2), [a3] "+r"(a3), [w] "+r"(w), [v] "=&r"(v),
+                  [e] "=&r"(e), [wa] "=&r"(wa), [wb] "=&r"(wb), [tap] "=&r"(tap)
+                : [t] "r"(t), [c] "r"(c)
+                : "memory");
+#undef MF_DW3_ASM_BORDER_TAP
+#else
+        for (int32_t k = 0; k < 9; ++k)
+            MF_DW3_TAP(t[k] + c, w[2 * k], w[2 * k + 1]);
+        w += 18;
+#endif
         MF_DW3_STORE();
     }
 }
@@ -938,16 +1136,14 @@ MF_INLINE void mf_dwconv_3x3_s8_dsp_body(const mf_conv_params *p, const int8_t *
     const int32_t c_count = p->in_c, lo = p->q.act_min, hi = p->q.act_max;
     const int32_t row = p->dilation_h * p->in_w * c_count, col = p->dilation_w * c_count;
     const int32_t *const w = (const int32_t *)p->weights, *const f = p->q.dq;
-    const int8_t zp = (int8_t)p->input_zero_point;
-    int8_t zeros[4];
-    memset(zeros, zp, sizeof zeros);
+    const int32_t dir = p->backward ? -1 : 1, y_step = dir * c_count; /* see mf_conv.h: raster order, or its reverse */
     for (int32_t b = 0; b < p->batches; ++b) {
         const int8_t *x = input + b * p->in_h * p->in_w * c_count;
-        int8_t *y = output + b * p->out_h * p->out_w * p->out_c;
-        for (int32_t oy = 0; oy < p->out_h; ++oy) {
+        int8_t *y = output + (b * p->out_h * p->out_w + (p->backward ? p->out_h * p->out_w - 1 : 0)) * c_count;
+        for (int32_t i = 0, oy = p->backward ? p->out_h - 1 : 0; i < p->out_h; ++i, oy += dir) {
             const int32_t iy0 = oy * p->stride_h - p->pad_top;
             const int rows_inside = iy0 >= 0 && iy0 + 2 * p->dilation_h < p->in_h;
-            for (int32_t ox = 0; ox < p->out_w; ++ox, y += c_count) {
+            for (int32_t j = 0, ox = p->backward ? p->out_w - 1 : 0; j < p->out_w; ++j, ox += dir, y += y_step) {
                 const int32_t ix0 = ox * p->stride_w - p->pad_left;
                 if (rows_inside && ix0 >= 0 && ix0 + 2 * p->dilation_w < p->in_w) {
                     mf_dw3_inside(x + (iy0 * p->in_w + ix0) * c_count, row, col, w, f, c_count, y, lo, hi,
@@ -955,14 +1151,12 @@ MF_INLINE void mf_dwconv_3x3_s8_dsp_body(const mf_conv_params *p, const int8_t *
                     continue;
                 }
                 const int8_t *t[9];
-                int32_t step[9];
                 for (int32_t k = 0; k < 9; ++k) {
                     const int32_t iy = iy0 + (k / 3) * p->dilation_h, ix = ix0 + (k % 3) * p->dilation_w;
                     const int inside = iy >= 0 && iy < p->in_h && ix >= 0 && ix < p->in_w;
-                    t[k] = inside ? x + (iy * p->in_w + ix) * c_count : zeros;
-                    step[k] = inside ? 4 : 0;
+                    t[k] = inside ? x + (iy * p->in_w + ix) * c_count : p->zero_row;
                 }
-                mf_dw3_border(t, step, w, f, c_count, y, lo, hi, full_range);
+                mf_dw3_border(t, w, f, c_count, y, lo, hi, full_range);
             }
         }
     }

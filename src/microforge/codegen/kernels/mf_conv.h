@@ -47,6 +47,8 @@ typedef struct {
     int32_t groups;            /* conv: in_c / weights' input depth */
     int32_t depth_multiplier;  /* depthwise: out_c / in_c */
     int32_t input_zero_point;  /* int8: the value read outside the input */
+    int32_t backward;          /* 3x3 depthwise: last output pixel first (the output lies over the input's top) */
+    const int8_t *zero_row;    /* 3x3 depthwise on Cortex-M4/M7: in_c bytes of the input zero point */
     mf_requant_s8 q;           /* int8 */
     const float *fbias;        /* float32: [out_c] or NULL */
     float fmin, fmax;          /* float32: activation clamp */
@@ -68,26 +70,31 @@ void mf_conv_s8(const mf_conv_params *p, const int8_t *input, int8_t *output, in
 /* Matrix product over rows: FULLY_CONNECTED, and 1x1 stride-1 ungrouped CONV_2D (rows = pixels). */
 void mf_fc_s8(const mf_fc_params *p, const int8_t *input, int8_t *output);
 
-/* Cortex-M4/M7 (DSP extension) matrix product, chosen by the code generator for those targets when q.dq
- * is set: p->weights is the int32 re-layout described in mf_conv.c; `scratch` holds the two widened rows
- * of a block, 32 * ceil(in_features / 8) bytes (4-aligned; none when rows == 1). Each block of two rows is read entirely
- * before its outputs are written. */
+/* Cortex-M4/M7 (DSP extension) matrix product, chosen by the code generator for those targets when its
+ * requantization is proven exact: p->weights is the int32 stream of weights and constants described in
+ * mf_conv.c (q.dq unused; q.act_min/act_max the clamp). `scratch` (4-aligned) holds the widened rows of a
+ * block: 64 * ceil(in_features / 8) bytes for blocks of four rows (rows > 1), 16 * ceil(in_features / 8)
+ * for a single row. Each block (four rows; the last one the rows left) is read entirely before its
+ * outputs are written. */
 void mf_fc_s8_dsp(const mf_fc_params *p, const int8_t *input, int8_t *output, int32_t *scratch);
 
-/* Cortex-M4/M7 convolution with one group (q.dq set, weights as for mf_fc_s8_dsp with in_features =
- * kh * kw * in_c): two output pixels at a time, their patches widened into scratch first.
- * scratch: 32 * ceil(depth / 8) bytes, plus 16 * ceil(depth / 8) when in_c % 4 != 0 (depth = kh * kw * in_c). */
+/* Cortex-M4/M7 convolution with one group (weights a stream as for mf_fc_s8_dsp over patches of depth
+ * kh * 4 * run, each kernel row's kw * in_c values padded to run = ceil(kw * in_c / 4) words): four output
+ * pixels at a time in raster order, their patches widened into scratch before any of their outputs is
+ * written. scratch: 64 * ceil(depth / 8) + 4 * run bytes. */
 void mf_conv_s8_dsp(const mf_conv_params *p, const int8_t *input, int8_t *output, int32_t *scratch);
 
 /* General int8 depthwise convolution (any kernel, depth multiplier, stride, dilation, padding). */
 void mf_dwconv_s8(const mf_conv_params *p, const int8_t *input, int8_t *output);
 
 /* 3x3 depthwise, depth multiplier 1: the nine taps unrolled for the pixels whose window is inside the
- * input; the border pixels go through the general path. Weights [out_c][3][3]. */
+ * input; the border pixels go through the general path. Weights [out_c][3][3]. Pixels in raster order,
+ * or from the last to the first with p->backward; channels always in increasing order. */
 void mf_dwconv_3x3_s8(const mf_conv_params *p, const int8_t *input, int8_t *output);
 
 /* Cortex-M4/M7 3x3 depthwise, multiplier 1, in_c % 4 == 0, q.dq set ([in_c / 4][20], see mf_conv.c);
- * weights int16 pairs [in_c / 4][9][2]. Writes each pixel's channels after reading its window, in raster order. */
+ * weights int16 pairs [in_c / 4][9][2]. Writes each pixel's channels after reading its window, in raster
+ * order, or in reverse raster order with p->backward (as mf_dwconv_3x3_s8). */
 void mf_dwconv_3x3_s8_dsp(const mf_conv_params *p, const int8_t *input, int8_t *output);
 
 /* float32 versions (weights float32; hybrid int8 weights are dequantized at generation time). */

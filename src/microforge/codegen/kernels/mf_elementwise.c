@@ -85,6 +85,18 @@ MF_INLINE void mf_add_s8_prescaled_row(const mf_add_s8_params *p, const int8_t *
 
 MF_BCAST_DRIVER(mf_add_s8_prescaled, mf_add_s8_params, int8_t, int32_t, int8_t)
 
+void mf_add_s8_table(const mf_add_s8_table_params *p, const int8_t *a, const int8_t *b, int8_t *out) {
+    const uint8_t *x = (const uint8_t *)a, *y = (const uint8_t *)b;
+    const int32_t *const ta = p->a_table, *const tb = p->b_table;
+    const int32_t multiplier = p->multiplier, left = p->left, right = p->right, k = p->k, m = p->m;
+    const int32_t lo = p->act_min, hi = p->act_max;
+    for (int32_t i = 0; i < p->count; ++i) {
+        const int32_t s = ta[x[i]] + tb[y[i]];
+        const int32_t r = mf_smmlar((int32_t)((uint32_t)s << left), multiplier, k + ((s >> 31) & m)) >> right;
+        out[i] = (int8_t)mf_clamp_i32(r, lo, hi);
+    }
+}
+
 /* ---- int8 MUL ---------------------------------------------------------------------------------------- */
 
 MF_INLINE int8_t mf_mul_s8_one(const mf_mul_s8_params *p, int32_t x, int32_t y) {

@@ -47,6 +47,19 @@ typedef struct {
 } mf_binary_f32_params;
 
 void mf_add_s8(const mf_add_s8_params *p, const mf_bcast *bc, const int8_t *a, const int8_t *b, int8_t *out);
+
+/* int8 ADD of two same-shape inputs through tables: an input's rescaled value depends on its byte alone,
+ * so it is read from a 256-entry table (indexed by the byte as unsigned); the sum s of the two is
+ * requantized as clamp(SMMLAR(s << left, multiplier, k + ((s >> 31) & m)) >> right), a form the generator
+ * checked against TFLM's arithmetic on all 65,536 input pairs. */
+typedef struct {
+    const int32_t *a_table, *b_table; /* [256] */
+    int32_t count;
+    int32_t multiplier, left, right, k, m;
+    int32_t act_min, act_max;
+} mf_add_s8_table_params;
+
+void mf_add_s8_table(const mf_add_s8_table_params *p, const int8_t *a, const int8_t *b, int8_t *out);
 /* b holds the second input already centred, shifted and rescaled (one int32 per element). */
 void mf_add_s8_prescaled(const mf_add_s8_params *p, const mf_bcast *bc, const int8_t *a, const int32_t *b,
                          int8_t *out);

@@ -5,7 +5,8 @@ int8 LOGISTIC, HARD_SWISH and RELU are 256-entry tables computed here by running
 int8 RELU6 is a clamp. int8 SOFTMAX keeps TFLM's per-row fixed-point arithmetic but reads gemmlowp's
 exp of each difference to the row maximum from a 256-entry table computed with the reference's own
 fixed-point functions. float32 RELU, RELU6 and HARD_SWISH are direct loops; float32 SOFTMAX and LOGISTIC
-need exp, which the generated C does not have (no libm), so they are unsupported for now.
+follow TFLM's float reference kernels with the C library's expf (the generated code links libm): they agree
+with the reference interpreter within a few float32 ulps (its numpy exp rounds differently), not bit for bit.
 
 The helpers at the top (`reference_check`, `reference_table`, `struct_name`) are shared by the other
 lowering modules of this package.
@@ -88,11 +89,6 @@ def lut_call(op: Op, ctx: EmitContext, table: np.ndarray) -> Call:
 # ----------------------------------------------------------------------------------------------------------
 
 
-def _float_exp_unsupported(op: Op) -> UnsupportedError:
-    return UnsupportedError(f"{op.where}: float32 {op.type} needs exp, which microforge's generated C does not "
-                            "provide yet (no libm); quantize the model to int8")
-
-
 def softmax_exp_table(op: Op) -> np.ndarray:
     """gemmlowp's exp of the rescaled difference -d to the row maximum, d = 0..255 (Q0 int32), with 0 where
     -d is below diff_min (TFLM skips those values: they add nothing and output -128). Same arithmetic as
@@ -116,8 +112,7 @@ def lower_softmax(op: Op, ctx: EmitContext) -> Call:
         reference_check(op)  # raises the arity error
     src, out = op.inputs[0], op.outputs[0]
     if src.dtype == np.float32:
-        reference_check(op)
-        raise _float_exp_unsupported(op)
+        return _softmax_f32(op, ctx)
     check_output_shape(op, src.shape)
     if not src.shape:
         raise ModelError(f"{op.where}: input '{src.name}' must have at least one dimension")
@@ -137,6 +132,17 @@ def lower_softmax(op: Op, ctx: EmitContext) -> Call:
     return Call(f"mf_softmax_s8({p}, {ctx.tensor(src)}, {ctx.tensor(out)});", ("mf_activations.c",), notes=notes)
 
 
+def _softmax_f32(op: Op, ctx: EmitContext) -> Call:
+    reference_check(op)
+    src, out = op.inputs[0], op.outputs[0]
+    if src.size == 0:
+        return Call("/* empty SOFTMAX */")
+    depth = src.shape[-1]
+    p = ctx.struct("mf_softmax_f32_params", struct_name(op, "softmax"),
+                   {"rows": src.size // depth, "depth": depth, "beta": np.float32(op.options.get("beta", 1.0))})
+    return Call(f"mf_softmax_f32({p}, {ctx.tensor(src)}, {ctx.tensor(out)});", ("mf_activations.c",))
+
+
 @lowering("LOGISTIC", "HARD_SWISH", "RELU", "RELU6")
 def lower_unary(op: Op, ctx: EmitContext) -> Call:
     reference_check(op)
@@ -148,7 +154,6 @@ def lower_unary(op: Op, ctx: EmitContext) -> Call:
             six = min(max(quantize_in_float32(6.0, src.scale, src.zero_point), -128), 127)
             return Call(f"mf_clamp_s8({x}, {y}, {src.size}, {src.zero_point}, {six});", ("mf_activations.c",))
         return lut_call(op, ctx, reference_table(op))
-    if op.type == "LOGISTIC":
-        raise _float_exp_unsupported(op)
-    fn = {"HARD_SWISH": "mf_hard_swish_f32", "RELU": "mf_relu_f32", "RELU6": "mf_relu6_f32"}[op.type]
+    fn = {"LOGISTIC": "mf_logistic_f32", "HARD_SWISH": "mf_hard_swish_f32", "RELU": "mf_relu_f32",
+          "RELU6": "mf_relu6_f32"}[op.type]
     return Call(f"{fn}({x}, {y}, {src.size});", ("mf_activations.c",))

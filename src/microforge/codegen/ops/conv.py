@@ -19,11 +19,13 @@ Kernel choice (int8):
   FULLY_CONNECTED                       -> mf_fc_s8
 On Cortex-M4/M7 the same C uses the DSP extension (SMLAD) by itself (`__ARM_FEATURE_DSP`), and for those
 targets, where the requantization constants of the *_dsp kernels are proven exact (_dsp_requant):
-  CONV_2D 1x1 stride 1 / FULLY_CONNECTED -> mf_fc_s8_dsp (rows widened to int16 once, 2 rows x 2 channels)
-  CONV_2D with one group                 -> mf_conv_s8_dsp (two patches widened, then the same product)
+  CONV_2D 1x1 stride 1 / FULLY_CONNECTED -> mf_fc_s8_dsp (rows widened to int16 once, 4 rows x 1 channel
+                                            a pass; a single row: 1 row x 4 channels)
+  CONV_2D with one group                 -> mf_conv_s8_dsp (four patches widened, then the same product)
   DEPTHWISE_CONV_2D 3x3, multiplier 1,   -> mf_dwconv_3x3_s8_dsp (SMLABB/SMLATT, int16 weights scaled by
     channels a multiple of 4                2^L, taps in assembly)
-with weights re-laid-out here (int32 words of int8 channel pairs; int16 pairs for the depthwise).
+with weights re-laid-out here (a stream of int32 words of int8 weights and requantization constants,
+_dsp_stream; int16 pairs for the depthwise).
 float32 (float weights, or hybrid int8 weights dequantized here): mf_conv_f32 (depthwise as one group per
 channel) / mf_fc_f32.
 """
@@ -37,6 +39,7 @@ import numpy as np
 from microforge.codegen.lowering import Call, EmitContext, lowering
 from microforge.errors import ModelError, UnsupportedError
 from microforge.graph.ir import Op, Tensor
+from microforge.plan.lifetimes import SafeDistance
 from microforge.reference.checks import (
     fully_connected_geometry,
     activation_of,
@@ -156,13 +159,14 @@ class _Requant:
     fast: np.ndarray | None
     dq: np.ndarray | None
 
-    def c(self, ctx: EmitContext, dq: np.ndarray | None = None) -> str:
+    def c(self, ctx: EmitContext, dq: np.ndarray | None = None, in_stream: bool = False) -> str:
         """The C initializer of the mf_requant_s8: for a *_dsp kernel (given its dq) only dq and the clamp,
-        the other tables are left out of flash."""
+        the other tables are left out of flash; `in_stream`: the clamp only (the matrix product's constants
+        are in its weight stream, _dsp_stream)."""
         n = self.name
-        if dq is not None:
+        if dq is not None or in_stream:
             fields = {"bias": "0", "multiplier": "0", "shift": "0", "per_channel": 0, "fq": "0",
-                      "dq": ctx.constant(f"{n}_dq", dq.astype(np.int32), "int32_t")}
+                      "dq": "0" if in_stream else ctx.constant(f"{n}_dq", dq.astype(np.int32), "int32_t")}
         else:
             sig, shift = (self.significand, self.shift) if self.per_channel else (self.significand[:1],
                                                                                   self.shift[:1])
@@ -250,52 +254,104 @@ def _rows_safe_distance(rows: int, in_features: int, out_features: int, block: i
 
 
 def _widened_rows_safe_distance(rows: int, in_features: int, out_features: int) -> int:
-    """mf_fc_s8_dsp widens each block of two input rows into scratch before it writes the block's output
-    rows: after the block ending at row e, outputs < e * out_features are written and inputs
-    >= e * in_features are still to be read (none after the last block). An odd last row r is read again
-    for every channel pair while its outputs are written: they must end below it."""
-    pairs = [e * (out_features - in_features) for e in range(2, rows, 2)]
-    if rows % 2:
-        pairs.append(rows * out_features - (rows - 1) * in_features)
-    return max([0] + pairs)
+    """mf_fc_s8_dsp widens each block of two input rows (an odd last row: itself twice) into scratch
+    before it writes the block's output rows: after the block ending at row e, outputs < e * out_features
+    are written and inputs >= e * in_features are still to be read (none after the last block). A single
+    row (rows == 1) is read word by word while its outputs are written: they must end below it."""
+    if rows == 1:
+        return max(0, out_features)
+    return max([0] + [e * (out_features - in_features) for e in range(2, rows, 2)])
 
 
-def _dsp_matrix(w_data: np.ndarray) -> np.ndarray:
-    """[out][depth] int8 -> the int32 words of the *_dsp kernels (see mf_conv.c): per channel pair (a zero
-    channel completing an odd count) and group of 4 depths (zero-padded to an even number of groups), channel
-    2j's word then 2j + 1's."""
+def _dsp_stream(w_data: np.ndarray, dq: np.ndarray, cols: bool = False) -> np.ndarray:
+    """[out][depth] int8 weights and their [out][6] dq {bias, multiplier, L, E, K, M} -> the int32 stream of
+    the Cortex-M4/M7 matrix product (see mf_conv.c): weight words of int8 depths 4g .. 4g + 3, zeros past the
+    depth up to an even number of groups. Rows kernel (mf_mm_rows4): per channel its bias 4 times, its
+    words, then {multiplier, L, E, K, M}. Cols kernel (`cols`, mf_mm_cols4): per block of 4 channels (the
+    last channel repeated to fill the last block) the 4 biases, per group the 4 channels' words, then the
+    4 channels' {multiplier, L, E, K, M}."""
     outs, depth = w_data.shape
     groups = 2 * -(-depth // 8)
-    padded = np.zeros((outs + outs % 2, groups * 4), np.int8)
-    padded[:outs, :depth] = w_data
-    words = padded.reshape(-1, 2, groups, 4).transpose(0, 2, 1, 3)
-    return np.ascontiguousarray(words).reshape(-1).view("<i4").astype(np.int32)
+    padded = np.zeros((outs, groups * 4), np.int8)
+    padded[:, :depth] = w_data
+    words = padded.view("<i4").astype(np.int64)  # [out][groups]
+    f = dq.reshape(outs, 6).astype(np.int64)
+    bias, rest = f[:, :1], f[:, 1:]
+    if not cols:
+        return np.concatenate([np.repeat(bias, 4, axis=1), words, rest], axis=1).astype(np.int32).reshape(-1)
+    order = np.concatenate([np.arange(outs), np.full(-outs % 4, outs - 1)])
+    blocks = len(order) // 4
+    block_words = words[order].reshape(blocks, 4, groups).transpose(0, 2, 1).reshape(blocks, 4 * groups)
+    return np.concatenate([bias[order].reshape(blocks, 4), block_words, rest[order].reshape(blocks, 20)],
+                          axis=1).astype(np.int32).reshape(-1)
 
 
-def _dsp_fc(ctx: EmitContext, name: str, w_data: np.ndarray, rows: int, q: str, x_ptr: str, y_ptr: str,
+def _dsp_fc(ctx: EmitContext, name: str, w_data: np.ndarray, rows: int, rq: "_Requant", x_ptr: str, y_ptr: str,
             notes: list[str]) -> Call:
-    """mf_fc_s8_dsp for rows x in_features (int8) times w_data [out][in]."""
+    """mf_fc_s8_dsp for rows x in_features (int8) times w_data [out][in] (rq.dq set)."""
     outs, depth = w_data.shape
-    weights = ctx.constant(f"{name}_wdsp", _dsp_matrix(w_data), "int32_t")
+    weights = ctx.constant(f"{name}_wdsp", _dsp_stream(w_data, rq.dq, cols=rows == 1), "int32_t")
     params = ctx.struct("mf_fc_params", f"{name}_mm", dict(
-        weights=weights, rows=rows, in_features=depth, out_features=outs, q=q))
-    # a single row is widened word by word as it is read: no scratch
-    scratch = f"(int32_t *){ctx.scratch()}" if rows > 1 else "(int32_t *)0"
-    return Call(f"mf_fc_s8_dsp({params}, {x_ptr}, {y_ptr}, {scratch});", SOURCES,
-                scratch_bytes=32 * -(-depth // 8) if rows > 1 else 0, notes=notes,
+        weights=weights, rows=rows, in_features=depth, out_features=outs, q=rq.c(ctx, in_stream=True)))
+    # the widened rows: one (16 bytes per 8 depths), or a block of four
+    return Call(f"mf_fc_s8_dsp({params}, {x_ptr}, {y_ptr}, (int32_t *){ctx.scratch()});", SOURCES,
+                scratch_bytes=(16 if rows == 1 else 64) * -(-depth // 8), notes=notes,
                 overlaps={0: _widened_rows_safe_distance(rows, depth, outs)})
 
 
-def _gathered_safe_distance(pixels: int, in_c: int, out_c: int, reach_back: int, in_place: bool = False) -> int:
-    """mf_conv_s8 and mf_conv_s8_dsp (stride 1, same size) take the patches of two output pixels into
-    scratch, then write those two pixels. After writing pixels < q they still read input pixels
-    >= q - reach_back (a window reaches `reach_back` pixels before its own), so outputs may land on input
-    pixels below that. `in_place`: mf_conv_s8 with one-row kernels reads a patch that is one run of the
-    input where it lies, while it writes the block's outputs: then the block's own outputs count too."""
+def _window_reach(win: Window, in_h: int, in_w: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per output pixel in raster order, the first and the last input pixel (raster index) its window
+    reads: the top-left and bottom-right taps, clipped into the input. Clipping can only widen the range
+    a window seems to read, so distances computed from it stay safe."""
+    oy, ox = np.arange(win.out_h), np.arange(win.out_w)
+    top = np.clip(oy * win.stride_h - win.pad_top, 0, in_h - 1)
+    bottom = np.clip(oy * win.stride_h - win.pad_top + (win.kh - 1) * win.dilation_h, 0, in_h - 1)
+    left = np.clip(ox * win.stride_w - win.pad_left, 0, in_w - 1)
+    right = np.clip(ox * win.stride_w - win.pad_left + (win.kw - 1) * win.dilation_w, 0, in_w - 1)
+    return ((top[:, None] * in_w + left[None, :]).ravel().astype(np.int64),
+            (bottom[:, None] * in_w + right[None, :]).ravel().astype(np.int64))
+
+
+def _window_leaves_input(win: Window, in_h: int, in_w: int) -> tuple[bool, bool]:
+    """(some window leaves the input vertically, some horizontally): padding is read somewhere."""
+    reach_h = (win.out_h - 1) * win.stride_h - win.pad_top + (win.kh - 1) * win.dilation_h
+    reach_w = (win.out_w - 1) * win.stride_w - win.pad_left + (win.kw - 1) * win.dilation_w
+    return win.pad_top > 0 or reach_h >= in_h, win.pad_left > 0 or reach_w >= in_w
+
+
+def _gathered_safe_distance(win: Window, in_h: int, in_w: int, in_c: int, out_c: int,
+                            in_place: bool = False) -> int:
+    """mf_conv_s8 and mf_conv_s8_dsp take the patches of two output pixels (raster order) into scratch,
+    then write those two pixels. After writing pixels < e they still read input pixels from the first
+    one a later window reads, so the outputs may land on input pixels below that. `in_place`: mf_conv_s8
+    with one-row kernels reads a patch that is one run of the input where it lies while it writes the
+    block's outputs: then the block's own windows count too."""
+    first, _ = _window_reach(win, in_h, in_w)
+    pixels = len(first)
+    later_first = np.minimum.accumulate(first[::-1])[::-1]  # [q]: the lowest input pixel read from q on
+    starts = np.arange(0, pixels, 2)
+    ends = np.minimum(starts + 2, pixels)
     if in_place:
-        return max([0] + [min(q + 2, pixels) * out_c - max(0, q - reach_back) * in_c for q in range(0, pixels, 2)])
-    blocks = range(2, pixels, 2)  # after the last block nothing more is read
-    return max([0] + [q * out_c - max(0, q - reach_back) * in_c for q in blocks])
+        need = ends * out_c - later_first[starts] * in_c
+    else:
+        ends = ends[ends < pixels]  # after the last block nothing more is read
+        need = ends * out_c - later_first[ends] * in_c
+    return int(max(0, need.max(initial=0)))
+
+
+def _depthwise_safe_distance(win: Window, in_h: int, in_w: int, channels: int) -> SafeDistance:
+    """The 3x3 depthwise kernels write each pixel's channels (in increasing order, one or four at a time)
+    right after reading them from all its taps. Forward (raster order), the write of channel c of pixel i
+    may land on channel c of the first pixel its window reads, or lower, if no later window reads there.
+    Backward (last pixel first, channels still increasing), a whole pixel must land beyond every pixel
+    read so far and by the windows still to come: beyond the last pixel of any window up to its own."""
+    first, last = _window_reach(win, in_h, in_w)
+    pixel = np.arange(len(first))
+    later_first = np.minimum.accumulate(first[::-1])[::-1]
+    below = max(int(((pixel - first) * channels).max()),
+                int(((pixel[:-1] + 1 - later_first[1:]) * channels).max(initial=0)))
+    above = int(((np.maximum.accumulate(last) + 1 - pixel) * channels).max())
+    return SafeDistance(below=max(0, below), above=max(0, above))
 
 
 def _contiguous_patches(win: Window, in_h: int, in_w: int, groups: int) -> bool:
@@ -331,22 +387,24 @@ def lower_conv_2d(op: Op, ctx: EmitContext) -> Call:
     rq = _requant(op, x, w, out, w_data, out_c, axis=0, dsp=ctx.target in DSP_TARGETS)
     pointwise = kh == 1 and kw == 1 and win.stride_h == 1 and win.stride_w == 1 and groups == 1
     if pointwise and rq.dq is not None:
-        return _dsp_fc(ctx, name, w_data.reshape(out_c, c), batches * h * width, rq.c(ctx, rq.dq),
+        return _dsp_fc(ctx, name, w_data.reshape(out_c, c), batches * h * width, rq,
                        _c_in(ctx, x, "int8_t"), ctx.tensor(out),
                        ["1x1 convolution as a matrix product, SMLAD on widened rows"])
-    same_size = batches == 1 and (win.out_h, win.out_w) == (h, width) and win.stride_h == win.stride_w == 1
     if rq.dq is not None and groups == 1:
-        depth = kh * kw * c
-        weights = ctx.constant(f"{name}_wdsp", _dsp_matrix(w_data.reshape(out_c, depth)), "int32_t")
+        # a patch is its kernel rows, each zero-padded to whole words (mf_conv_widen_patch)
+        run = -(-kw * c // 4)
+        rows = np.zeros((out_c, kh, 4 * run), np.int8)
+        rows[:, :, :kw * c] = w_data.reshape(out_c, kh, kw * c)
+        depth = kh * 4 * run
+        weights = ctx.constant(f"{name}_wdsp", _dsp_stream(rows.reshape(out_c, depth), rq.dq), "int32_t")
         params = ctx.struct("mf_conv_params", f"{name}_conv", dict(
             weights=weights, **_geometry(x, out, win), groups=1, depth_multiplier=1,
-            input_zero_point=x.zero_point, q=rq.c(ctx, rq.dq)))
-        # both pixels' patches are widened before either output is written, as in mf_conv_s8
-        overlaps = {0: _gathered_safe_distance(h * width, c, out_c, win.pad_top * width + win.pad_left)} \
-            if same_size else {}
+            input_zero_point=x.zero_point, q=rq.c(ctx, in_stream=True)))
+        # the block's patches are widened before any of its outputs is written, as in mf_conv_s8
+        overlaps = {0: _gathered_safe_distance(win, h, width, c, out_c)} if batches == 1 else {}
         return Call(f"mf_conv_s8_dsp({params}, {_c_in(ctx, x, 'int8_t')}, {ctx.tensor(out)}, "
                     f"(int32_t *){ctx.scratch()});", SOURCES,
-                    scratch_bytes=(32 + (16 if c % 4 else 0)) * -(-depth // 8), overlaps=overlaps,
+                    scratch_bytes=64 * -(-depth // 8) + 4 * run, overlaps=overlaps,
                     notes=["convolution on widened patches, SMLAD"])
     q = rq.c(ctx)
     weights = ctx.tensor(w)  # [out][kh][kw][in/groups]: TFLite's layout is the kernel's
@@ -359,16 +417,15 @@ def lower_conv_2d(op: Op, ctx: EmitContext) -> Call:
     params = ctx.struct("mf_conv_params", f"{name}_conv", dict(
         weights=weights, **_geometry(x, out, win), groups=groups, depth_multiplier=1, input_zero_point=x.zero_point,
         q=q))
-    overlaps = {}
     if _contiguous_patches(win, h, width, groups):
         scratch, scratch_bytes = "(int8_t *)0", 0
     else:
         scratch_bytes = 2 * kh * kw * group_in
         scratch = f"(int8_t *){ctx.scratch()}"
-        if groups == 1 and same_size:
-            # one-row kernels (kh == 1) read unpadded patches in place (mf_conv_patch)
-            overlaps = {0: _gathered_safe_distance(h * width, c, out_c, win.pad_top * width + win.pad_left,
-                                                   in_place=kh == 1)}
+    # one-row kernels (kh == 1) read unpadded patches in place (mf_conv_patch); with groups, a later
+    # group's patch would be read after an earlier group's outputs were written
+    overlaps = {0: _gathered_safe_distance(win, h, width, c, out_c, in_place=kh == 1)} \
+        if groups == 1 and batches == 1 else {}
     return Call(f"mf_conv_s8({params}, {_c_in(ctx, x, 'int8_t')}, {ctx.tensor(out)}, {scratch});", SOURCES,
                 scratch_bytes=scratch_bytes, overlaps=overlaps)
 
@@ -403,22 +460,21 @@ def lower_depthwise_conv_2d(op: Op, ctx: EmitContext) -> Call:
     fast = kh == 3 and kw == 3 and mult == 1
     rq = _requant(op, x, w, out, w_data, out_c, axis=3, dsp=ctx.target in DSP_TARGETS and fast and c % 4 == 0)
     dsp = _dsp_depthwise(w_data, rq.dq) if rq.dq is not None else None
+    fields = {}
     if dsp is not None:
         weights = ctx.constant(f"{name}_wdsp", dsp[0], "int32_t")
         q = rq.c(ctx, dsp[1])
         kernel = "mf_dwconv_3x3_s8_dsp"
+        if any(_window_leaves_input(win, h, width)):  # the taps outside read the zero point from flash
+            fields["zero_row"] = ctx.constant(f"{name}_zero_row", np.full(c, x.zero_point, np.int8), "int8_t")
     else:
         weights = ctx.constant(f"{name}_w", np.ascontiguousarray(w_data).astype(np.int8), "int8_t")
         q = rq.c(ctx)
         kernel = "mf_dwconv_3x3_s8" if fast else "mf_dwconv_s8"
     params = ctx.struct("mf_conv_params", f"{name}_dw", dict(
-        weights=weights, **geometry, groups=1, depth_multiplier=mult, input_zero_point=x.zero_point, q=q))
-    overlaps = {}
-    if fast and batches == 1 and out.shape == x.shape and win.stride_h == win.stride_w == 1 and \
-            win.dilation_h == win.dilation_w == 1:
-        # Raster order, each output pixel's channel written after its 3x3 window was read: the output of
-        # pixel i lands on input pixel i - P (its own top-left tap), which no later pixel reads.
-        overlaps = {0: (win.pad_top * width + win.pad_left) * c}
+        weights=weights, **geometry, groups=1, depth_multiplier=mult, input_zero_point=x.zero_point, q=q,
+        backward=int(fast and ctx.runs_backward(x, out)), **fields))
+    overlaps = {0: _depthwise_safe_distance(win, h, width, c)} if fast and batches == 1 else {}
     return Call(f"{kernel}({params}, {_c_in(ctx, x, 'int8_t')}, {ctx.tensor(out)});", SOURCES,
                 notes=["3x3 depthwise, taps unrolled"] if fast else [], overlaps=overlaps)
 
@@ -439,7 +495,7 @@ def lower_fully_connected(op: Op, ctx: EmitContext) -> Call:
     _check_depth(op, in_features)
     rq = _requant(op, x, w, out, w_data, out_features, axis=0, dsp=ctx.target in DSP_TARGETS)
     if rq.dq is not None:
-        return _dsp_fc(ctx, name, w_data.reshape(out_features, in_features), rows, rq.c(ctx, rq.dq),
+        return _dsp_fc(ctx, name, w_data.reshape(out_features, in_features), rows, rq,
                        _c_in(ctx, x, "int8_t"), ctx.tensor(out), [])
     q = rq.c(ctx)
     params = ctx.struct("mf_fc_params", f"{name}_fc", dict(weights=ctx.tensor(w), **shape, q=q))

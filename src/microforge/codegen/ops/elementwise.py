@@ -5,7 +5,8 @@ alike are merged, so same-shape inputs become one flat loop, a per-channel const
 with the constant's stride 0 on the outer dimension, and a scalar becomes stride 0. A constant input is
 made the second operand (both ops are commutative in TFLM's arithmetic: each input keeps its own
 rescaling); for int8 ADD it is stored already centred, shifted and rescaled as int32, which saves two of
-the three requantizations per element.
+the three requantizations per element. A same-shape int8 ADD reads both rescalings from 256-entry tables
+and requantizes the sum in one SMMLAR, a form checked exhaustively at generation time (_add_tables).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import numpy as np
 from microforge.codegen.lowering import Call, EmitContext, lowering
 from microforge.codegen.ops.activations import reference_check, struct_name
 from microforge.errors import UnsupportedError
-from microforge.graph.ir import Op
+from microforge.graph.ir import Op, Tensor
 from microforge.reference.checks import activation_of
 from microforge.reference.fixedpoint import (
     activation_range_float,
@@ -80,11 +81,15 @@ def lower_binary(op: Op, ctx: EmitContext) -> Call:
         values = [int(v) for v in values]
         return values + [0] * (MAX_DIMS - len(values))
 
-    bc = ctx.struct("mf_bcast", struct_name(op, "bcast"),
-                    {"rank": len(dims), "dims": pad(dims), "a_strides": pad(sa), "b_strides": pad(sb)})
     x, z = ctx.tensor(a), ctx.tensor(out)
     act = op.options.get("fused_activation_function", "NONE")
     kind = op.type.lower()
+    if op.type == "ADD" and out.dtype == np.int8 and a.shape == b.shape == out.shape:
+        table_call = _add_through_tables(op, ctx, a, b)
+        if table_call is not None:
+            return table_call
+    bc = ctx.struct("mf_bcast", struct_name(op, "bcast"),
+                    {"rank": len(dims), "dims": pad(dims), "a_strides": pad(sa), "b_strides": pad(sb)})
 
     if out.dtype == np.float32:
         lo, hi = activation_range_float(activation_of(op))
@@ -100,10 +105,7 @@ def lower_binary(op: Op, ctx: EmitContext) -> Call:
             "out_offset": out.zero_point, "act_min": act_min, "act_max": act_max})
         return Call(f"mf_mul_s8({p}, {bc}, {x}, {ctx.tensor(b)}, {z});", ("mf_elementwise.c",))
 
-    twice_max_scale = 2.0 * max(a.scale, b.scale)
-    ma, sha = quantize_multiplier(a.scale / twice_max_scale)
-    mb, shb = quantize_multiplier(b.scale / twice_max_scale)
-    mo, sho = quantize_multiplier(twice_max_scale / ((1 << ADD_LEFT_SHIFT) * out.scale))
+    ma, sha, mb, shb, mo, sho = _add_multipliers(a, b, out)
     p = ctx.struct("mf_add_s8_params", struct_name(op, kind), {
         "a_offset": -a.zero_point, "b_offset": -b.zero_point, "left_shift": ADD_LEFT_SHIFT,
         "a_multiplier": ma, "a_shift": sha, "b_multiplier": mb, "b_shift": shb,
@@ -119,3 +121,60 @@ def lower_binary(op: Op, ctx: EmitContext) -> Call:
     same = a.shape == b.shape == out.shape
     return Call(f"mf_add_s8({p}, {bc}, {x}, {ctx.tensor(b)}, {z});", ("mf_elementwise.c",),
                 overlaps={0: 0, 1: 0} if same else {})
+
+
+def _add_multipliers(a, b, out) -> tuple[int, int, int, int, int, int]:
+    """TFLM's int8 ADD rescalings: each input to twice the larger input scale (after a shift left by 20),
+    the sum to the output: (significand, shift) for a, b and the output."""
+    twice_max_scale = 2.0 * max(a.scale, b.scale)
+    return (*quantize_multiplier(a.scale / twice_max_scale), *quantize_multiplier(b.scale / twice_max_scale),
+            *quantize_multiplier(twice_max_scale / ((1 << ADD_LEFT_SHIFT) * out.scale)))
+
+
+def _add_through_tables(op: Op, ctx: EmitContext, a: Tensor, b: Tensor) -> Call | None:
+    """A same-shape int8 ADD of a and b as mf_add_s8_table, or None where its short requantization is not
+    exact. It reads element i of both inputs before writing element i: the output may sit on either dying
+    input."""
+    out = op.outputs[0]
+    act_min, act_max = activation_range_quantized(op.options.get("fused_activation_function", "NONE"),
+                                                  out.scale, out.zero_point, np.int8)
+    ma, sha, mb, shb, mo, sho = _add_multipliers(a, b, out)
+    tables = _add_tables(-a.zero_point, ma, sha, -b.zero_point, mb, shb, mo, sho, out.zero_point, act_min, act_max)
+    if tables is None:
+        return None
+    a_table, b_table, short = tables
+    p = ctx.struct("mf_add_s8_table_params", struct_name(op, "add_tables"), {
+        "a_table": ctx.constant(struct_name(op, "a_table"), a_table, "int32_t"),
+        "b_table": ctx.constant(struct_name(op, "b_table"), b_table, "int32_t"),
+        "count": out.size, **short, "act_min": act_min, "act_max": act_max})
+    return Call(f"mf_add_s8_table({p}, {ctx.tensor(a)}, {ctx.tensor(b)}, {ctx.tensor(out)});", ("mf_elementwise.c",),
+                overlaps={0: 0, 1: 0},
+                notes=["ADD through per-input tables, one SMMLAR per element"])
+
+
+def _add_tables(a_offset: int, ma: int, sha: int, b_offset: int, mb: int, shb: int, mo: int, sho: int, out_zp: int,
+                lo: int, hi: int) -> tuple[np.ndarray, np.ndarray, dict] | None:
+    """mf_add_s8_table's constants, or None when its short requantization is not exact.
+
+    Each input's rescaled value (TFLM: centre, shift left by 20, requantize) depends on its byte alone: a
+    256-entry table per input, indexed by the byte read as unsigned. The sum s is requantized as
+        out = clamp(SMMLAR(s << L, multiplier, K + ((s >> 31) & M)) >> E)
+    with L = max(shift, 0) + 1, E = max(-shift, 0), M = -1 if E else 0, K = 2^(E-1) (0 if E = 0) plus
+    out_zp << E, the form the convolutions use. There are only 65,536 input pairs, so instead of a bound
+    every one of them is checked against TFLM's arithmetic (the reference interpreter's functions)."""
+    byte = np.arange(256, dtype=np.int64).astype(np.uint8).view(np.int8).astype(np.int64)
+    a_table = multiply_by_quantized_multiplier((byte + a_offset) << ADD_LEFT_SHIFT, ma, sha)
+    b_table = multiply_by_quantized_multiplier((byte + b_offset) << ADD_LEFT_SHIFT, mb, shb)
+    sums = (a_table[:, None] + b_table[None, :]).reshape(-1)
+    want = np.clip(multiply_by_quantized_multiplier(sums, mo, sho) + out_zp, lo, hi)
+    left, right = max(sho, 0) + 1, max(-sho, 0)
+    if mo < 0 or right > 31 or np.abs(sums).max() >= 2**(31 - left):
+        return None
+    k = (1 << (right - 1) if right else 0) + (out_zp << right)
+    m = -1 if right else 0
+    # SMMLAR's sum K * 2^32 + (s << L) * multiplier + 2^31, shifted right by 32, split so int64 holds it
+    top = k + np.where(sums < 0, m, 0) + (((sums << left) * mo + (1 << 31)) >> 32)
+    if np.abs(top).max() >= 2**31 or not np.array_equal(np.clip(top >> right, lo, hi), want):
+        return None
+    short = {"multiplier": mo, "left": left, "right": right, "k": k, "m": m}
+    return a_table.astype(np.int32), b_table.astype(np.int32), short

@@ -17,7 +17,7 @@ The harness is one FirmwareParts set compiled around the model by `build_firmwar
 of microforge.bench.dut (the MLPerf Tiny serial protocol) is another, built the same way.
 
 Debian packages relied on: gcc-arm-none-eabi, binutils-arm-none-eabi (pulled in by gcc-arm-none-eabi),
-libnewlib-arm-none-eabi (memcpy/memset and libgcc multilibs), qemu-system-arm (QEMU >= 7.2 with
+libnewlib-arm-none-eabi (memcpy/memset, libm's expf and libgcc multilibs), qemu-system-arm (QEMU >= 7.2 with
 plugin support), and the host gcc (builds the plugin).
 
     from microforge.codegen.targets.qemu import run_on_qemu
@@ -50,6 +50,9 @@ HARNESS_S = ("startup.S",)
 WARNINGS = ("-std=c99", "-Wall", "-Wextra", "-Werror")
 COMMON_CFLAGS = ("-ffunction-sections", "-fdata-sections")
 DEFAULT_CFLAGS = ("-O2",)
+# newlib's libm (the float kernels' expf), after every object: gcc appends libgcc and libc (nano.specs:
+# --start-group -lgcc -lc_nano --end-group) behind it, which resolve libm's own references (errno).
+LIBS = ("-lm",)
 
 
 @dataclass(frozen=True)
@@ -96,6 +99,9 @@ class QemuResult:
     instructions[i]    guest instructions executed by mf_invoke() for sample i (its first instruction
                        through its return; the `bl` calling it is not counted). Empty when counting was off.
     init_instructions  the same for mf_init()
+    op_instructions[i] with profile=True: instructions of each op of sample i, in the order mf_invoke
+                       runs them (the generated model's plan schedule), the 2 of each marker call left
+                       out; empty otherwise
     flash_bytes        text + rodata + data (whole firmware: model, harness, libc/libgcc)
     ram_bytes          data + bss (the stack is separate: stack_bytes)
     stack_bytes        deepest stack used below main's frame by mf_init and mf_invoke (measured on
@@ -116,6 +122,7 @@ class QemuResult:
     data: int
     bss: int
     breakdown: dict[str, dict[str, int]] = field(default_factory=dict)
+    op_instructions: list[list[int]] = field(default_factory=list)
     stack_samples: int = 0
     firmware_runs: int = 0
     build_dir: Path | None = None
@@ -416,7 +423,7 @@ class _Firmware:
         elf = self.dir / f"{name}.elf"
         cmd = [self.gcc, *self.board.arch_flags, "-nostartfiles", "--specs=nano.specs", "-Wl,--gc-sections",
                "-L", str(FIRMWARE_DIR), "-T", self.board.linker_script, f"-Wl,-Map={elf.with_suffix('.map')}",
-               *map(str, self.harness_objects), *map(str, self.model_objects), *extra, "-o", str(elf)]
+               *map(str, self.harness_objects), *map(str, self.model_objects), *extra, *LIBS, "-o", str(elf)]
         done = subprocess.run(cmd, check=False, cwd=self.dir, capture_output=True, text=True)
         if done.returncode != 0:
             reason = "it does not fit the board's memory" if "overflow" in done.stderr.lower() else "linking failed"
@@ -513,7 +520,9 @@ _EXCEPTIONS = {2: "NMI", 3: "HardFault", 4: "MemManage fault", 5: "BusFault", 6:
 
 
 def _run_qemu(board: Board, elf: Path, plugin: Path | None, begin: int, end: int, timeout_s: float,
-              tag: str, plugin_mode: str) -> tuple[str, list[int] | None]:
+              tag: str, plugin_mode: str, mark: int | None = None
+              ) -> tuple[str, list[int] | None, list[list[int]] | None]:
+    """Console text, then (with the plugin) each region's count and the counts at the marks inside it."""
     console = elf.with_name(f"{tag}_console.txt")
     counts = elf.with_name(f"{tag}_counts.txt")
     for stale in (console, counts):
@@ -525,6 +534,8 @@ def _run_qemu(board: Board, elf: Path, plugin: Path | None, begin: int, end: int
            "-kernel", str(elf)]
     if plugin is not None:
         args = f"begin={begin:#x},end={end:#x},out={_qemu_escape(counts)},mode={plugin_mode}"
+        if mark is not None:
+            args += f",mark={mark:#x}"
         cmd += ["-plugin", f"{_qemu_escape(plugin)},{args}"]
     try:
         done = subprocess.run(cmd, check=False, cwd=elf.parent, capture_output=True, text=True,
@@ -546,14 +557,21 @@ def _run_qemu(board: Board, elf: Path, plugin: Path | None, begin: int, end: int
     if "MF:DONE" not in text:
         raise TargetError(f"{board.target} ({board.machine}): the firmware ended without finishing its runs:\n"
                           f"{text[-2000:]}")
-    regions = None
+    regions, marks = None, None
     if plugin is not None:
         raw = counts.read_text() if counts.is_file() else ""
-        regions = [int(m) for m in re.findall(r"^R (\d+)$", raw, re.MULTILINE)]
+        regions, marks, pending = [], [], []
+        for kind, value in re.findall(r"^([RM]) (\d+)$", raw, re.MULTILINE):
+            if kind == "M":
+                pending.append(int(value))
+            else:  # a region's marks come before its count
+                regions.append(int(value))
+                marks.append(pending)
+                pending = []
         total = re.search(r"^T (\d+) (\d+) (\d+)$", raw, re.MULTILINE)
         if total and (int(total.group(2)) or int(total.group(3))):
             raise TargetError(f"{board.target}: the benchmark markers did not pair up ({raw[-500:]!r})")
-    return text, regions
+    return text, regions, marks
 
 
 def _parse_console(text: str, count: int, output_bytes: list[int], board: Board
@@ -580,7 +598,7 @@ def _parse_console(text: str, count: int, output_bytes: list[int], board: Board
 def run_on_qemu(model_dir: str | Path, board: str, inputs: Sequence, *, cflags: Sequence[str] | None = None,
                 timeout_s: float = 120.0, count_instructions: bool = True, stack_samples: int = 4,
                 max_samples_per_run: int | None = None, build_dir: str | Path | None = None,
-                plugin_mode: str = "tb") -> QemuResult:
+                plugin_mode: str = "tb", profile: bool = False) -> QemuResult:
     """Build `model_dir` (a generated model folder) for `board` ("qemu-m4" | "qemu-m7"), run every sample
     of `inputs` under QEMU, and return outputs and measurements.
 
@@ -593,6 +611,8 @@ def run_on_qemu(model_dir: str | Path, board: str, inputs: Sequence, *, cflags: 
     max_samples_per_run  cap on samples per firmware image; they are also split to fit the board's flash
     build_dir       keep the build there (default: a temporary folder, removed afterwards)
     plugin_mode     "tb" (one add per translated block; default) or "insn" (one per instruction; slower)
+    profile         also count each op (QemuResult.op_instructions): the model is compiled with
+                    -DMF_PROFILE, which calls a marker function between its ops (2 instructions each)
     """
     if board not in BOARDS:
         raise TargetError(f"unknown board {board!r}; choose one of {', '.join(BOARDS)}")
@@ -601,6 +621,8 @@ def run_on_qemu(model_dir: str | Path, board: str, inputs: Sequence, *, cflags: 
         raise TargetError(f"stack_samples must be >= 0, not {stack_samples}")
     if plugin_mode not in ("tb", "insn"):
         raise TargetError(f"plugin_mode must be 'tb' or 'insn', not {plugin_mode!r}")
+    if profile and not count_instructions:
+        raise TargetError("a profile needs count_instructions=True")
     model_dir = Path(model_dir)
     input_bytes, output_bytes = read_interface(model_dir)
     samples = _pack_samples(inputs, input_bytes)
@@ -616,7 +638,8 @@ def run_on_qemu(model_dir: str | Path, board: str, inputs: Sequence, *, cflags: 
         work = Path(build_dir)
         work.mkdir(parents=True, exist_ok=True)
     try:
-        fw = _Firmware(model_dir, spec, tools, work, list(cflags) if cflags is not None else list(DEFAULT_CFLAGS),
+        flags = list(cflags) if cflags is not None else list(DEFAULT_CFLAGS)
+        fw = _Firmware(model_dir, spec, tools, work, flags + (["-DMF_PROFILE"] if profile else []),
                        harness_parts(len(input_bytes), len(output_bytes), stack_samples))
         # An image without samples gives the sizes and how much flash is left for samples.
         bare = fw.link("fw_bare", [])
@@ -635,12 +658,15 @@ def run_on_qemu(model_dir: str | Path, board: str, inputs: Sequence, *, cflags: 
 
         outputs: list[tuple[bytes, ...]] = []
         instructions: list[int] = []
+        op_instructions: list[list[int]] = []
         init_instructions = None
         stack_bytes, stack_measured = 0, 0
         for b, batch in enumerate(batches):
             elf = fw.link(f"fw_{b}", batch)
             begin, end = fw.symbol(elf, "mf_bench_begin"), fw.symbol(elf, "mf_bench_end")
-            text, regions = _run_qemu(spec, elf, plugin, begin, end, timeout_s, f"run{b}", plugin_mode)
+            mark = fw.symbol(elf, "mf_profile_mark") if profile else None
+            text, regions, marks = _run_qemu(spec, elf, plugin, begin, end, timeout_s, f"run{b}", plugin_mode,
+                                             mark)
             got, (stack, measured, window) = _parse_console(text, len(batch), output_bytes, spec)
             if stack >= window:
                 raise TargetError(f"{board}: the stack overflowed into .bss (all {window} free bytes of RAM used)")
@@ -654,6 +680,12 @@ def run_on_qemu(model_dir: str | Path, board: str, inputs: Sequence, *, cflags: 
                 if init_instructions is None:
                     init_instructions = regions[1] - calibration - 1
                 instructions += [r - calibration - 1 for r in regions[2:]]
+                for at in marks[2:] if profile else []:
+                    if len(at) < 2:
+                        raise TargetError(f"{board}: the profile markers were not reached (is model.c generated "
+                                          f"by this version of microforge?)")
+                    # op k runs between marks k and k + 1, which add their bx lr and the next bl
+                    op_instructions.append([b - a - 2 for a, b in zip(at, at[1:])])
         return QemuResult(
             board=board,
             outputs=[b"".join(t) for t in outputs],
@@ -664,6 +696,7 @@ def run_on_qemu(model_dir: str | Path, board: str, inputs: Sequence, *, cflags: 
             ram_bytes=sizes["data"] + sizes["bss"],
             stack_bytes=stack_bytes,
             breakdown=breakdown,
+            op_instructions=op_instructions,
             stack_samples=stack_measured,
             firmware_runs=len(batches),
             build_dir=None if temp is not None else work,
