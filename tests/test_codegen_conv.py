@@ -297,6 +297,7 @@ def _dsp_specs():
         dict(base, kind="dw", kh=3, kw=3, padding="VALID", h=8, w=8, c=4, mult=1, seed=19, dh=2, dw=2),
         dict(base, kind="fc", in_shape=(1, 3, 37), keep=True, out=9, seed=20),
         dict(base, kind="fc", in_shape=(1, 70), keep=False, out=5, seed=21, act="RELU"),
+        dict(base, kind="fc", in_shape=(1, 64), keep=False, out=6, seed=22, act="RELU6"),  # row read in place
     ]
 
 
@@ -342,7 +343,9 @@ def test_lowering_picks_the_cortex_m_kernels(tmp_path):
                        "mf_dwconv_3x3_s8", "mf_dwconv_3x3_s8", "mf_dwconv_s8", "mf_fc_s8_dsp", "mf_fc_s8_dsp",
                        "mf_fc_s8_dsp", "mf_fc_s8_dsp", "mf_conv_s8_dsp", "mf_conv_s8_dsp", "mf_conv_s8_dsp",
                        "mf_conv_s8_dsp", "mf_dwconv_3x3_s8_dsp", "mf_dwconv_3x3_s8_dsp", "mf_dwconv_3x3_s8_dsp",
-                       "mf_fc_s8_dsp", "mf_fc_s8_dsp"]
+                       "mf_fc_s8_dsp", "mf_fc_s8_dsp", "mf_fc_s8_dsp"]
+    assert calls[str(len(graph.ops) - 1)].endswith("(int32_t *)0);")  # the 64-deep row is read in place
+    assert not calls[str(len(graph.ops) - 2)].endswith("(int32_t *)0);")  # the 70-deep one is widened
 
 
 # --- float32: TFLM's summation order, so agreement to float32 rounding ---------------------------------

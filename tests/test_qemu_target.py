@@ -201,7 +201,7 @@ def test_a_model_too_big_for_the_board_is_refused_before_building(tmp_path):
     generated = generate(microforge.load(INT8_MODELS["ad"]), tmp_path / "model", target="cortex-m4")
     assert f"#define MF_CONSTANT_BYTES {generated.constant_bytes} " in (tmp_path / "model" / "model.h").read_text()
     tiny = dataclasses.replace(BOARDS["qemu-m4"], flash_bytes=64 * 1024, ram_bytes=512)
-    with pytest.raises(TargetError, match=r"does not fit: its activation arena needs 2,048 B of RAM, the board has "
+    with pytest.raises(TargetError, match=r"does not fit: its activation arena needs 896 B of RAM, the board has "
                                           r"512 B; its constants need [\d,]+ B of flash, the board has 65,536 B"):
         build_firmware(generated.directory, tiny, tmp_path / "build", harness_parts(1, 1, 0))
     assert not list((tmp_path / "build").glob("*.o"))  # refused before compiling anything

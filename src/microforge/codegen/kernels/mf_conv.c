@@ -437,6 +437,10 @@ void mf_mm_cols4_full(const int32_t *stream, const mf_mm_job *job);
 void mf_mm_cols4_clamp(const int32_t *stream, const mf_mm_job *job);
 void mf_mm_cols4x2_full(const int32_t *stream, const mf_mm_job *job);
 void mf_mm_cols4x2_clamp(const int32_t *stream, const mf_mm_job *job);
+void mf_mm_cols4_int8_full(const int32_t *stream, const mf_mm_job *job); /* *_int8: job.s is the int8 row */
+void mf_mm_cols4_int8_clamp(const int32_t *stream, const mf_mm_job *job);
+void mf_mm_cols4x2_int8_full(const int32_t *stream, const mf_mm_job *job);
+void mf_mm_cols4x2_int8_clamp(const int32_t *stream, const mf_mm_job *job);
 
 __asm__(
     "    .syntax unified\n"
@@ -537,21 +541,27 @@ __asm__(
     "    smlad  \\acc, r4, r10, \\acc\n"
     "    smlad  \\acc, r5, \\wr, \\acc\n"
     "    .endm\n"
-    "    .macro mf_mm_cols_group\n"
+    "    .macro mf_mm_cols_group narrow\n"
+    "    .if \\narrow\n"
+    "    ldr    r5, [r11], #4\n"
+    "    sxtb16 r4, r5\n"
+    "    sxtb16 r5, r5, ror #8\n"
+    "    .else\n"
     "    ldrd   r4, r5, [r11], #8\n"
+    "    .endif\n"
     "    ldm    r12!, {r6-r9}\n"
     "    mf_mm_cols_mac r0, r6\n"
     "    mf_mm_cols_mac r1, r7\n"
     "    mf_mm_cols_mac r2, r8\n"
     "    mf_mm_cols_mac r3, r9\n"
     "    .endm\n"
-    "    .macro mf_mm_cols4 name, clamp, steps\n"
+    "    .macro mf_mm_cols4 name, clamp, steps, narrow\n"
     "    mf_mm_entry \\name\n"
     "1:  ldm    r12!, {r0-r3}\n"
     "    ldrd   r11, lr, [sp]\n"
     "2:\n"
     "    .rept 2 * \\steps\n"
-    "    mf_mm_cols_group\n"
+    "    mf_mm_cols_group \\narrow\n"
     "    .endr\n"
     "    subs   lr, lr, #1\n"
     "    bne    2b\n"
@@ -572,10 +582,14 @@ __asm__(
     "    mf_mm_rows4 mf_mm_rows4_clamp, 1, 1\n"
     "    mf_mm_rows4 mf_mm_rows4x2_full, 0, 2\n"
     "    mf_mm_rows4 mf_mm_rows4x2_clamp, 1, 2\n"
-    "    mf_mm_cols4 mf_mm_cols4_full, 0, 1\n"
-    "    mf_mm_cols4 mf_mm_cols4_clamp, 1, 1\n"
-    "    mf_mm_cols4 mf_mm_cols4x2_full, 0, 2\n"
-    "    mf_mm_cols4 mf_mm_cols4x2_clamp, 1, 2\n");
+    "    mf_mm_cols4 mf_mm_cols4_full, 0, 1, 0\n"
+    "    mf_mm_cols4 mf_mm_cols4_clamp, 1, 1, 0\n"
+    "    mf_mm_cols4 mf_mm_cols4x2_full, 0, 2, 0\n"
+    "    mf_mm_cols4 mf_mm_cols4x2_clamp, 1, 2, 0\n"
+    "    mf_mm_cols4 mf_mm_cols4_int8_full, 0, 1, 1\n"
+    "    mf_mm_cols4 mf_mm_cols4_int8_clamp, 1, 1, 1\n"
+    "    mf_mm_cols4 mf_mm_cols4x2_int8_full, 0, 2, 1\n"
+    "    mf_mm_cols4 mf_mm_cols4x2_int8_clamp, 1, 2, 1\n");
 
 MF_INLINE void mf_mm_rows4(const int32_t *stream, const mf_mm_job *job, int full_range) {
     if (job->x2)
@@ -584,8 +598,12 @@ MF_INLINE void mf_mm_rows4(const int32_t *stream, const mf_mm_job *job, int full
         (full_range ? mf_mm_rows4_full : mf_mm_rows4_clamp)(stream, job);
 }
 
-MF_INLINE void mf_mm_cols4(const int32_t *stream, const mf_mm_job *job, int full_range) {
-    if (job->x2)
+MF_INLINE void mf_mm_cols4(const int32_t *stream, const mf_mm_job *job, int full_range, int narrow) {
+    if (narrow && job->x2)
+        (full_range ? mf_mm_cols4x2_int8_full : mf_mm_cols4x2_int8_clamp)(stream, job);
+    else if (narrow)
+        (full_range ? mf_mm_cols4_int8_full : mf_mm_cols4_int8_clamp)(stream, job);
+    else if (job->x2)
         (full_range ? mf_mm_cols4x2_full : mf_mm_cols4x2_clamp)(stream, job);
     else
         (full_range ? mf_mm_cols4_full : mf_mm_cols4_clamp)(stream, job);
@@ -622,14 +640,15 @@ static void mf_mm_rows4(const int32_t *w, const mf_mm_job *job, int full_range) 
     }
 }
 
-static void mf_mm_cols4(const int32_t *w, const mf_mm_job *job, int full_range) {
+static void mf_mm_cols4(const int32_t *w, const mf_mm_job *job, int full_range, int narrow) {
     for (int8_t *y = job->y; y != job->y_end; y += 4) {
         int32_t a[4] = {w[0], w[1], w[2], w[3]};
         w += 4;
         const int32_t *s = job->s;
-        for (int32_t g = job->iters << (1 + job->x2); g > 0; --g, w += 4, s += 2) {
+        for (int32_t g = job->iters << (1 + job->x2); g > 0; --g, w += 4, s += narrow ? 1 : 2) {
+            const int32_t s0 = narrow ? mf_conv_sxtb16(s[0]) : s[0], s1 = narrow ? mf_conv_sxtb16_ror8(s[0]) : s[1];
             for (int c = 0; c < 4; ++c)
-                a[c] = mf_conv_smlad(s[1], mf_conv_sxtb16_ror8(w[c]), mf_conv_smlad(s[0], mf_conv_sxtb16(w[c]), a[c]));
+                a[c] = mf_conv_smlad(s1, mf_conv_sxtb16_ror8(w[c]), mf_conv_smlad(s0, mf_conv_sxtb16(w[c]), a[c]));
         }
         int32_t out[4];
         for (int c = 0; c < 4; ++c, w += 5) out[c] = mf_mm_req(w, a[c], job, full_range);
@@ -653,15 +672,19 @@ MF_INLINE void mf_fc_s8_dsp_body(const mf_fc_params *p, const int8_t *input, int
     const int32_t depth = p->in_features, outs = p->out_features, rows = p->rows, groups = mf_mm_groups(depth);
     const int32_t *const stream = (const int32_t *)p->weights;
     mf_mm_job job = mf_mm_job_of(scratch, groups, &p->q);
-    if (rows == 1) { /* widened once, then four channels a pass */
-        mf_mm_widen(input, depth, groups, scratch, 2);
+    if (rows == 1) { /* widened once (or, without scratch, word by word in every pass), four channels a pass */
+        const int narrow = scratch == 0; /* then in_features % 8 == 0: no zero groups to read */
+        if (narrow)
+            job.s = (const int32_t *)(const void *)input;
+        else
+            mf_mm_widen(input, depth, groups, scratch, 2);
         const int32_t whole = outs & ~3, last = outs - whole;
         job.y = output, job.d1 = 1, job.d2 = 2, job.d3 = 3, job.y_end = output + whole;
-        if (whole) mf_mm_cols4(stream, &job, full_range);
+        if (whole) mf_mm_cols4(stream, &job, full_range, narrow);
         if (last) { /* 1-3 channels, then repeats of the last one (the same bytes onto the same place) */
             job.y = output + whole, job.d1 = last > 1, job.d2 = last > 2 ? 2 : last - 1, job.d3 = last - 1;
             job.y_end = job.y + 4;
-            mf_mm_cols4(stream + (whole >> 2) * (24 + 4 * groups), &job, full_range);
+            mf_mm_cols4(stream + (whole >> 2) * (24 + 4 * groups), &job, full_range, narrow);
         }
         return;
     }

@@ -74,8 +74,9 @@ void mf_fc_s8(const mf_fc_params *p, const int8_t *input, int8_t *output);
  * requantization is proven exact: p->weights is the int32 stream of weights and constants described in
  * mf_conv.c (q.dq unused; q.act_min/act_max the clamp). `scratch` (4-aligned) holds the widened rows of a
  * block: 64 * ceil(in_features / 8) bytes for blocks of four rows (rows > 1), 16 * ceil(in_features / 8)
- * for a single row. Each block (four rows; the last one the rows left) is read entirely before its
- * outputs are written. */
+ * for a single row, or none (NULL) for a single row of in_features % 8 == 0 that is then widened word by
+ * word in every pass, read while the outputs are written. Otherwise each block (four rows; the last one
+ * the rows left) is read entirely before its outputs are written. */
 void mf_fc_s8_dsp(const mf_fc_params *p, const int8_t *input, int8_t *output, int32_t *scratch);
 
 /* Cortex-M4/M7 convolution with one group (weights a stream as for mf_fc_s8_dsp over patches of depth
