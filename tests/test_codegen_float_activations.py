@@ -85,12 +85,16 @@ SOFTMAX_SPECS = [("SOFTMAX", (1, 10), 1.0), ("SOFTMAX", (4, 7), 0.731), ("SOFTMA
 LOGISTIC_SPECS = [("LOGISTIC", (64,), 0.0), ("LOGISTIC", (2, 3, 17), 0.0)]
 
 
+def host_and_reference(specs, make_inputs, seed: int) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """The outputs of the graph of `specs` compiled for the host and of the reference interpreter."""
+    rng = np.random.default_rng(seed)
+    graph = float_graph(specs)
+    feeds = [make_inputs(rng, shape) for _, shape, _ in specs]
+    return compile_host(graph).run(*feeds), microforge.run(graph, *feeds)
+
+
 def test_softmax_on_host():
-    rng = np.random.default_rng(0)
-    graph = float_graph(SOFTMAX_SPECS)
-    feeds = [softmax_inputs(rng, shape) for _, shape, _ in SOFTMAX_SPECS]
-    got = compile_host(graph).run(*feeds)
-    want = microforge.run(graph, *feeds)
+    got, want = host_and_reference(SOFTMAX_SPECS, softmax_inputs, seed=0)
     assert_close(got, want, "SOFTMAX")
     for probs in got:  # every sample without NaN (a row of only -inf gives NaN, as in TFLM) sums to 1
         sums = probs[np.isfinite(probs).all(axis=tuple(range(1, probs.ndim)))].sum(axis=-1)
@@ -98,11 +102,7 @@ def test_softmax_on_host():
 
 
 def test_logistic_on_host():
-    rng = np.random.default_rng(1)
-    graph = float_graph(LOGISTIC_SPECS)
-    feeds = [logistic_inputs(rng, shape) for _, shape, _ in LOGISTIC_SPECS]
-    got = compile_host(graph).run(*feeds)
-    want = microforge.run(graph, *feeds)
+    got, want = host_and_reference(LOGISTIC_SPECS, logistic_inputs, seed=1)
     assert_close(got, want, "LOGISTIC")
     edges = got[0][0, : LOGISTIC_EDGES.size]
     assert edges[0] < 1.0 and edges[2] == 1.0  # TFLM's upper cutoff: 1 - 2^-23 at it, 1 just above
