@@ -332,7 +332,8 @@ void mf_fc_s8(const mf_fc_params *p, const int8_t *input, int8_t *output) {
  * MACs; more rows or channels than these four accumulators do not fit the 14 registers).
  * Cols kernel (mf_mm_cols4: a single row, e.g. FULLY_CONNECTED on one sample, where each weight is used
  * once): one row x four channels a pass sharing each load of the widened row; per 4 depths one LDRD of the
- * row, one LDM of the 4 channels' weight words, 8 SXTB16 and 8 SMLAD for 16 MACs.
+ * row, one LDM of the 4 channels' weight words, 8 SXTB16 and 8 SMLAD for 16 MACs. Its *_int8 variants
+ * read the int8 row itself (no scratch) and widen it in every pass: one LDR and 2 SXTB16 for the LDRD.
  *
  * Scratch: per group of 4 depths g (an even number of groups, zeros past the depth), for each row of the
  * block the int16 pairs (4g, 4g + 2) and (4g + 1, 4g + 3) of that row; SXTB16 of a weight word and of it

@@ -328,8 +328,8 @@ def _window_leaves_input(win: Window, in_h: int, in_w: int) -> tuple[bool, bool]
 
 def _gathered_safe_distance(win: Window, in_h: int, in_w: int, in_c: int, out_c: int,
                             in_place: bool = False) -> int:
-    """mf_conv_s8 and mf_conv_s8_dsp take the patches of two output pixels (raster order) into scratch,
-    then write those two pixels. After writing pixels < e they still read input pixels from the first
+    """mf_conv_s8 takes the patches of two output pixels (raster order) into scratch, then writes those
+    two pixels (mf_conv_s8_dsp four: every block end of four is one of two, so this distance holds). After writing pixels < e they still read input pixels from the first
     one a later window reads, so the outputs may land on input pixels below that. `in_place`: mf_conv_s8
     with one-row kernels reads a patch that is one run of the input where it lies while it writes the
     block's outputs: then the block's own windows count too."""
