@@ -945,46 +945,64 @@ static void mf_dwconv_3x3_channels(const int8_t *r0, const int8_t *r1, const int
     }
 }
 
+/* The pixel loops of both 3x3 depthwise kernels, in the order their declared safe distances assume:
+ * raster order, or reverse raster order with p->backward (the plan put the output over the top of the
+ * input). For each output pixel, y its output, x the batch's input and iy0, ix0 its window's top-left
+ * tap: INSIDE runs where the window lies in the input (r0: its first tap), BORDER elsewhere. */
+#define MF_DW3_FOR_EACH_PIXEL(p, input, output, INSIDE, BORDER)                                            \
+    do {                                                                                                  \
+        const int32_t dir_ = (p)->backward ? -1 : 1, y_step_ = dir_ * (p)->in_c;                          \
+        const int32_t pixels_ = (p)->out_h * (p)->out_w;                                                  \
+        for (int32_t b_ = 0; b_ < (p)->batches; ++b_) {                                                   \
+            const int8_t *const x = (input) + b_ * (p)->in_h * (p)->in_w * (p)->in_c;                     \
+            int8_t *y = (output) + (b_ * pixels_ + ((p)->backward ? pixels_ - 1 : 0)) * (p)->in_c;        \
+            for (int32_t i_ = 0, oy_ = (p)->backward ? (p)->out_h - 1 : 0; i_ < (p)->out_h; ++i_, oy_ += dir_) { \
+                const int32_t iy0 = oy_ * (p)->stride_h - (p)->pad_top;                                   \
+                const int rows_inside_ = iy0 >= 0 && iy0 + 2 * (p)->dilation_h < (p)->in_h;               \
+                for (int32_t j_ = 0, ox_ = (p)->backward ? (p)->out_w - 1 : 0; j_ < (p)->out_w;           \
+                     ++j_, ox_ += dir_, y += y_step_) {                                                   \
+                    const int32_t ix0 = ox_ * (p)->stride_w - (p)->pad_left;                              \
+                    if (rows_inside_ && ix0 >= 0 && ix0 + 2 * (p)->dilation_w < (p)->in_w) {              \
+                        const int8_t *const r0 = x + (iy0 * (p)->in_w + ix0) * (p)->in_c;                 \
+                        INSIDE;                                                                           \
+                    } else {                                                                              \
+                        BORDER;                                                                           \
+                    }                                                                                     \
+                }                                                                                         \
+            }                                                                                             \
+        }                                                                                                 \
+    } while (0)
+
 /* Channels of a border pixel are gathered this many at a time (with the zero point outside the input). */
 #define MF_DW_CHUNK 32
 
-void mf_dwconv_3x3_s8(const mf_conv_params *p, const int8_t *input, int8_t *output) {
-    const int32_t c_count = p->in_c;
-    const int32_t row = p->dilation_h * p->in_w * c_count; /* from one kernel row to the next */
-    const int32_t col = p->dilation_w * c_count;            /* from one kernel column to the next */
+/* A border pixel of mf_dwconv_3x3_s8: its taps gathered MF_DW_CHUNK channels at a time into patch. */
+static void mf_dwconv_3x3_border(const mf_conv_params *p, const int8_t *x, int32_t iy0, int32_t ix0, int8_t *y,
+                                 int8_t *patch) {
     const int8_t *w = (const int8_t *)p->weights;
     const int8_t pad = (int8_t)p->input_zero_point;
-    const int32_t dir = p->backward ? -1 : 1, y_step = dir * c_count; /* see mf_conv.h: raster order, or its reverse */
-    int8_t patch[9 * MF_DW_CHUNK];
-    for (int32_t b = 0; b < p->batches; ++b) {
-        const int8_t *x = input + b * p->in_h * p->in_w * c_count;
-        int8_t *y = output + (b * p->out_h * p->out_w + (p->backward ? p->out_h * p->out_w - 1 : 0)) * c_count;
-        for (int32_t i = 0, oy = p->backward ? p->out_h - 1 : 0; i < p->out_h; ++i, oy += dir) {
-            const int32_t iy0 = oy * p->stride_h - p->pad_top;
-            const int rows_inside = iy0 >= 0 && iy0 + 2 * p->dilation_h < p->in_h;
-            for (int32_t j = 0, ox = p->backward ? p->out_w - 1 : 0; j < p->out_w; ++j, ox += dir, y += y_step) {
-                const int32_t ix0 = ox * p->stride_w - p->pad_left;
-                if (rows_inside && ix0 >= 0 && ix0 + 2 * p->dilation_w < p->in_w) {
-                    const int8_t *r0 = x + (iy0 * p->in_w + ix0) * c_count;
-                    mf_dwconv_3x3_channels(r0, r0 + row, r0 + 2 * row, col, w, c_count, y, &p->q, 0);
-                    continue;
-                }
-                for (int32_t c0 = 0; c0 < c_count; c0 += MF_DW_CHUNK) {
-                    const int32_t n = c_count - c0 < MF_DW_CHUNK ? c_count - c0 : MF_DW_CHUNK;
-                    for (int32_t t = 0; t < 9; ++t) {
-                        const int32_t iy = iy0 + (t / 3) * p->dilation_h, ix = ix0 + (t % 3) * p->dilation_w;
-                        int8_t *dst = patch + t * n;
-                        if (iy >= 0 && iy < p->in_h && ix >= 0 && ix < p->in_w)
-                            memcpy(dst, x + (iy * p->in_w + ix) * c_count + c0, (size_t)n);
-                        else
-                            memset(dst, pad, (size_t)n);
-                    }
-                    mf_dwconv_3x3_channels(patch, patch + 3 * n, patch + 6 * n, n, w + 9 * c0, n, y + c0, &p->q,
-                                           c0);
-                }
-            }
+    for (int32_t c0 = 0; c0 < p->in_c; c0 += MF_DW_CHUNK) {
+        const int32_t n = p->in_c - c0 < MF_DW_CHUNK ? p->in_c - c0 : MF_DW_CHUNK;
+        for (int32_t t = 0; t < 9; ++t) {
+            const int32_t iy = iy0 + (t / 3) * p->dilation_h, ix = ix0 + (t % 3) * p->dilation_w;
+            int8_t *dst = patch + t * n;
+            if (iy >= 0 && iy < p->in_h && ix >= 0 && ix < p->in_w)
+                memcpy(dst, x + (iy * p->in_w + ix) * p->in_c + c0, (size_t)n);
+            else
+                memset(dst, pad, (size_t)n);
         }
+        mf_dwconv_3x3_channels(patch, patch + 3 * n, patch + 6 * n, n, w + 9 * c0, n, y + c0, &p->q, c0);
     }
+}
+
+void mf_dwconv_3x3_s8(const mf_conv_params *p, const int8_t *input, int8_t *output) {
+    const int32_t row = p->dilation_h * p->in_w * p->in_c; /* from one kernel row to the next */
+    const int32_t col = p->dilation_w * p->in_c;            /* from one kernel column to the next */
+    const int8_t *w = (const int8_t *)p->weights;
+    int8_t patch[9 * MF_DW_CHUNK];
+    MF_DW3_FOR_EACH_PIXEL(p, input, output,
+                          mf_dwconv_3x3_channels(r0, r0 + row, r0 + 2 * row, col, w, p->in_c, y, &p->q, 0),
+                          mf_dwconv_3x3_border(p, x, iy0, ix0, y, patch));
 }
 
 /* ------------------------------------------------------------------------------------------------------
@@ -1155,35 +1173,25 @@ MF_INLINE void mf_dw3_border(const int8_t *const t[9], const int32_t *w, const i
     }
 }
 
+/* The tap pointers of a border pixel (outside taps: the zero-point row), then mf_dw3_border. */
+MF_INLINE void mf_dw3_border_pixel(const mf_conv_params *p, const int8_t *x, int32_t iy0, int32_t ix0, int8_t *y,
+                                   int full_range) {
+    const int8_t *t[9];
+    for (int32_t k = 0; k < 9; ++k) {
+        const int32_t iy = iy0 + (k / 3) * p->dilation_h, ix = ix0 + (k % 3) * p->dilation_w;
+        const int inside = iy >= 0 && iy < p->in_h && ix >= 0 && ix < p->in_w;
+        t[k] = inside ? x + (iy * p->in_w + ix) * p->in_c : p->zero_row;
+    }
+    mf_dw3_border(t, (const int32_t *)p->weights, p->q.dq, p->in_c, y, p->q.act_min, p->q.act_max, full_range);
+}
+
 MF_INLINE void mf_dwconv_3x3_s8_dsp_body(const mf_conv_params *p, const int8_t *input, int8_t *output,
                                         int full_range) {
     const int32_t c_count = p->in_c, lo = p->q.act_min, hi = p->q.act_max;
     const int32_t row = p->dilation_h * p->in_w * c_count, col = p->dilation_w * c_count;
     const int32_t *const w = (const int32_t *)p->weights, *const f = p->q.dq;
-    const int32_t dir = p->backward ? -1 : 1, y_step = dir * c_count; /* see mf_conv.h: raster order, or its reverse */
-    for (int32_t b = 0; b < p->batches; ++b) {
-        const int8_t *x = input + b * p->in_h * p->in_w * c_count;
-        int8_t *y = output + (b * p->out_h * p->out_w + (p->backward ? p->out_h * p->out_w - 1 : 0)) * c_count;
-        for (int32_t i = 0, oy = p->backward ? p->out_h - 1 : 0; i < p->out_h; ++i, oy += dir) {
-            const int32_t iy0 = oy * p->stride_h - p->pad_top;
-            const int rows_inside = iy0 >= 0 && iy0 + 2 * p->dilation_h < p->in_h;
-            for (int32_t j = 0, ox = p->backward ? p->out_w - 1 : 0; j < p->out_w; ++j, ox += dir, y += y_step) {
-                const int32_t ix0 = ox * p->stride_w - p->pad_left;
-                if (rows_inside && ix0 >= 0 && ix0 + 2 * p->dilation_w < p->in_w) {
-                    mf_dw3_inside(x + (iy0 * p->in_w + ix0) * c_count, row, col, w, f, c_count, y, lo, hi,
-                                  full_range);
-                    continue;
-                }
-                const int8_t *t[9];
-                for (int32_t k = 0; k < 9; ++k) {
-                    const int32_t iy = iy0 + (k / 3) * p->dilation_h, ix = ix0 + (k % 3) * p->dilation_w;
-                    const int inside = iy >= 0 && iy < p->in_h && ix >= 0 && ix < p->in_w;
-                    t[k] = inside ? x + (iy * p->in_w + ix) * c_count : p->zero_row;
-                }
-                mf_dw3_border(t, w, f, c_count, y, lo, hi, full_range);
-            }
-        }
-    }
+    MF_DW3_FOR_EACH_PIXEL(p, input, output, mf_dw3_inside(r0, row, col, w, f, c_count, y, lo, hi, full_range),
+                          mf_dw3_border_pixel(p, x, iy0, ix0, y, full_range));
 }
 
 void mf_dwconv_3x3_s8_dsp(const mf_conv_params *p, const int8_t *input, int8_t *output) {
