@@ -347,15 +347,11 @@ void mf_fc_s8(const mf_fc_params *p, const int8_t *input, int8_t *output) {
  *     per group the 4 channels' weight words, then {multiplier, L, E, K, M} of each channel.
  * Requantization (see mf_requant_s8.dq): out = clamp(SMMLAR(acc << L, multiplier, K + ((acc >> 31) & M)) >> E). */
 
-/* r clamped to [lo, hi]; full_range: that range is all of int8, one SSAT on the DSP. */
+/* r clamped to [lo, hi] (full_range: that range is all of int8), for the portable C of the *_dsp kernels;
+ * their assembly clamps with SSAT, or SSUB8/SEL. */
 MF_INLINE int32_t mf_dsp_clamp(int32_t r, int32_t lo, int32_t hi, int full_range) {
-    if (full_range) {
-#if defined(__ARM_FEATURE_DSP)
-        return __ssat(r, 8);
-#else
+    if (full_range)
         return r < -128 ? -128 : (r > 127 ? 127 : r);
-#endif
-    }
     r = r < lo ? lo : r;
     return r > hi ? hi : r;
 }
@@ -770,7 +766,7 @@ void mf_conv_s8(const mf_conv_params *p, const int8_t *input, int8_t *output, in
 /* Cortex-M4/M7 convolution (groups = 1): the patches of four output pixels are widened into scratch, then
  * go through the rows kernel above. A patch is its kernel rows in order, each row's kw * in_c values
  * [kx][c] followed by zeros up to a whole number of words (`run` words; the weights are zero there, see
- * ops/conv.py _dsp_conv_weights), so that a kernel row inside the input is widened straight from it, its
+ * ops/conv.py lower_conv_2d), so that a kernel row inside the input is widened straight from it, its
  * last word reading up to 3 bytes past the row (any values: they meet zero weights). Rows that leave the
  * input are first gathered as int8 into scratch, with the input zero point outside it. */
 
@@ -1012,8 +1008,9 @@ void mf_dwconv_3x3_s8(const mf_conv_params *p, const int8_t *input, int8_t *outp
  * (w_c0, w_c2) and (w_c1, w_c3), read with one LDRD: per tap and 4 channels, 8 instructions for 4 MACs.
  * Weights and bias of channel c are pre-multiplied by 2^L_c (no shift left per output; the generator
  * checked that they still fit), so the requantization constants (mf_requant_s8.dq) are per group of 4
- * channels the 4 biases, then {multiplier, E, K, M} of each channel. Pixels whose window leaves the input read their outside taps from a buffer of the
- * zero point (a table of 9 tap pointers instead of two strides). */
+ * channels the 4 biases, then {multiplier, E, K, M} of each channel. Pixels whose window leaves the input
+ * read their outside taps from p->zero_row, in_c bytes of the zero point (a table of 9 tap pointers
+ * instead of two strides). */
 
 /* The 4 channels at tap pointer offset c: acc a0..a3 += the tap's products with weight words w[0], w[1]. */
 #define MF_DW3_TAP(ptr, wa, wb)                       \
@@ -1026,11 +1023,6 @@ void mf_dwconv_3x3_s8(const mf_conv_params *p, const int8_t *input, int8_t *outp
         a1 = mf_conv_smlabb(o_, wb, a1);              \
         a3 = mf_conv_smlatt(o_, wb, a3);              \
     } while (0)
-
-/* Output byte of accumulator a with the constants f = {multiplier, E, K, M} of its channel. */
-MF_INLINE int32_t mf_dw_out(const int32_t *f, int32_t a, int32_t lo, int32_t hi, int full_range) {
-    return mf_dsp_clamp(mf_smmlar(a, f[0], f[2] + ((a >> 31) & f[3])) >> f[1], lo, hi, full_range);
-}
 
 #if defined(__ARM_FEATURE_DSP)
 /* Requantize accumulator a (a register name in the asm) with its channel's {multiplier, E, K, M} at byte
@@ -1078,6 +1070,11 @@ MF_INLINE int32_t mf_dw_out(const int32_t *f, int32_t a, int32_t lo, int32_t hi,
                              : "cc", "memory");                                                        \
     } while (0)
 #else
+/* Output byte of accumulator a with the constants f = {multiplier, E, K, M} of its channel. */
+MF_INLINE int32_t mf_dw_out(const int32_t *f, int32_t a, int32_t lo, int32_t hi, int full_range) {
+    return mf_dsp_clamp(mf_smmlar(a, f[0], f[2] + ((a >> 31) & f[3])) >> f[1], lo, hi, full_range);
+}
+
 #define MF_DW3_BOUNDS4(lo, hi) (void)0
 #define MF_DW3_STORE()                                                  \
     do {                                                                \

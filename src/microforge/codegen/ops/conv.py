@@ -319,20 +319,21 @@ def _window_reach(win: Window, in_h: int, in_w: int) -> tuple[np.ndarray, np.nda
             (bottom[:, None] * in_w + right[None, :]).ravel().astype(np.int64))
 
 
-def _window_leaves_input(win: Window, in_h: int, in_w: int) -> tuple[bool, bool]:
-    """(some window leaves the input vertically, some horizontally): padding is read somewhere."""
+def _window_leaves_input(win: Window, in_h: int, in_w: int) -> bool:
+    """True when some window reaches past the input on any side: padding is read somewhere."""
     reach_h = (win.out_h - 1) * win.stride_h - win.pad_top + (win.kh - 1) * win.dilation_h
     reach_w = (win.out_w - 1) * win.stride_w - win.pad_left + (win.kw - 1) * win.dilation_w
-    return win.pad_top > 0 or reach_h >= in_h, win.pad_left > 0 or reach_w >= in_w
+    return win.pad_top > 0 or win.pad_left > 0 or reach_h >= in_h or reach_w >= in_w
 
 
 def _gathered_safe_distance(win: Window, in_h: int, in_w: int, in_c: int, out_c: int,
                             in_place: bool = False) -> int:
     """mf_conv_s8 takes the patches of two output pixels (raster order) into scratch, then writes those
-    two pixels (mf_conv_s8_dsp four: every block end of four is one of two, so this distance holds). After writing pixels < e they still read input pixels from the first
-    one a later window reads, so the outputs may land on input pixels below that. `in_place`: mf_conv_s8
-    with one-row kernels reads a patch that is one run of the input where it lies while it writes the
-    block's outputs: then the block's own windows count too."""
+    two pixels (mf_conv_s8_dsp four: every block end of four is one of two, so this distance holds). After
+    writing pixels < e they still read input pixels from the first one a later window reads, so the
+    outputs may land on input pixels below that. `in_place`: mf_conv_s8 with one-row kernels reads a patch
+    that is one run of the input where it lies while it writes the block's outputs: then the block's own
+    windows count too."""
     first, _ = _window_reach(win, in_h, in_w)
     pixels = len(first)
     later_first = np.minimum.accumulate(first[::-1])[::-1]  # [q]: the lowest input pixel read from q on
@@ -472,7 +473,7 @@ def lower_depthwise_conv_2d(op: Op, ctx: EmitContext) -> Call:
         weights = ctx.constant(f"{name}_wdsp", dsp[0], "int32_t")
         q = rq.c(ctx, dsp[1])
         kernel = "mf_dwconv_3x3_s8_dsp"
-        if any(_window_leaves_input(win, h, width)):  # the taps outside read the zero point from flash
+        if _window_leaves_input(win, h, width):  # the taps outside read the zero point from flash
             fields["zero_row"] = ctx.constant(f"{name}_zero_row", np.full(c, x.zero_point, np.int8), "int8_t")
     else:
         weights = ctx.constant(f"{name}_w", np.ascontiguousarray(w_data).astype(np.int8), "int8_t")

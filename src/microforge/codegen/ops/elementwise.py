@@ -16,7 +16,7 @@ import numpy as np
 from microforge.codegen.lowering import Call, EmitContext, lowering
 from microforge.codegen.ops.activations import reference_check, struct_name
 from microforge.errors import UnsupportedError
-from microforge.graph.ir import Op, Tensor
+from microforge.graph.ir import Op
 from microforge.reference.checks import activation_of
 from microforge.reference.fixedpoint import (
     activation_range_float,
@@ -81,21 +81,18 @@ def lower_binary(op: Op, ctx: EmitContext) -> Call:
         values = [int(v) for v in values]
         return values + [0] * (MAX_DIMS - len(values))
 
+    def bcast() -> str:  # emitted only by the kernels that take it (unused constants fail -Werror)
+        return ctx.struct("mf_bcast", struct_name(op, "bcast"),
+                          {"rank": len(dims), "dims": pad(dims), "a_strides": pad(sa), "b_strides": pad(sb)})
+
     x, z = ctx.tensor(a), ctx.tensor(out)
     act = op.options.get("fused_activation_function", "NONE")
     kind = op.type.lower()
-    if op.type == "ADD" and out.dtype == np.int8 and a.shape == b.shape == out.shape:
-        table_call = _add_through_tables(op, ctx, a, b)
-        if table_call is not None:
-            return table_call
-    bc = ctx.struct("mf_bcast", struct_name(op, "bcast"),
-                    {"rank": len(dims), "dims": pad(dims), "a_strides": pad(sa), "b_strides": pad(sb)})
-
     if out.dtype == np.float32:
         lo, hi = activation_range_float(activation_of(op))
         p = ctx.struct("mf_binary_f32_params", struct_name(op, kind),
                        {"f_min": max(lo, -FLOAT32_MAX), "f_max": min(hi, FLOAT32_MAX)})
-        return Call(f"mf_{kind}_f32({p}, {bc}, {x}, {ctx.tensor(b)}, {z});", ("mf_elementwise.c",))
+        return Call(f"mf_{kind}_f32({p}, {bcast()}, {x}, {ctx.tensor(b)}, {z});", ("mf_elementwise.c",))
 
     act_min, act_max = activation_range_quantized(act, out.scale, out.zero_point, np.int8)
     if op.type == "MUL":
@@ -103,9 +100,24 @@ def lower_binary(op: Op, ctx: EmitContext) -> Call:
         p = ctx.struct("mf_mul_s8_params", struct_name(op, kind), {
             "a_offset": -a.zero_point, "b_offset": -b.zero_point, "multiplier": multiplier, "shift": shift,
             "out_offset": out.zero_point, "act_min": act_min, "act_max": act_max})
-        return Call(f"mf_mul_s8({p}, {bc}, {x}, {ctx.tensor(b)}, {z});", ("mf_elementwise.c",))
+        return Call(f"mf_mul_s8({p}, {bcast()}, {x}, {ctx.tensor(b)}, {z});", ("mf_elementwise.c",))
 
-    ma, sha, mb, shb, mo, sho = _add_multipliers(a, b, out)
+    twice_max_scale = 2.0 * max(a.scale, b.scale)
+    ma, sha = quantize_multiplier(a.scale / twice_max_scale)
+    mb, shb = quantize_multiplier(b.scale / twice_max_scale)
+    mo, sho = quantize_multiplier(twice_max_scale / ((1 << ADD_LEFT_SHIFT) * out.scale))
+    same = a.shape == b.shape == out.shape
+    tables = _add_tables(-a.zero_point, ma, sha, -b.zero_point, mb, shb, mo, sho, out.zero_point, act_min,
+                         act_max) if same else None
+    if tables is not None:
+        a_table, b_table, short = tables
+        p = ctx.struct("mf_add_s8_table_params", struct_name(op, "add_tables"), {
+            "a_table": ctx.constant(struct_name(op, "a_table"), a_table, "int32_t"),
+            "b_table": ctx.constant(struct_name(op, "b_table"), b_table, "int32_t"),
+            "count": out.size, **short, "act_min": act_min, "act_max": act_max})
+        # element i of both inputs is read before element i is written: the output may sit on either
+        return Call(f"mf_add_s8_table({p}, {x}, {ctx.tensor(b)}, {z});", ("mf_elementwise.c",),
+                    overlaps={0: 0, 1: 0}, notes=["ADD through per-input tables, one SMMLAR per element"])
     p = ctx.struct("mf_add_s8_params", struct_name(op, kind), {
         "a_offset": -a.zero_point, "b_offset": -b.zero_point, "left_shift": ADD_LEFT_SHIFT,
         "a_multiplier": ma, "a_shift": sha, "b_multiplier": mb, "b_shift": shb,
@@ -115,41 +127,11 @@ def lower_binary(op: Op, ctx: EmitContext) -> Call:
         centred = (np.asarray(b.data, dtype=np.int64).reshape(-1) - b.zero_point) << ADD_LEFT_SHIFT
         scaled = multiply_by_quantized_multiplier(centred, mb, shb).astype(np.int32)
         y = ctx.constant(struct_name(op, "prescaled"), scaled, "int32_t")
-        return Call(f"mf_add_s8_prescaled({p}, {bc}, {x}, {y}, {z});", ("mf_elementwise.c",))
+        return Call(f"mf_add_s8_prescaled({p}, {bcast()}, {x}, {y}, {z});", ("mf_elementwise.c",))
     # Same shapes: one sequential loop reads element i of both inputs before writing element i, so the
     # output may sit on either dying input (distance 0).
-    same = a.shape == b.shape == out.shape
-    return Call(f"mf_add_s8({p}, {bc}, {x}, {ctx.tensor(b)}, {z});", ("mf_elementwise.c",),
+    return Call(f"mf_add_s8({p}, {bcast()}, {x}, {ctx.tensor(b)}, {z});", ("mf_elementwise.c",),
                 overlaps={0: 0, 1: 0} if same else {})
-
-
-def _add_multipliers(a, b, out) -> tuple[int, int, int, int, int, int]:
-    """TFLM's int8 ADD rescalings: each input to twice the larger input scale (after a shift left by 20),
-    the sum to the output: (significand, shift) for a, b and the output."""
-    twice_max_scale = 2.0 * max(a.scale, b.scale)
-    return (*quantize_multiplier(a.scale / twice_max_scale), *quantize_multiplier(b.scale / twice_max_scale),
-            *quantize_multiplier(twice_max_scale / ((1 << ADD_LEFT_SHIFT) * out.scale)))
-
-
-def _add_through_tables(op: Op, ctx: EmitContext, a: Tensor, b: Tensor) -> Call | None:
-    """A same-shape int8 ADD of a and b as mf_add_s8_table, or None where its short requantization is not
-    exact. It reads element i of both inputs before writing element i: the output may sit on either dying
-    input."""
-    out = op.outputs[0]
-    act_min, act_max = activation_range_quantized(op.options.get("fused_activation_function", "NONE"),
-                                                  out.scale, out.zero_point, np.int8)
-    ma, sha, mb, shb, mo, sho = _add_multipliers(a, b, out)
-    tables = _add_tables(-a.zero_point, ma, sha, -b.zero_point, mb, shb, mo, sho, out.zero_point, act_min, act_max)
-    if tables is None:
-        return None
-    a_table, b_table, short = tables
-    p = ctx.struct("mf_add_s8_table_params", struct_name(op, "add_tables"), {
-        "a_table": ctx.constant(struct_name(op, "a_table"), a_table, "int32_t"),
-        "b_table": ctx.constant(struct_name(op, "b_table"), b_table, "int32_t"),
-        "count": out.size, **short, "act_min": act_min, "act_max": act_max})
-    return Call(f"mf_add_s8_table({p}, {ctx.tensor(a)}, {ctx.tensor(b)}, {ctx.tensor(out)});", ("mf_elementwise.c",),
-                overlaps={0: 0, 1: 0},
-                notes=["ADD through per-input tables, one SMMLAR per element"])
 
 
 def _add_tables(a_offset: int, ma: int, sha: int, b_offset: int, mb: int, shb: int, mo: int, sho: int, out_zp: int,
