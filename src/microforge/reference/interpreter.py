@@ -7,6 +7,8 @@ batch replacing TFLite's leading 1; tensors whose first dimension is not 1 take 
 
 from __future__ import annotations
 
+from typing import Callable
+
 import numpy as np
 
 from microforge.errors import InputError, MicroforgeError, ModelError, UnsupportedError
@@ -59,9 +61,18 @@ def from_batch(tensor: Tensor, y: np.ndarray) -> np.ndarray:
     return y
 
 
-def run_batched(graph: Graph, batch_inputs: list[np.ndarray]) -> list[np.ndarray]:
-    """Run (N, *shape) inputs through the graph; returns (N, *shape) outputs. The core loop."""
+Observer = Callable[[Tensor, np.ndarray], None]
+
+
+def run_batched(graph: Graph, batch_inputs: list[np.ndarray], observe: Observer | None = None) -> list[np.ndarray]:
+    """Run (N, *shape) inputs through the graph; returns (N, *shape) outputs. The core loop.
+
+    `observe(tensor, value)` is called with every graph input and every op's output as it is computed
+    (calibration and per-layer assessment read intermediate tensors this way)."""
     values: dict[int, np.ndarray] = {t.index: x for t, x in zip(graph.inputs, batch_inputs)}
+    if observe is not None:
+        for t, x in zip(graph.inputs, batch_inputs):
+            observe(t, x)
     last_use = {}
     for op in graph.ops:
         for t in op.inputs:
@@ -89,15 +100,19 @@ def run_batched(graph: Graph, batch_inputs: list[np.ndarray]) -> list[np.ndarray
             raise ModelError(f"{op.where} produced {out.dtype} {list(out.shape[1:])}, but its output "
                              f"'{op.outputs[0].name}' is declared {op.outputs[0].dtype} {list(op.outputs[0].shape)}")
         values[op.outputs[0].index] = out
+        if observe is not None:
+            observe(op.outputs[0], out)
         for t in op.inputs:  # free what no later op reads
             if t is not None and last_use.get(t.index) == op.index and t.index not in keep:
                 values.pop(t.index, None)
     return [values[t.index] for t in graph.outputs]
 
 
-def run(graph: Graph, *inputs: np.ndarray, chunk: int = DEFAULT_CHUNK) -> np.ndarray | list[np.ndarray]:
+def run(graph: Graph, *inputs: np.ndarray, chunk: int = DEFAULT_CHUNK,
+        observe: Observer | None = None) -> np.ndarray | list[np.ndarray]:
     """Evaluate `graph` on a batch. One array per graph input; returns one array per output (or the
-    only output). Arrays are (N, *shape) with the batch replacing TFLite's leading 1 (see module doc)."""
+    only output). Arrays are (N, *shape) with the batch replacing TFLite's leading 1 (see module doc).
+    `observe` sees every tensor's value, chunk by chunk (see `run_batched`)."""
     check_supported(graph)
     if len(inputs) != len(graph.inputs):
         raise InputError(f"the model has {len(graph.inputs)} inputs; got {len(inputs)} arrays")
@@ -107,6 +122,6 @@ def run(graph: Graph, *inputs: np.ndarray, chunk: int = DEFAULT_CHUNK) -> np.nda
         raise InputError(f"inputs have different batch sizes: {[len(b) for b in batches]}")
     if count == 0:
         raise InputError("the input batch is empty")
-    pieces = [run_batched(graph, [b[i:i + chunk] for b in batches]) for i in range(0, count, chunk)]
+    pieces = [run_batched(graph, [b[i:i + chunk] for b in batches], observe) for i in range(0, count, chunk)]
     outputs = [from_batch(t, np.concatenate([p[k] for p in pieces])) for k, t in enumerate(graph.outputs)]
     return outputs[0] if len(outputs) == 1 else outputs

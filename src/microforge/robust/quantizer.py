@@ -1,0 +1,295 @@
+"""Our post-training quantizer: a float32 Graph and calibration inputs -> an integer Graph TFLM runs.
+
+Schemes:
+- `int8`: TFLite's int8 spec. Weights symmetric int8, per output channel for CONV_2D and
+  DEPTHWISE_CONV_2D (per tensor with `weights="per-tensor"`; FULLY_CONNECTED per tensor either way, as
+  TFLite's converter writes it), activations asymmetric int8 per tensor, bias int32 at
+  input_scale * weight_scale.
+- `int16x8`: the same with symmetric int16 activations and int64 bias (TFLite's 16x8 mode).
+Batch norm and activations arrive folded and fused: a float .tflite from TFLite's converter already has
+them in its convolutions (Keras models go through the converter first, see frontend.keras).
+
+Range rules the kernels impose, applied here so the output is a legal TFLite model:
+- ops that move values without arithmetic (RESHAPE, SQUEEZE, EXPAND_DIMS, MAX_POOL_2D, AVERAGE_POOL_2D,
+  PAD, PADV2) give their output the input's parameters;
+- SOFTMAX and LOGISTIC outputs are fixed: 1/256 and -128 (int8), 1/32768 and 0 (int16);
+- CONCATENATION copies bytes, so each input whose parameters differ from the output's is requantized
+  by an inserted QUANTIZE op first.
+Tensor names are kept, so every quantized tensor can be matched with its float original (robust.assess).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from microforge.errors import InputError, ModelError, UnsupportedError
+from microforge.frontend.writer import write_tflite
+from microforge.graph.ir import Graph, Op, Quantization, Tensor
+from microforge.reference.interpreter import check_supported, run, to_batch
+from microforge.robust.calibrate import METHODS, RangeObserver, affine_parameters
+
+SCHEMES = ("int8", "int16x8")
+WEIGHT_MODES = ("per-channel", "per-tensor")
+IO_TYPES = ("int8", "float")
+METADATA_KEY = "microforge_quantization"
+
+WEIGHT_OPS = {"CONV_2D": 0, "DEPTHWISE_CONV_2D": 3, "FULLY_CONNECTED": 0}  # op -> weights' channel axis
+SAME_PARAMETERS = {"RESHAPE", "SQUEEZE", "EXPAND_DIMS", "MAX_POOL_2D", "AVERAGE_POOL_2D", "PAD", "PADV2"}
+FIXED_OUTPUT = {"SOFTMAX", "LOGISTIC"}
+QUANTIZABLE = set(WEIGHT_OPS) | SAME_PARAMETERS | FIXED_OUTPUT | {
+    "ADD", "MUL", "CONCATENATION", "MEAN", "HARD_SWISH", "RELU", "RELU6"}
+
+
+@dataclass(frozen=True)
+class Scheme:
+    """What one tensor kind becomes: activation dtype and bits, whether symmetric, bias dtype."""
+
+    name: str
+    activation: np.dtype
+    bits: int
+    symmetric: bool
+    bias: np.dtype
+
+    @staticmethod
+    def named(name: str) -> "Scheme":
+        if name == "int8":
+            return Scheme(name, np.dtype(np.int8), 8, False, np.dtype(np.int32))
+        if name == "int16x8":
+            return Scheme(name, np.dtype(np.int16), 16, True, np.dtype(np.int64))
+        raise InputError(f"scheme '{name}' is not one of {', '.join(SCHEMES)}")
+
+    def fixed_output(self) -> tuple[float, int]:
+        """SOFTMAX / LOGISTIC output parameters TFLM requires."""
+        return (1.0 / 256, -128) if self.bits == 8 else (1.0 / 32768, 0)
+
+
+@dataclass
+class QuantizedModel:
+    """A quantized graph and how it was made. `ranges`: calibrated real interval per activation name."""
+
+    graph: Graph
+    scheme: str
+    weights: str
+    method: str
+    calibration_samples: int
+    ranges: dict[str, tuple[float, float]] = field(default_factory=dict)
+
+    def to_tflite(self) -> bytes:
+        return write_tflite(self.graph)
+
+    def save(self, path) -> Path:
+        path = Path(path)
+        path.write_bytes(self.to_tflite())
+        return path
+
+
+# ---------------------------------------------------------------------------------------------------------
+# checks
+
+
+def check_float_model(graph: Graph) -> None:
+    """A float model: float32 activations everywhere and only ops we can quantize (all listed at once)."""
+    problems = []
+    for t in graph.inputs:
+        if t.dtype != np.float32:
+            problems.append(f"input '{t.name}' is {t.dtype.name}")
+    for op in graph.ops:
+        if op.outputs and op.outputs[0].dtype != np.float32:
+            problems.append(f"{op.where}: output '{op.outputs[0].name}' is {op.outputs[0].dtype.name}")
+    if problems:
+        raise ModelError("the model is already quantized (quantize takes a float32 model):\n  "
+                         + "\n  ".join(problems))
+    unsupported = [f"{op.where}: cannot be quantized yet" for op in graph.ops if op.type not in QUANTIZABLE]
+    if unsupported:
+        raise UnsupportedError("the model uses ops microforge cannot quantize yet:\n  " + "\n  ".join(unsupported))
+    check_supported(graph)
+
+
+def calibration_batch(graph: Graph, data) -> np.ndarray:
+    """The calibration inputs as a float32 (N, *shape) batch for the graph's only input."""
+    if len(graph.inputs) != 1:
+        raise UnsupportedError(f"quantize handles models with one input; this one has {len(graph.inputs)}")
+    from microforge.robust.data import load_inputs
+
+    return load_inputs(data, graph.inputs[0])[0]
+
+
+def float_values(t: Tensor) -> np.ndarray:
+    """A constant's real values: float32 data, or int8 (hybrid) weights dequantized."""
+    if t.dtype == np.float32:
+        return t.data.astype(np.float64)
+    if t.dtype == np.int8 and t.quant is not None:
+        q = t.quant
+        shape = [1] * t.data.ndim
+        if q.per_channel:
+            shape[q.axis] = q.scale.size
+        return q.scale.astype(np.float64).reshape(shape) * (t.data - q.zero_point.reshape(shape))
+    return t.data  # integer shape / axis / padding operands stay as they are
+
+
+# ---------------------------------------------------------------------------------------------------------
+# the transformation
+
+
+class _Quantizer:
+    def __init__(self, graph: Graph, observer: RangeObserver, scheme: Scheme, weights: str, method: str, io: str):
+        self.graph, self.observer, self.scheme = graph, observer, scheme
+        self.per_channel, self.method, self.io = weights == "per-channel", method, io
+        self.tensors: list[Tensor] = []
+        self.ops: list[Op] = []
+        self.mapped: dict[int, Tensor] = {}  # float tensor index -> its quantized tensor
+        self.ranges: dict[str, tuple[float, float]] = {}
+
+    def new_tensor(self, name, shape, dtype, quant=None, data=None) -> Tensor:
+        t = Tensor(name, shape, dtype, quant, data)
+        self.tensors.append(t)
+        return t
+
+    def activation_parameters(self, t: Tensor) -> tuple[float, int]:
+        s = self.scheme
+        low, high = self.observer.range(t, self.method, s.bits, s.symmetric)
+        self.ranges[t.name] = (low, high)
+        return affine_parameters(low, high, s.bits, s.symmetric)
+
+    def activation(self, t: Tensor, scale: float, zero_point: int) -> Tensor:
+        q = self.new_tensor(t.name, t.shape, self.scheme.activation, Quantization([scale], [zero_point]))
+        self.mapped[t.index] = q
+        return q
+
+    def weights(self, op: Op, t: Tensor) -> Tensor:
+        """Symmetric int8 weights, per channel along the op's output axis or per tensor."""
+        w = float_values(t)
+        axis = WEIGHT_OPS[op.type]
+        per_channel = self.per_channel and op.type != "FULLY_CONNECTED"
+        if per_channel:
+            bound = np.abs(np.moveaxis(w, axis, 0).reshape(w.shape[axis], -1)).max(axis=1)
+        else:
+            bound = np.array([np.abs(w).max()])
+        scale = np.where(bound > 0, bound / 127.0, 0.0)
+        scale = np.where(scale > 0, scale, scale.max() if scale.max() > 0 else 1.0 / 127).astype(np.float32)
+        shape = [1] * w.ndim
+        if per_channel:
+            shape[axis] = scale.size
+        q = np.clip(np.round(w / scale.astype(np.float64).reshape(shape)), -127, 127).astype(np.int8)
+        return self.new_tensor(t.name, t.shape, np.int8, Quantization(scale, np.zeros(scale.size), axis), q)
+
+    def bias(self, t: Tensor, input_scale: float, weight_scale: np.ndarray) -> Tensor:
+        scale = input_scale * weight_scale.astype(np.float64)
+        info = np.iinfo(self.scheme.bias)
+        q = np.clip(np.round(float_values(t) / scale), info.min, info.max).astype(self.scheme.bias)
+        return self.new_tensor(t.name, t.shape, self.scheme.bias, Quantization(scale.astype(np.float32),
+                                                                               np.zeros(scale.size)), q)
+
+    def constant_operand(self, t: Tensor) -> Tensor:
+        """A float constant read like an activation (an ADD or MUL operand): quantized per tensor."""
+        values = float_values(t)
+        scale, zero_point = affine_parameters(min(values.min(), 0.0), max(values.max(), 0.0),
+                                              self.scheme.bits, self.scheme.symmetric)
+        info = np.iinfo(self.scheme.activation)
+        q = np.clip(np.round(values / scale) + zero_point, info.min, info.max).astype(self.scheme.activation)
+        return self.new_tensor(t.name, t.shape, self.scheme.activation, Quantization([scale], [zero_point]), q)
+
+    def requantized(self, source: Tensor, quant: Quantization) -> Tensor:
+        """`source` moved to `quant` by a QUANTIZE op, for an op that needs its inputs on one scale."""
+        out = self.new_tensor(f"{source.name}/requantized", source.shape, source.dtype,
+                              Quantization(quant.scale, quant.zero_point))
+        self.ops.append(Op("QUANTIZE", [source], [out]))
+        return out
+
+    def input_of(self, op: Op, position: int, t: Tensor | None) -> Tensor | None:
+        if t is None:
+            return None
+        if not t.is_constant:
+            return self.mapped[t.index]
+        if op.type in WEIGHT_OPS and position == 1:
+            return self.weights(op, t)
+        if (op.type in WEIGHT_OPS or op.type == "PADV2") and position == 2:
+            return None  # the bias needs the weights' scales, PADV2's fill value the input's: made in `op`
+        if t.dtype == np.float32:
+            return self.constant_operand(t)
+        return self.new_tensor(t.name, t.shape, t.dtype, t.quant, t.data)
+
+    def output_parameters(self, op: Op, inputs: list[Tensor | None]) -> tuple[float, int]:
+        if op.type in SAME_PARAMETERS:
+            return inputs[0].scale, inputs[0].zero_point
+        if op.type in FIXED_OUTPUT:
+            return self.scheme.fixed_output()
+        return self.activation_parameters(op.outputs[0])
+
+    def op(self, op: Op) -> None:
+        inputs = [self.input_of(op, i, t) for i, t in enumerate(op.inputs)]
+        if op.type in WEIGHT_OPS and len(op.inputs) > 2 and op.inputs[2] is not None:
+            inputs[2] = self.bias(op.inputs[2], inputs[0].scale, inputs[1].quant.scale)
+        if op.type == "PADV2":
+            inputs[2] = self.pad_value(op, inputs[0])
+        scale, zero_point = self.output_parameters(op, inputs)
+        out = self.activation(op.outputs[0], scale, zero_point)
+        if op.type == "CONCATENATION":
+            inputs = [x if x.quant.equals(out.quant) else self.requantized(x, out.quant) for x in inputs]
+        self.ops.append(Op(op.type, inputs, [out], dict(op.options), version=op.version))
+
+    def pad_value(self, op: Op, x: Tensor) -> Tensor:
+        """PADV2's fill value on the input's grid (it must share the input's parameters)."""
+        value = float(np.asarray(float_values(op.inputs[2])).reshape(-1)[0])
+        info = np.iinfo(self.scheme.activation)
+        q = np.clip(round(value / x.scale) + x.zero_point, info.min, info.max)
+        return self.new_tensor(op.inputs[2].name, op.inputs[2].shape, self.scheme.activation,
+                               Quantization([x.scale], [x.zero_point]),
+                               np.full(op.inputs[2].shape, q, dtype=self.scheme.activation))
+
+    def build(self) -> Graph:
+        graph_inputs = []
+        for t in self.graph.inputs:
+            scale, zero_point = self.activation_parameters(t)
+            if self.io == "float":
+                float_in = self.new_tensor(t.name, t.shape, np.float32)
+                q = self.new_tensor(f"{t.name}/quantized", t.shape, self.scheme.activation,
+                                    Quantization([scale], [zero_point]))
+                self.ops.append(Op("QUANTIZE", [float_in], [q]))
+                self.mapped[t.index] = q
+                graph_inputs.append(float_in)
+            else:
+                graph_inputs.append(self.activation(t, scale, zero_point))
+        for op in self.graph.ops:
+            self.op(op)
+        graph_outputs = []
+        for t in self.graph.outputs:
+            q = self.mapped[t.index]
+            if self.io == "float":
+                q.name = f"{t.name}/quantized"
+                float_out = self.new_tensor(t.name, t.shape, np.float32)
+                self.ops.append(Op("DEQUANTIZE", [q], [float_out]))
+                q = float_out
+            graph_outputs.append(q)
+        return Graph(self.tensors, self.ops, graph_inputs, graph_outputs, self.graph.description,
+                     dict(self.graph.metadata))
+
+
+def calibrate(graph: Graph, batch: np.ndarray) -> RangeObserver:
+    """Run the float graph over the calibration batch, observing every tensor's values."""
+    observer = RangeObserver()
+    run(graph, batch, observe=observer)
+    return observer
+
+
+def quantize_graph(graph: Graph, calibration, scheme: str = "int8", weights: str = "per-channel",
+                   method: str = "minmax", io: str = "int8") -> QuantizedModel:
+    """Quantize a float32 Graph with calibration inputs (float32, (N, *input shape)). See module doc."""
+    chosen = Scheme.named(scheme)
+    for value, allowed, what in ((weights, WEIGHT_MODES, "weights"), (method, METHODS, "method"),
+                                 (io, IO_TYPES, "io")):
+        if value not in allowed:
+            raise InputError(f"{what} '{value}' is not one of {', '.join(allowed)}")
+    check_float_model(graph)
+    batch = calibration_batch(graph, calibration)
+    observer = calibrate(graph, batch)
+    quantizer = _Quantizer(graph, observer, chosen, weights, method, io)
+    quantized = quantizer.build()
+    quantized.metadata[METADATA_KEY] = json.dumps(
+        {"scheme": scheme, "weights": weights, "method": method, "calibration_samples": len(batch)}).encode()
+    check_supported(quantized)
+    return QuantizedModel(quantized, scheme, weights, method, len(batch), quantizer.ranges)
