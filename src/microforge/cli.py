@@ -387,3 +387,69 @@ def firmware(model: Path = typer.Argument(..., help="a .tflite model"),
     except MicroforgeError as exc:
         _fail(exc)
     console.print(f"{board}: {elf} (arena {generated.arena_bytes:,} B)")
+
+
+@app.command()
+def quantize(model: Path = typer.Argument(..., help="a float32 .tflite or a Keras .keras model"),
+             calibration: Path = typer.Option(..., "--calibration", help="float32 .npy batch or runner folder"),
+             out: Path = typer.Option(..., "-o", "--out", help="where to write the quantized .tflite"),
+             scheme: str = typer.Option("int8", help="int8 | int16x8"),
+             weights: str = typer.Option("per-channel", help="per-channel | per-tensor"),
+             method: str = typer.Option("minmax", help="activation ranges: minmax | percentile | mse"),
+             io: str = typer.Option("int8", "--io", help="the model's input and output: int8 (quantized) | float")) -> None:
+    """Our post-training quantizer: calibrate on the reference interpreter, write a TFLM-ready model."""
+    from microforge import robust
+
+    try:
+        result = robust.quantize(model, calibration, scheme=scheme, weights=weights, method=method, io=io)
+        result.save(out)
+    except MicroforgeError as exc:
+        _fail(exc)
+    g = result.graph
+    console.print(f"wrote {out}: {scheme}, weights {weights}, ranges by {method}, "
+                  f"{result.calibration_samples} calibration samples, {len(g.ops)} ops")
+    for kind, tensors in (("input", g.inputs), ("output", g.outputs)):
+        for t in tensors:
+            quant = f" scale {t.scale:.6g} zero point {t.zero_point}" if t.quant is not None else ""
+            console.print(f"  {kind} '{t.name}' {list(t.shape)} {t.dtype}{quant}")
+
+
+@app.command()
+def assess(float_model: Path = typer.Argument(..., help="the float32 model (.tflite or .keras)"),
+           quant_model: Path = typer.Argument(..., help="its quantized version (.tflite)"),
+           data: Path = typer.Option(..., "--data", help="runner folder of float32 .bin inputs, or a .npy batch"),
+           shift: Optional[List[str]] = typer.Option(None, "--shift", help="noise:20dB, gain:2, offset:0.1 (repeatable)"),
+           target: str = typer.Option("reference", help="reference | host | qemu-m4 | qemu-m7"),
+           as_json: bool = typer.Option(False, "--json", help="print JSON"),
+           report: Optional[Path] = typer.Option(None, "--report", help="write Markdown + HTML with a plot here")) -> None:
+    """Per-layer error of a quantized model against its float original, measured on the deployed code."""
+    from microforge import robust
+    from microforge.robust.report import layer_rows, model_lines, write_assessment_report
+
+    try:
+        result = robust.assess(float_model, quant_model, data, shifts=shift or [], target=target)
+    except MicroforgeError as exc:
+        _fail(exc)
+    if report is not None:
+        write_assessment_report(result, report, f"{quant_model.name} against {float_model.name}")
+    if as_json:
+        print(json.dumps(result.to_json(), indent=1))
+        return
+    sections = [("clean inputs", result.model, result.layers)]
+    sections += [(f"shifted: {s['shift']}", s["model"], s["layers"]) for s in result.shifted]
+    for heading, model_numbers, layers in sections:
+        table = Table(title=f"{quant_model.name} on {target}, {result.samples} samples, {heading}", title_justify="left")
+        for column in ("#", "op", "MAE", "RMSE/scale", "SQNR dB", "cosine", "saturated", "instructions", "flag"):
+            table.add_column(column, justify="left" if column in ("op", "flag") else "right")
+        for row, layer in zip(layer_rows(layers), layers):
+            table.add_row(row[0], row[2], row[3], row[5], row[6], row[7], row[9], row[10], "!" if layer["flag"] else "")
+        console.print(table)
+        for line in model_lines(model_numbers):
+            console.print(f"  {line}")
+        for layer in layers:
+            if layer["flag"]:
+                short = layer["name"].rsplit(";", 1)[-1]  # TFLite joins the names of fused nodes with ';'
+                console.print(f"  [yellow]![/] {layer['index']} {layer['op']} '{short}': {layer['flag']}",
+                              highlight=False)
+    if report is not None:
+        console.print(f"report written to {report}/ (report.md, report.html, assessment.json)")

@@ -6,7 +6,7 @@ our quantizer keeps, else by position among ops of the same type) and compared a
 
     mae, rmse, max_abs_error   of  deq(q) - f,   deq(q) = scale * (q - zero_point)
     rmse_over_scale            rmse / scale: 0.29 is pure rounding noise (a uniform error of one step)
-    sqnr_db                    10 log10(sum f^2 / sum (deq(q) - f)^2)
+    sqnr_db                    10 log10(sum f^2 / sum (deq(q) - f)^2); None where either sum is 0
     cosine                     <f, deq(q)> / (|f| |deq(q)|)
     saturation                 share of values clipped: q at the type's limit while f lies more than half
                                a step beyond what that limit represents (a ReLU output sitting at the
@@ -164,19 +164,22 @@ class _Sums:
         norms = math.sqrt(self.signal * self.quantized)
         return {"mae": self.abs_error / self.count, "rmse": rmse, "rmse_over_scale": rmse / scale,
                 "sqnr_db": (10 * math.log10(self.signal / self.sq_error) if self.sq_error > 0 and self.signal > 0
-                            else (math.inf if self.sq_error == 0 else -math.inf)),
+                            else None),  # undefined: no error at all, or an all-zero float tensor
                 "cosine": self.dot / norms if norms > 0 else (1.0 if self.sq_error == 0 else 0.0),
                 "max_abs_error": self.max_abs_error, "saturation": self.saturated / self.count}
 
 
-def suggestion(layer: dict, scheme_bits: int) -> str | None:
-    """A fix for a flagged layer: too coarse a grid wants int16; clipping wants a wider / other range."""
+def suggestion(layer: dict, op: Op) -> str | None:
+    """A fix for a flagged layer: clipping wants another range; a coarse grid wants finer weights or int16."""
     if layer["saturation"] > FLAG_SATURATION:
-        return "values clip: calibrate on more representative data or use --method minmax for this range"
+        return "values clip: calibrate on more representative data, or a wider (minmax) range"
     if layer["rmse_over_scale"] > FLAG_RMSE_OVER_SCALE:
-        if layer["op"] in ("CONV_2D", "DEPTHWISE_CONV_2D") and scheme_bits == 8:
+        weights = op.inputs[1] if op.type in ("CONV_2D", "DEPTHWISE_CONV_2D") and len(op.inputs) > 1 else None
+        if weights is not None and weights.quant is not None and not weights.quant.per_channel:
             return "error well above rounding: per-channel weights, or int16x8 for this layer"
-        return "error well above rounding: int16x8 for this layer, or a percentile range for its input"
+        if op.outputs[0].dtype == np.int8:
+            return "error well above rounding: int16x8 for this layer, or a percentile range for its input"
+        return "error well above rounding even at int16: check the input's range (percentile or mse)"
     return None
 
 
@@ -279,7 +282,7 @@ class Assessment:
 
 
 def _measure(float_graph: Graph, quant_graph: Graph, matches: list[Match], runner: _Runner, x: np.ndarray,
-             labels, bits: int) -> tuple[list[dict], dict]:
+             labels) -> tuple[list[dict], dict]:
     sums = [_Sums() for _ in matches]
     wanted = {m.float_tensor.index for m in matches} | {t.index for t in float_graph.outputs}
     f_outs, q_outs = [], []
@@ -297,7 +300,7 @@ def _measure(float_graph: Graph, quant_graph: Graph, matches: list[Match], runne
         layer = {"name": m.quant_tensor.name, "op": m.op.type, "index": m.op.index,
                  **s.metrics(m.quant_tensor.scale),
                  "instructions": None if runner.instructions is None else runner.instructions.get(m.op.index)}
-        layer["flag"] = suggestion(layer, bits)
+        layer["flag"] = suggestion(layer, m.op)
         layers.append(layer)
     model = _model_metrics(np.concatenate(f_outs), np.concatenate(q_outs), quant_graph.outputs[0], labels)
     return layers, model
@@ -322,12 +325,11 @@ def assess_graphs(float_graph: Graph, quant_graph: Graph, x: np.ndarray, labels=
     if not matches:
         raise InputError("no quantized tensor of the second model matches a tensor of the float model")
     probe = probe_graph(quant_graph, [m.quant_tensor for m in matches])
-    bits = 8 * max(m.quant_tensor.dtype.itemsize for m in matches)
     with tempfile.TemporaryDirectory(prefix="microforge-assess-") as workdir:
         runner = _Runner(probe, target, workdir)
-        layers, model = _measure(float_graph, quant_graph, matches, runner, x, labels, bits)
+        layers, model = _measure(float_graph, quant_graph, matches, runner, x, labels)
         shifted = []
         for shift in shifts:
-            s_layers, s_model = _measure(float_graph, quant_graph, matches, runner, shift.apply(x), labels, bits)
+            s_layers, s_model = _measure(float_graph, quant_graph, matches, runner, shift.apply(x), labels)
             shifted.append({"shift": shift.label, "layers": s_layers, "model": s_model})
     return Assessment(target, len(x), layers, model, shifted)
