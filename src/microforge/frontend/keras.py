@@ -32,10 +32,9 @@ def keras_to_float_tflite(model) -> bytes:
     shape = [1] + [int(d) if d is not None else -1 for d in model.inputs[0].shape[1:]]
     if any(d < 0 for d in shape):
         raise ModelError(f"Keras model '{model.name}' has an input of unknown size {list(model.inputs[0].shape)}")
-    signature = tf.TensorSpec(shape, model.inputs[0].dtype)
-    function = tf.function(lambda x: model(x, training=False)).get_concrete_function(signature)
-    converter = tf.lite.TFLiteConverter.from_concrete_functions([function], model)
-    return converter.convert()
+    single_input = tf.keras.Input(shape[1:], batch_size=1, dtype=model.inputs[0].dtype)
+    single = tf.keras.Model(single_input, model(single_input, training=False))  # the same layers and weights
+    return tf.lite.TFLiteConverter.from_keras_model(single).convert()
 
 
 def read_keras(model) -> Graph:

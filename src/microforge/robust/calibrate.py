@@ -7,7 +7,7 @@ then picks the interval the quantized tensor will represent:
 - `minmax`: the observed extremes (TFLite's converter does this for activations).
 - `percentile`: the 0.01% and 99.99% quantiles of the sample, never wider than the extremes; outliers
   saturate instead of coarsening every other value.
-- `mse`: the extremes shrunk by the factor (of 40 between 0.2 and 1) that minimises the mean squared
+- `mse`: the extremes shrunk by the factor (of 64, geometrically from 0.01 to 1) that minimises the squared
   error of quantizing the sample to the scheme's integer grid.
 Every interval contains 0, because the TFLite spec needs an exactly representable zero.
 """
@@ -24,7 +24,7 @@ from microforge.graph.ir import Tensor
 METHODS = ("minmax", "percentile", "mse")
 SAMPLE_SIZE = 1 << 17  # values kept per tensor for percentile / mse: enough for 4 significant quantiles
 PERCENTILE = 99.99
-MSE_FACTORS = np.linspace(0.2, 1.0, 40)
+MSE_FACTORS = np.geomspace(0.01, 1.0, 64)
 
 
 @dataclass

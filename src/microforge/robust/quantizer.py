@@ -93,16 +93,14 @@ class QuantizedModel:
 
 def check_float_model(graph: Graph) -> None:
     """A float model: float32 activations everywhere and only ops we can quantize (all listed at once)."""
-    problems = []
-    for t in graph.inputs:
-        if t.dtype != np.float32:
-            problems.append(f"input '{t.name}' is {t.dtype.name}")
-    for op in graph.ops:
-        if op.outputs and op.outputs[0].dtype != np.float32:
-            problems.append(f"{op.where}: output '{op.outputs[0].name}' is {op.outputs[0].dtype.name}")
+    problems = [f"input '{t.name}' is {t.dtype.name}" for t in graph.inputs if t.dtype != np.float32]
+    integer_ops = [op for op in graph.ops if op.outputs and op.outputs[0].dtype != np.float32]
+    if integer_ops:
+        problems.append(f"{len(integer_ops)} of {len(graph.ops)} ops write integer tensors ("
+                        + ", ".join(f"{op.where} {op.outputs[0].dtype.name}" for op in integer_ops[:3])
+                        + (", ..." if len(integer_ops) > 3 else "") + ")")
     if problems:
-        raise ModelError("the model is already quantized (quantize takes a float32 model):\n  "
-                         + "\n  ".join(problems))
+        raise ModelError("the model is already quantized (quantize takes a float32 model): " + "; ".join(problems))
     unsupported = [f"{op.where}: cannot be quantized yet" for op in graph.ops if op.type not in QUANTIZABLE]
     if unsupported:
         raise UnsupportedError("the model uses ops microforge cannot quantize yet:\n  " + "\n  ".join(unsupported))
