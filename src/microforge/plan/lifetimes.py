@@ -140,6 +140,8 @@ def buffers_for(graph: Graph, schedule: list[int] | None = None, alignment: int 
     for i, b in enumerate(buffers):
         b.index = i
     by_root = {roots[b.tensors[0].index]: b for b in buffers if b.tensors}
+    # a graph output read by the last op "ends" at that op's step too, but its bytes must survive it
+    kept = {roots[t.index] for t in graph.outputs}
     for op_index, distances in (overlaps or {}).items():
         op, step = graph.ops[op_index], step_of[op_index]
         out = by_root[roots[op.outputs[0].index]]
@@ -148,7 +150,7 @@ def buffers_for(graph: Graph, schedule: list[int] | None = None, alignment: int 
             if source is None or source.is_constant:
                 continue
             into = by_root[roots[source.index]]
-            if into is not out and into.last == step and out.first == step:
+            if into is not out and into.last == step and out.first == step and roots[source.index] not in kept:
                 safe = distance if isinstance(distance, SafeDistance) else SafeDistance(below=distance)
                 # rounding a distance up keeps it safe: a kernel's distances hold for any larger one
                 if safe.below is not None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from microforge.robust.assess import Assessment, assess_graphs, parse_shifts
+from microforge.robust.assess import Assessment, assess_graphs, check_pair, parse_shifts
 from microforge.robust.data import load_inputs, load_model
 from microforge.robust.quantizer import QuantizedModel, quantize_graph
 
@@ -19,6 +19,7 @@ def assess(float_model, quant_model, data, shifts=(), target: str = "reference",
     .npy or runner folder, whose labels are used when `labels` is not given); `shifts` are Shift objects or
     strings such as 'noise:20dB', 'gain:2'. See robust.assess for every number."""
     float_graph, quant_graph = load_model(float_model), load_model(quant_model)
+    check_pair(float_graph, quant_graph, target)
     x, folder_labels = load_inputs(data, float_graph.inputs[0])
     parsed = [s for s in shifts if not isinstance(s, str)] + parse_shifts([s for s in shifts if isinstance(s, str)])
     return assess_graphs(float_graph, quant_graph, x, folder_labels if labels is None else labels, parsed, target)

@@ -306,9 +306,8 @@ def _measure(float_graph: Graph, quant_graph: Graph, matches: list[Match], runne
     return layers, model
 
 
-def assess_graphs(float_graph: Graph, quant_graph: Graph, x: np.ndarray, labels=None, shifts=(),
-                  target: str = "reference") -> Assessment:
-    """Compare `quant_graph` with `float_graph` on real-valued inputs x (N, *float input shape)."""
+def check_pair(float_graph: Graph, quant_graph: Graph, target: str) -> None:
+    """assess compares a float model with one input and output to a quantized model of the same input."""
     if target not in TARGETS:
         raise TargetError(f"unknown target '{target}'; choose one of {', '.join(TARGETS)}")
     for g, what in ((float_graph, "float"), (quant_graph, "quantized")):
@@ -321,6 +320,12 @@ def assess_graphs(float_graph: Graph, quant_graph: Graph, x: np.ndarray, labels=
     if float_graph.inputs[0].shape != quant_graph.inputs[0].shape:
         raise InputError(f"the models' inputs differ: {list(float_graph.inputs[0].shape)} (float) vs "
                          f"{list(quant_graph.inputs[0].shape)} (quantized)")
+
+
+def assess_graphs(float_graph: Graph, quant_graph: Graph, x: np.ndarray, labels=None, shifts=(),
+                  target: str = "reference") -> Assessment:
+    """Compare `quant_graph` with `float_graph` on real-valued inputs x (N, *float input shape)."""
+    check_pair(float_graph, quant_graph, target)
     matches = match_tensors(float_graph, quant_graph)
     if not matches:
         raise InputError("no quantized tensor of the second model matches a tensor of the float model")
