@@ -1,10 +1,9 @@
 """Our post-training quantizer: a float32 Graph and calibration inputs -> an integer Graph TFLM runs.
 
 Schemes:
-- `int8`: TFLite's int8 spec. Weights symmetric int8, per output channel for CONV_2D and
-  DEPTHWISE_CONV_2D (per tensor with `weights="per-tensor"`; FULLY_CONNECTED per tensor either way, as
-  TFLite's converter writes it), activations asymmetric int8 per tensor, bias int32 at
-  input_scale * weight_scale.
+- `int8`: TFLite's int8 spec. Weights symmetric int8, per output channel for CONV_2D,
+  DEPTHWISE_CONV_2D and FULLY_CONNECTED as TFLite's converter writes them today (per tensor with
+  `weights="per-tensor"`), activations asymmetric int8 per tensor, bias int32 at input_scale * weight_scale.
 - `int16x8`: the same with symmetric int16 activations and int64 bias (TFLite's 16x8 mode).
 Batch norm and activations arrive folded and fused: a float .tflite from TFLite's converter already has
 them in its convolutions (Keras models go through the converter first, see frontend.keras).
@@ -162,15 +161,14 @@ class _Quantizer:
         """Symmetric int8 weights, per channel along the op's output axis or per tensor."""
         w = float_values(t)
         axis = WEIGHT_OPS[op.type]
-        per_channel = self.per_channel and op.type != "FULLY_CONNECTED"
-        if per_channel:
+        if self.per_channel:
             bound = np.abs(np.moveaxis(w, axis, 0).reshape(w.shape[axis], -1)).max(axis=1)
         else:
             bound = np.array([np.abs(w).max()])
         scale = np.where(bound > 0, bound / 127.0, 0.0)
         scale = np.where(scale > 0, scale, scale.max() if scale.max() > 0 else 1.0 / 127).astype(np.float32)
         shape = [1] * w.ndim
-        if per_channel:
+        if self.per_channel:
             shape[axis] = scale.size
         q = np.clip(np.round(w / scale.astype(np.float64).reshape(shape)), -127, 127).astype(np.int8)
         return self.new_tensor(t.name, t.shape, np.int8, Quantization(scale, np.zeros(scale.size), axis), q)

@@ -1,0 +1,241 @@
+"""Our post-training quantizer beside TensorFlow's converter, on the same float models and calibration data.
+
+For each float model: TFLite's converter (full-integer int8 PTQ with the calibration batch as its
+representative dataset) and microforge's quantizer (int8 with per-channel or per-tensor weights, ranges by
+minmax, percentile or mse) make int8 models; each runs on the evaluation inputs through our interpreter
+(bit-exact with TFLM) and is compared with the float model: top-1 agreement, accuracy relative to float
+where there are labels, output MAE (on dequantized outputs), and the mean SQNR of its layers (robust.assess).
+
+The converter needs a TensorFlow model, and the MLPerf Tiny float models ship only as .tflite, so each is
+rebuilt as a Keras model with the same weights (rebuild_keras; checked against our float interpreter).
+
+Models and data (no labelled data for the MLPerf Tiny tasks here, so agreement with float is the measure):
+- kws: MLPerf Tiny DS-CNN (hybrid float model: int8 weights, dequantized); inputs are Free Spoken Digit
+  Dataset clips through the MLPerf KWS MFCC pipeline (calibration: recordings 5-49, evaluation 0-4).
+- vww, ic: MobileNetV1 96x96 and ResNet-8 32x32; inputs are synthetic smooth random images in each
+  model's input range (there is no image data here).
+- ad: the anomaly-detection autoencoder; inputs are 5-frame log-mel windows of the one shipped clip.
+
+    .venv/bin/python benchmarks/quantization.py [--eval 200] [--calibration 100]
+
+Writes benchmarks/results/quantization.{json,md}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+import microforge  # noqa: E402  (first: OR-Tools before TensorFlow)
+from microforge import robust  # noqa: E402
+from microforge.bench.dataset import fsdd_test_files  # noqa: E402
+from microforge.bench.features import ad_windows, kws_features_from_wav, read_ad_hist  # noqa: E402
+from microforge.robust.assess import quantize_inputs  # noqa: E402
+from microforge.robust.quantizer import float_values  # noqa: E402
+
+SHARED = ROOT.parent / "shared"
+MLPERF = SHARED / "models" / "mlperf_tiny"
+FSDD = SHARED / "data" / "fsdd" / "recordings"
+CACHE = ROOT / "benchmarks" / ".cache"
+RESULTS = ROOT / "benchmarks" / "results"
+FLOAT_MODELS = {
+    "kws": MLPERF / "kws_ref_model_float32.tflite",
+    "vww": MLPERF / "vww_96_float.tflite",
+    "ic": MLPERF / "ic_resnet8_pretrainedResnet_float.tflite",
+    "ad": MLPERF / "ad01_fp32.tflite",
+}
+OURS = [("int8", "per-channel", "minmax"), ("int8", "per-channel", "percentile"), ("int8", "per-channel", "mse"),
+        ("int8", "per-tensor", "minmax")]
+
+
+# ---------------------------------------------------------------------------------------------------------
+# data
+
+
+def fsdd_features(indices, limit: int, seed: int) -> np.ndarray:
+    cache = CACHE / f"fsdd_kws_{min(indices)}_{max(indices)}_{limit}_{seed}.npy"
+    if cache.exists():
+        return np.load(cache)
+    files = fsdd_test_files(FSDD, indices)
+    pick = np.random.default_rng(seed).permutation(len(files))[:limit]
+    x = np.stack([kws_features_from_wav(files[i][0]) for i in sorted(pick)]).astype(np.float32)[..., None]
+    CACHE.mkdir(parents=True, exist_ok=True)
+    np.save(cache, x)
+    return x
+
+
+def smooth_images(count: int, size: int, low: float, high: float, seed: int) -> np.ndarray:
+    """Random fields with most of their energy at low spatial frequencies, like photographs."""
+    rng = np.random.default_rng(seed)
+    coarse = rng.uniform(0, 1, size=(count, 6, 6, 3))
+    image = np.kron(coarse, np.ones((1, size // 6 + 1, size // 6 + 1, 1)))[:, :size, :size]
+    image = 0.7 * image + 0.3 * rng.uniform(0, 1, size=image.shape)
+    return (low + (high - low) * image).astype(np.float32)
+
+
+def datasets(n_cal: int, n_eval: int) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    windows = ad_windows(read_ad_hist(MLPERF / "ad01_sample_normal_id_01_00000000_hist_librosa.bin"))
+    windows = windows.reshape(len(windows), -1).astype(np.float32)
+    order = np.random.default_rng(0).permutation(len(windows))
+    return {
+        "kws": (fsdd_features(range(5, 50), n_cal, 0), fsdd_features(range(0, 5), n_eval, 1)),
+        "vww": (smooth_images(n_cal, 96, 0.0, 1.0, 0), smooth_images(n_eval, 96, 0.0, 1.0, 1)),
+        "ic": (smooth_images(n_cal, 32, 0.0, 255.0, 0), smooth_images(n_eval, 32, 0.0, 255.0, 1)),
+        "ad": (windows[order[:len(order) // 2]], windows[order[len(order) // 2:]]),
+    }
+
+
+# ---------------------------------------------------------------------------------------------------------
+# the peer: TensorFlow's converter on a Keras rebuild of the float model
+
+
+def rebuild_keras(graph):
+    """A Keras functional model computing what the float TFLite graph computes, with its weights."""
+    import tensorflow as tf
+
+    layers = tf.keras.layers
+    activation = {"NONE": None, "RELU": "relu", "RELU6": tf.nn.relu6}
+    inputs = tf.keras.Input(graph.inputs[0].shape[1:], batch_size=1)
+    values = {graph.inputs[0].index: inputs}
+    for op in graph.ops:
+        x = values[op.inputs[0].index]
+        o = op.options
+        act = activation.get(o.get("fused_activation_function", "NONE"))
+        bias = float_values(op.inputs[2]) if len(op.inputs) > 2 and op.inputs[2] is not None else None
+        if op.type == "CONV_2D":
+            w = float_values(op.inputs[1])
+            layer = layers.Conv2D(w.shape[0], w.shape[1:3], strides=(o["stride_h"], o["stride_w"]),
+                                  padding=o["padding"].lower(), activation=act, use_bias=bias is not None,
+                                  dilation_rate=(o["dilation_h_factor"], o["dilation_w_factor"]))
+            y = layer(x)
+            layer.set_weights([w.transpose(1, 2, 3, 0)] + ([bias] if bias is not None else []))
+        elif op.type == "DEPTHWISE_CONV_2D":
+            w = float_values(op.inputs[1])
+            channels = x.shape[-1]
+            layer = layers.DepthwiseConv2D(w.shape[1:3], strides=(o["stride_h"], o["stride_w"]),
+                                           padding=o["padding"].lower(), depth_multiplier=o["depth_multiplier"],
+                                           activation=act, use_bias=bias is not None)
+            y = layer(x)
+            kernel = w.reshape(w.shape[1], w.shape[2], channels, o["depth_multiplier"])
+            layer.set_weights([kernel] + ([bias] if bias is not None else []))
+        elif op.type == "FULLY_CONNECTED":
+            w = float_values(op.inputs[1])
+            if len(x.shape) > 2:
+                x = layers.Reshape((w.shape[1],))(x)
+            layer = layers.Dense(w.shape[0], activation=act, use_bias=bias is not None)
+            y = layer(x)
+            layer.set_weights([w.T] + ([bias] if bias is not None else []))
+        elif op.type == "AVERAGE_POOL_2D":
+            y = layers.AveragePooling2D((o["filter_height"], o["filter_width"]), (o["stride_h"], o["stride_w"]),
+                                        padding=o["padding"].lower())(x)
+            y = y if act is None else layers.Activation(act)(y)
+        elif op.type == "ADD":
+            y = layers.Add()([x, values[op.inputs[1].index]])
+            y = y if act is None else layers.Activation(act)(y)
+        elif op.type == "RESHAPE":
+            y = layers.Reshape(op.outputs[0].shape[1:])(x)
+        elif op.type == "SOFTMAX":
+            y = layers.Softmax()(x)
+        else:
+            raise NotImplementedError(f"rebuild_keras: {op.where}")
+        values[op.outputs[0].index] = y
+    return tf.keras.Model(inputs, values[graph.outputs[0].index])
+
+
+def converter_int8(keras_model, calibration: np.ndarray) -> bytes:
+    import tensorflow as tf
+
+    def representative():
+        for x in calibration:
+            yield [x[None]]
+
+    converter = tf.lite.TFLiteConverter.from_keras_model(keras_model)
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    converter.representative_dataset = representative
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    converter.inference_input_type = tf.int8
+    converter.inference_output_type = tf.int8
+    return converter.convert()
+
+
+# ---------------------------------------------------------------------------------------------------------
+# measuring
+
+
+def evaluate(float_graph, quant_graph, x: np.ndarray, float_out: np.ndarray) -> dict:
+    """Agreement and output MAE from the quantized model's own outputs, mean layer SQNR from assess."""
+    q_out = microforge.run(quant_graph, quantize_inputs(quant_graph, x))
+    t = quant_graph.outputs[0]
+    deq = t.scale * (q_out.reshape(len(x), -1).astype(np.float64) - t.zero_point)
+    f = float_out.reshape(len(x), -1).astype(np.float64)
+    report = robust.assess(float_graph, quant_graph, x)
+    sqnr = [layer["sqnr_db"] for layer in report.layers if layer["sqnr_db"] is not None]
+    return {"top1_agreement": float(np.mean(f.argmax(1) == deq.argmax(1))) if f.shape[1] > 1 else None,
+            "output_mae": float(np.mean(np.abs(deq - f))),
+            "relative_output_mae": float(np.mean(np.abs(deq - f)) / np.mean(np.abs(f))),
+            "mean_layer_sqnr_db": float(np.mean(sqnr)) if sqnr else None,
+            "flagged_layers": len(report.flagged), "layers": len(report.layers)}
+
+
+def measure_model(name: str, calibration: np.ndarray, evaluation: np.ndarray) -> list[dict]:
+    float_graph = microforge.load(FLOAT_MODELS[name])
+    float_out = microforge.run(float_graph, evaluation)
+    rows = []
+    keras_model = rebuild_keras(float_graph)
+    rebuilt = keras_model.predict(evaluation[:16], batch_size=1, verbose=0)
+    rebuild_error = float(np.max(np.abs(rebuilt - float_out[:16].reshape(rebuilt.shape))))
+    start = time.perf_counter()
+    converted = microforge.load(converter_int8(keras_model, calibration))
+    rows.append({"model": name, "quantizer": "TF converter", "scheme": "int8", "weights": "per-channel",
+                 "method": "minmax", "seconds": time.perf_counter() - start, "rebuild_max_abs_error": rebuild_error,
+                 **evaluate(float_graph, converted, evaluation, float_out)})
+    for scheme, weights, method in OURS:
+        start = time.perf_counter()
+        model = robust.quantize(float_graph, calibration, scheme=scheme, weights=weights, method=method)
+        rows.append({"model": name, "quantizer": "microforge", "scheme": scheme, "weights": weights,
+                     "method": method, "seconds": time.perf_counter() - start,
+                     **evaluate(float_graph, model.graph, evaluation, float_out)})
+    return rows
+
+
+def markdown(rows: list[dict]) -> str:
+    def pct(v):
+        return "-" if v is None else f"{100 * v:.1f}%"
+
+    lines = ["| model | quantizer | weights | ranges | top-1 agreement | output MAE (relative) | mean layer SQNR dB | "
+             "flagged layers | time (s) |", "|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['model']} | {r['quantizer']} | {r['weights']} | {r['method']} | {pct(r['top1_agreement'])} "
+                     f"| {r['output_mae']:.4g} ({pct(r['relative_output_mae'])}) | "
+                     f"{r['mean_layer_sqnr_db']:.1f} | {r['flagged_layers']}/{r['layers']} | {r['seconds']:.2f} |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--calibration", type=int, default=100, help="calibration samples per model")
+    parser.add_argument("--eval", type=int, default=200, help="evaluation samples per model")
+    parser.add_argument("--models", default="kws,vww,ic,ad")
+    args = parser.parse_args()
+    data = datasets(args.calibration, args.eval)
+    rows = []
+    for name in args.models.split(","):
+        calibration, evaluation = data[name]
+        print(f"{name}: {len(calibration)} calibration, {len(evaluation)} evaluation samples", flush=True)
+        rows += measure_model(name, calibration, evaluation)
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    command = "python benchmarks/quantization.py " + " ".join(sys.argv[1:])
+    (RESULTS / "quantization.json").write_text(json.dumps({"command": command.strip(), "rows": rows}, indent=1) + "\n")
+    table = markdown(rows)
+    (RESULTS / "quantization.md").write_text(f"Measured with `{command.strip()}`.\n\n{table}\n")
+    print(table)
+
+
+if __name__ == "__main__":
+    main()
