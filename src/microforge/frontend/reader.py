@@ -79,7 +79,8 @@ def read_tflite(source: bytes | bytearray | str | Path) -> Graph:
     return graph
 
 
-def _read_operator_code(reader: _Reader, model, i: int) -> tuple[str, int]:
+def _read_operator_code(reader: _Reader, model, i: int) -> tuple[str, int, bool]:
+    """(op type, version, whether it is one of microforge's dynamic fixed-point ops)."""
     try:
         code = model.OperatorCodes(i)
         builtin = max(code.BuiltinCode(), code.DeprecatedBuiltinCode())
@@ -89,10 +90,13 @@ def _read_operator_code(reader: _Reader, model, i: int) -> tuple[str, int]:
         raise reader.where_error(f"operator code {i}", exc) from None
     if builtin == tflite.BuiltinOperator.CUSTOM:
         name = custom.decode("utf-8", errors="replace") if custom else "?"
-        return f"CUSTOM:{name}", version
+        base = name[len(schema.DYNAMIC_CUSTOM_PREFIX):]
+        if name.startswith(schema.DYNAMIC_CUSTOM_PREFIX) and base in schema.BUILTIN_OPERATOR_CODES:
+            return base, version, True
+        return f"CUSTOM:{name}", version, False
     if builtin not in schema.BUILTIN_OPERATOR_NAMES:
         raise ModelError(f"malformed model: operator code {i} has unknown builtin op code {builtin}")
-    return schema.BUILTIN_OPERATOR_NAMES[builtin], version
+    return schema.BUILTIN_OPERATOR_NAMES[builtin], version, False
 
 
 def _read_tensors(reader: _Reader, model, subgraph, n_buffers: int) -> list[Tensor]:
@@ -203,7 +207,7 @@ def _read_ops(reader: _Reader, subgraph, tensors: list[Tensor], op_types) -> lis
             raise reader.where_error(f"op {i}", exc) from None
         if not 0 <= code_index < len(op_types):
             raise ModelError(f"op {i} uses operator code {code_index}, but the model has {len(op_types)}")
-        op_type, version = op_types[code_index]
+        op_type, version, dynamic = op_types[code_index]
         where = f"op {i} ({op_type})"
         for role, ids, allow_missing in (("input", input_ids, True), ("output", output_ids, False)):
             for k, tid in enumerate(ids):
@@ -213,6 +217,8 @@ def _read_ops(reader: _Reader, subgraph, tensors: list[Tensor], op_types) -> lis
         if not output_ids:
             raise ModelError(f"{where} has no output")
         options = _read_options(reader, raw, op_type, where)
+        if dynamic:
+            options[schema.DYNAMIC_OPTION] = True
         ins = [tensors[t] if t >= 0 else None for t in input_ids]
         ops.append(Op(op_type, ins, [tensors[t] for t in output_ids], options, i, version))
     return ops

@@ -41,6 +41,12 @@ ENUM_FIELDS = {
 }
 VECTOR_FIELDS = {"new_shape", "squeeze_dims"}
 
+# microforge's dynamic fixed point (robust.dynamic) is no TFLite semantics: such an op is written as a
+# CUSTOM op named this prefix + its builtin type, with the builtin's own options table, so TFLite Micro
+# refuses the model by naming the op instead of running it with the wrong arithmetic.
+DYNAMIC_CUSTOM_PREFIX = "MICROFORGE_DYNAMIC_FIXED_POINT:"
+DYNAMIC_OPTION = "dynamic_fixed_point"
+
 _POOL = ("Pool2DOptions", ("padding", "stride_w", "stride_h", "filter_width", "filter_height",
                            "fused_activation_function"))
 

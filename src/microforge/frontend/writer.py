@@ -60,12 +60,12 @@ def write_tflite(graph: Graph) -> bytes:
 
     tensors = [_tensor(builder, t, tensor_buffer.get(t.index, 0)) for t in graph.tensors]
 
-    op_codes: list[tuple[str, int]] = []
+    op_codes: list[tuple[str, int, bool]] = []
     for op in graph.ops:
-        if (op.type, op.version) not in op_codes:
-            op_codes.append((op.type, op.version))
-    operators = [_operator(builder, op, op_codes.index((op.type, op.version))) for op in graph.ops]
-    codes = [_operator_code(builder, op_type, version) for op_type, version in op_codes]
+        if _code_key(op) not in op_codes:
+            op_codes.append(_code_key(op))
+    operators = [_operator(builder, op, op_codes.index(_code_key(op))) for op in graph.ops]
+    codes = [_operator_code(builder, *key) for key in op_codes]
 
     name = builder.CreateString("main")
     tensors_vec = _offsets(builder, "SubGraph", "tensors", tensors)
@@ -191,11 +191,23 @@ def _operator(builder: flatbuffers.Builder, op: Op, code_index: int) -> int:
     return om.OperatorEnd(builder)
 
 
-def _operator_code(builder: flatbuffers.Builder, op_type: str, version: int) -> int:
+def _code_key(op: Op) -> tuple[str, int, bool]:
+    return op.type, op.version, bool(op.options.get(schema.DYNAMIC_OPTION))
+
+
+def _operator_code(builder: flatbuffers.Builder, op_type: str, version: int, dynamic: bool) -> int:
     if op_type not in schema.BUILTIN_OPERATOR_CODES:
         raise ModelError(f"op type {op_type} is not a TFLite builtin op")
     code = schema.BUILTIN_OPERATOR_CODES[op_type]
     oc = _module("OperatorCode")
+    if dynamic:  # see schema.DYNAMIC_CUSTOM_PREFIX
+        name = builder.CreateString(schema.DYNAMIC_CUSTOM_PREFIX + op_type)
+        oc.OperatorCodeStart(builder)
+        oc.OperatorCodeAddDeprecatedBuiltinCode(builder, tflite.BuiltinOperator.CUSTOM)
+        oc.OperatorCodeAddBuiltinCode(builder, tflite.BuiltinOperator.CUSTOM)
+        oc.OperatorCodeAddCustomCode(builder, name)
+        oc.OperatorCodeAddVersion(builder, version)
+        return oc.OperatorCodeEnd(builder)
     oc.OperatorCodeStart(builder)
     oc.OperatorCodeAddDeprecatedBuiltinCode(builder, min(code, tflite.BuiltinOperator.PLACEHOLDER_FOR_GREATER_OP_CODES))
     oc.OperatorCodeAddBuiltinCode(builder, code)

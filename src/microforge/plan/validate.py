@@ -13,7 +13,8 @@ import numpy as np
 from microforge.errors import PlanError
 from microforge.graph.ir import Graph, Tensor
 from microforge.reference.interpreter import run_batched
-from microforge.reference.registry import KERNELS
+from microforge.reference.dynamic import DynamicValue
+from microforge.reference.registry import kernel_for
 
 
 def random_inputs(graph: Graph, count: int, seed: int = 0) -> list[np.ndarray]:
@@ -31,9 +32,11 @@ def random_inputs(graph: Graph, count: int, seed: int = 0) -> list[np.ndarray]:
 
 def run_in_arena(graph: Graph, schedule: list[int], tensor_offsets: dict[int, int], arena_bytes: int,
                  batch_inputs: list[np.ndarray]) -> list[np.ndarray]:
-    """Run the graph with every activation stored in one uint8 arena per sample, at its planned offset."""
+    """Run the graph with every activation stored in one uint8 arena per sample, at its planned offset.
+    Dynamic fixed-point exponents live outside the arena, as in the generated C."""
     count = len(batch_inputs[0])
     arena = np.zeros((count, arena_bytes), dtype=np.uint8)
+    exponents: dict[int, np.ndarray] = {}
 
     def span(t: Tensor) -> slice:
         start = tensor_offsets[t.index]
@@ -42,10 +45,13 @@ def run_in_arena(graph: Graph, schedule: list[int], tensor_offsets: dict[int, in
                             f"{arena_bytes}-byte arena")
         return slice(start, start + t.nbytes)
 
-    def load(t: Tensor) -> np.ndarray:
-        return arena[:, span(t)].copy().view(t.dtype).reshape((count,) + t.shape)
+    def load(t: Tensor):
+        value = arena[:, span(t)].copy().view(t.dtype).reshape((count,) + t.shape)
+        return DynamicValue(value, exponents[t.index]) if t.index in exponents else value
 
-    def store(t: Tensor, value: np.ndarray) -> None:
+    def store(t: Tensor, value) -> None:
+        if isinstance(value, DynamicValue):
+            exponents[t.index], value = value.exponent, value.values
         arena[:, span(t)] = np.ascontiguousarray(value).reshape(count, -1).view(np.uint8)
 
     for t, x in zip(graph.inputs, batch_inputs):
@@ -53,7 +59,7 @@ def run_in_arena(graph: Graph, schedule: list[int], tensor_offsets: dict[int, in
     for i in schedule:
         op = graph.ops[i]
         args = [None if t is None else t.data[np.newaxis] if t.is_constant else load(t) for t in op.inputs]
-        store(op.outputs[0], KERNELS[op.type].fn(op, args))
+        store(op.outputs[0], kernel_for(op).fn(op, args))
     return [load(t) for t in graph.outputs]
 
 

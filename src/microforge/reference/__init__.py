@@ -6,6 +6,7 @@ Importing the package registers every kernel in `registry.KERNELS`.
 from microforge.reference import (  # noqa: F401
     activations,
     conv,
+    dynamic,
     elementwise,
     pad,
     pool,

@@ -13,7 +13,7 @@ import numpy as np
 
 from microforge.errors import InputError, MicroforgeError, ModelError, UnsupportedError
 from microforge.graph.ir import Graph, Tensor
-from microforge.reference.registry import KERNELS
+from microforge.reference.registry import kernel_for
 
 DEFAULT_CHUNK = 256  # samples per pass: bounds memory on large evaluations
 
@@ -22,9 +22,10 @@ def unsupported_ops(graph: Graph) -> list[str]:
     """Every op the reference interpreter cannot run, described with its index; empty if all are fine."""
     problems = []
     for op in graph.ops:
-        entry = KERNELS.get(op.type)
+        entry = kernel_for(op)
         if entry is None:
-            problems.append(f"{op.where}: op type not supported")
+            variant = " in dynamic fixed point" if op.options.get("dynamic_fixed_point") else ""
+            problems.append(f"{op.where}: op type not supported{variant}")
             continue
         first = next((t for t in op.inputs if t is not None), None)
         if first is not None and first.dtype.name not in entry.dtypes:
@@ -89,7 +90,7 @@ def run_batched(graph: Graph, batch_inputs: list[np.ndarray], observe: Observer 
             else:
                 args.append(values[t.index])
         try:
-            out = KERNELS[op.type].fn(op, args)
+            out = kernel_for(op).fn(op, args)
         except MicroforgeError:
             raise
         except Exception as exc:  # a kernel's unchecked assumption: report it against the op, not numpy

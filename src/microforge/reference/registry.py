@@ -24,14 +24,25 @@ class KernelEntry:
 
 
 KERNELS: dict[str, KernelEntry] = {}
+# Kernels of microforge's dynamic fixed point (reference/dynamic.py), for ops marked
+# options["dynamic_fixed_point"]: their activation arguments and results are DynamicValue objects.
+DYNAMIC_KERNELS: dict[str, KernelEntry] = {}
 
 
-def kernel(*op_types: str, dtypes: tuple[str, ...] = ("int8", "float32")):
-    """Register `fn` as the reference kernel of `op_types` for ops whose first input has one of `dtypes`."""
+def kernel_for(op: Op) -> KernelEntry | None:
+    """The op's reference kernel, from the dynamic fixed-point table when the op is marked so."""
+    table = DYNAMIC_KERNELS if op.options.get("dynamic_fixed_point") else KERNELS
+    return table.get(op.type)
+
+
+def kernel(*op_types: str, dtypes: tuple[str, ...] = ("int8", "float32"), dynamic: bool = False):
+    """Register `fn` as the reference kernel of `op_types` for ops whose first input has one of `dtypes`
+    (`dynamic`: of the dynamic fixed-point variants of those ops)."""
+    table = DYNAMIC_KERNELS if dynamic else KERNELS
 
     def register(fn: Kernel) -> Kernel:
         for op_type in op_types:
-            KERNELS[op_type] = KernelEntry(fn, dtypes)
+            table[op_type] = KernelEntry(fn, dtypes)
         return fn
 
     return register

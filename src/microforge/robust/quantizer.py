@@ -5,6 +5,11 @@ Schemes:
   DEPTHWISE_CONV_2D and FULLY_CONNECTED as TFLite's converter writes them today (per tensor with
   `weights="per-tensor"`), activations asymmetric int8 per tensor, bias int32 at input_scale * weight_scale.
 - `int16x8`: the same with symmetric int16 activations and int64 bias (TFLite's 16x8 mode).
+- `dynamic`: microforge's per-layer dynamic fixed point (reference/dynamic.py has the rules): weights int8
+  with one power-of-two scale per layer, biases int32 at a power of two, every activation's exponent
+  chosen at run time; float32 input and output. Its ops are marked `dynamic_fixed_point` (written as
+  CUSTOM ops, so TFLM refuses the model by name). Activation scales in the file are the calibration's
+  power of two, for information: the kernels use the exponents of each inference.
 Batch norm and activations arrive folded and fused: a float .tflite from TFLite's converter already has
 them in its convolutions (Keras models go through the converter first, see frontend.keras).
 
@@ -28,10 +33,11 @@ import numpy as np
 from microforge.errors import InputError, ModelError, UnsupportedError
 from microforge.frontend.writer import write_tflite
 from microforge.graph.ir import Graph, Op, Quantization, Tensor
-from microforge.reference.interpreter import check_supported, run, to_batch
+from microforge.reference.dynamic import exponent_for
+from microforge.reference.interpreter import check_supported, run
 from microforge.robust.calibrate import METHODS, RangeObserver, affine_parameters
 
-SCHEMES = ("int8", "int16x8")
+SCHEMES = ("int8", "int16x8", "dynamic")
 WEIGHT_MODES = ("per-channel", "per-tensor")
 IO_TYPES = ("int8", "float")
 METADATA_KEY = "microforge_quantization"
@@ -41,6 +47,8 @@ SAME_PARAMETERS = {"RESHAPE", "SQUEEZE", "EXPAND_DIMS", "MAX_POOL_2D", "AVERAGE_
 FIXED_OUTPUT = {"SOFTMAX", "LOGISTIC"}
 QUANTIZABLE = set(WEIGHT_OPS) | SAME_PARAMETERS | FIXED_OUTPUT | {
     "ADD", "MUL", "CONCATENATION", "MEAN", "HARD_SWISH", "RELU", "RELU6"}
+DYNAMIC_QUANTIZABLE = set(WEIGHT_OPS) | {"ADD", "AVERAGE_POOL_2D", "MAX_POOL_2D", "RESHAPE", "SQUEEZE",
+                                         "EXPAND_DIMS", "SOFTMAX"}
 
 
 @dataclass(frozen=True)
@@ -52,6 +60,7 @@ class Scheme:
     bits: int
     symmetric: bool
     bias: np.dtype
+    dynamic: bool = False
 
     @staticmethod
     def named(name: str) -> "Scheme":
@@ -59,6 +68,8 @@ class Scheme:
             return Scheme(name, np.dtype(np.int8), 8, False, np.dtype(np.int32))
         if name == "int16x8":
             return Scheme(name, np.dtype(np.int16), 16, True, np.dtype(np.int64))
+        if name == "dynamic":
+            return Scheme(name, np.dtype(np.int8), 8, True, np.dtype(np.int32), dynamic=True)
         raise InputError(f"scheme '{name}' is not one of {', '.join(SCHEMES)}")
 
     def fixed_output(self) -> tuple[float, int]:
@@ -90,7 +101,7 @@ class QuantizedModel:
 # checks
 
 
-def check_float_model(graph: Graph) -> None:
+def check_float_model(graph: Graph, scheme: Scheme) -> None:
     """A float model: float32 activations everywhere and only ops we can quantize (all listed at once)."""
     problems = [f"input '{t.name}' is {t.dtype.name}" for t in graph.inputs if t.dtype != np.float32]
     integer_ops = [op for op in graph.ops if op.outputs and op.outputs[0].dtype != np.float32]
@@ -100,7 +111,8 @@ def check_float_model(graph: Graph) -> None:
                         + (", ..." if len(integer_ops) > 3 else "") + ")")
     if problems:
         raise ModelError("the model is already quantized (quantize takes a float32 model): " + "; ".join(problems))
-    unsupported = [f"{op.where}: cannot be quantized yet" for op in graph.ops if op.type not in QUANTIZABLE]
+    allowed, variant = (DYNAMIC_QUANTIZABLE, " in dynamic fixed point") if scheme.dynamic else (QUANTIZABLE, "")
+    unsupported = [f"{op.where}: cannot be quantized{variant} yet" for op in graph.ops if op.type not in allowed]
     if unsupported:
         raise UnsupportedError("the model uses ops microforge cannot quantize yet:\n  " + "\n  ".join(unsupported))
     check_supported(graph)
@@ -150,6 +162,8 @@ class _Quantizer:
         s = self.scheme
         low, high = self.observer.range(t, self.method, s.bits, s.symmetric)
         self.ranges[t.name] = (low, high)
+        if s.dynamic:  # the calibration's power of two, for information (see module doc)
+            return power_of_two(max(-low, high)), 0
         return affine_parameters(low, high, s.bits, s.symmetric)
 
     def activation(self, t: Tensor, scale: float, zero_point: int) -> Tensor:
@@ -161,6 +175,10 @@ class _Quantizer:
         """Symmetric int8 weights, per channel along the op's output axis or per tensor."""
         w = float_values(t)
         axis = WEIGHT_OPS[op.type]
+        if self.scheme.dynamic:
+            scale = power_of_two(np.abs(w).max())
+            q = np.clip(np.round(w / scale), -127, 127).astype(np.int8)
+            return self.new_tensor(t.name, t.shape, np.int8, Quantization([scale], [0]), q)
         if self.per_channel:
             bound = np.abs(np.moveaxis(w, axis, 0).reshape(w.shape[axis], -1)).max(axis=1)
         else:
@@ -175,6 +193,8 @@ class _Quantizer:
 
     def bias(self, t: Tensor, input_scale: float, weight_scale: np.ndarray) -> Tensor:
         scale = input_scale * weight_scale.astype(np.float64)
+        if self.scheme.dynamic:  # its own power of two: the kernel aligns it to each inference's exponent
+            scale = np.array([power_of_two(np.abs(float_values(t)).max(), bits=31)])
         info = np.iinfo(self.scheme.bias)
         q = np.clip(np.round(float_values(t) / scale), info.min, info.max).astype(self.scheme.bias)
         return self.new_tensor(t.name, t.shape, self.scheme.bias, Quantization(scale.astype(np.float32),
@@ -226,7 +246,10 @@ class _Quantizer:
         out = self.activation(op.outputs[0], scale, zero_point)
         if op.type == "CONCATENATION":
             inputs = [x if x.quant.equals(out.quant) else self.requantized(x, out.quant) for x in inputs]
-        self.ops.append(Op(op.type, inputs, [out], dict(op.options), version=op.version))
+        self.ops.append(Op(op.type, inputs, [out], self.options(op.options), version=op.version))
+
+    def options(self, options: dict) -> dict:
+        return dict(options, dynamic_fixed_point=True) if self.scheme.dynamic else dict(options)
 
     def pad_value(self, op: Op, x: Tensor) -> Tensor:
         """PADV2's fill value on the input's grid (it must share the input's parameters)."""
@@ -237,6 +260,10 @@ class _Quantizer:
                                Quantization([x.scale], [x.zero_point]),
                                np.full(op.inputs[2].shape, q, dtype=self.scheme.activation))
 
+    def producer_is_dynamic(self, t: Tensor) -> bool:
+        """Every activation of a dynamic model is dynamic but SOFTMAX's, whose scale TFLM fixes."""
+        return not any(op.type == "SOFTMAX" and op.outputs[0] is t for op in self.ops)
+
     def build(self) -> Graph:
         graph_inputs = []
         for t in self.graph.inputs:
@@ -245,7 +272,7 @@ class _Quantizer:
                 float_in = self.new_tensor(t.name, t.shape, np.float32)
                 q = self.new_tensor(f"{t.name}/quantized", t.shape, self.scheme.activation,
                                     Quantization([scale], [zero_point]))
-                self.ops.append(Op("QUANTIZE", [float_in], [q]))
+                self.ops.append(Op("QUANTIZE", [float_in], [q], self.options({})))
                 self.mapped[t.index] = q
                 graph_inputs.append(float_in)
             else:
@@ -258,11 +285,17 @@ class _Quantizer:
             if self.io == "float":
                 q.name = f"{t.name}/quantized"
                 float_out = self.new_tensor(t.name, t.shape, np.float32)
-                self.ops.append(Op("DEQUANTIZE", [q], [float_out]))
+                dynamic = self.scheme.dynamic and self.producer_is_dynamic(q)
+                self.ops.append(Op("DEQUANTIZE", [q], [float_out], {"dynamic_fixed_point": True} if dynamic else {}))
                 q = float_out
             graph_outputs.append(q)
         return Graph(self.tensors, self.ops, graph_inputs, graph_outputs, self.graph.description,
                      dict(self.graph.metadata))
+
+
+def power_of_two(magnitude: float, bits: int = 8) -> float:
+    """2^-e for the finest e at which `magnitude` still rounds into the signed `bits`-bit range."""
+    return float(np.ldexp(1.0, -int(exponent_for(magnitude, bits))))
 
 
 def calibrate(graph: Graph, batch: np.ndarray) -> RangeObserver:
@@ -280,10 +313,10 @@ def quantize_graph(graph: Graph, calibration, scheme: str = "int8", weights: str
                                  (io, IO_TYPES, "io")):
         if value not in allowed:
             raise InputError(f"{what} '{value}' is not one of {', '.join(allowed)}")
-    check_float_model(graph)
+    check_float_model(graph, chosen)
     batch = calibration_batch(graph, calibration)
     observer = calibrate(graph, batch)
-    quantizer = _Quantizer(graph, observer, chosen, weights, method, io)
+    quantizer = _Quantizer(graph, observer, chosen, weights, method, "float" if chosen.dynamic else io)
     quantized = quantizer.build()
     quantized.metadata[METADATA_KEY] = json.dumps(
         {"scheme": scheme, "weights": weights, "method": method, "calibration_samples": len(batch)}).encode()
