@@ -66,7 +66,8 @@ def test_metrics_match_a_hand_computation(gain):
     run_batched(float_graph, [x[:, None]], observe=lambda t, v: f_values.__setitem__(t.name, v))
     run_batched(model.graph, [quantize_inputs(model.graph, x)[:, None]],
                 observe=lambda t, v: q_values.__setitem__(t.name, v))
-    assert [layer["name"] for layer in report.layers] == ["h", "y"]
+    assert [layer["name"] for layer in report.layers] == ["x", "h", "y"]
+    assert report.layers[0]["op"] == "input"
     for layer in report.layers:
         t = next(t for t in model.graph.tensors if t.name == layer["name"])
         expected = by_hand(f_values[t.name], q_values[t.name], t.scale, t.zero_point)
@@ -74,8 +75,8 @@ def test_metrics_match_a_hand_computation(gain):
             assert layer[key] == pytest.approx(value, rel=1e-9, abs=1e-12), key
     assert set(report.layers[0]) >= LAYER_FIELDS
     if gain > 1:  # inputs three times the calibrated range clip: saturation seen and flagged
-        assert report.layers[1]["saturation"] > 0.01
-        assert "clip" in report.layers[1]["flag"]
+        assert report.layers[0]["saturation"] > 0.01 and report.layers[2]["saturation"] > 0.01
+        assert "clip" in report.layers[2]["flag"]
     f_out = f_values["y"].reshape(len(x), 2)
     y_t = model.graph.outputs[0]
     deq = y_t.scale * (q_values["y"].reshape(len(x), 2).astype(np.float64) - y_t.zero_point)
@@ -111,7 +112,7 @@ def test_assess_on_host_and_qemu_reads_the_generated_c():
                    {k: v for k, v in theirs.items() if k != "instructions"}
         assert report.shifted[0]["model"] == reference.shifted[0]["model"]
         if target == "qemu-m4":
-            assert all(layer["instructions"] > 0 for layer in report.layers)
+            assert all(layer["instructions"] > 0 for layer in report.layers[1:])
 
 
 def test_tensors_of_a_converter_model_are_matched_by_position():
@@ -120,7 +121,7 @@ def test_tensors_of_a_converter_model_are_matched_by_position():
     x = np.random.default_rng(0).normal(size=(8, 49, 10, 1)).astype(np.float32) * 20
     report = robust.assess(float_path, INT8_MODELS["kws"], x)
     float_graph = microforge.load(float_path)
-    assert [layer["op"] for layer in report.layers] == [op.type for op in float_graph.ops]
+    assert [layer["op"] for layer in report.layers] == ["input"] + [op.type for op in float_graph.ops]
 
 
 def test_bad_input_is_named():
@@ -153,6 +154,6 @@ def test_cli_assess_json_on_a_runner_folder(tmp_path):
     assert all(set(layer) >= LAYER_FIELDS for layer in report["layers"])
     assert set(report["model"]) >= {"top1_agreement", "relative_accuracy", "output_mae"}
     assert report["model"]["relative_accuracy"] == pytest.approx(report["model"]["quantized_accuracy"] / 0.9)
-    assert report["shifted"][0]["shift"] == "gain:2" and len(report["shifted"][0]["layers"]) == 2
+    assert report["shifted"][0]["shift"] == "gain:2" and len(report["shifted"][0]["layers"]) == 3
     html = (tmp_path / "report" / "report.html").read_text()
     assert "data:image/png;base64," in html and "gain:2" in html

@@ -449,7 +449,8 @@ def assess(float_model: Path = typer.Argument(..., help="the float32 model (.tfl
         for layer in layers:
             if layer["flag"]:
                 short = layer["name"].rsplit(";", 1)[-1]  # TFLite joins the names of fused nodes with ';'
-                console.print(f"  [yellow]![/] {layer['index']} {layer['op']} '{short}': {layer['flag']}",
+                console.print(f"  [yellow]![/] {layer['index'] if layer['index'] is not None else ''} {layer['op']} "
+                              f"'{short}': {layer['flag']}",
                               highlight=False)
     if report is not None:
         console.print(f"report written to {report}/ (report.md, report.html, assessment.json)")

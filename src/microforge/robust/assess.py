@@ -5,7 +5,8 @@ scale, as a device would). Every quantized tensor is matched with its float coun
 our quantizer keeps, else by position among ops of the same type) and compared after dequantization:
 
     mae, rmse, max_abs_error   of  deq(q) - f,   deq(q) = scale * (q - zero_point)
-    rmse_over_scale            rmse / scale: 0.29 is pure rounding noise (a uniform error of one step)
+    rmse_over_scale            rmse / scale: 0.29 is pure rounding noise (a uniform error of one step);
+                               for dynamic fixed point, rmse over the mean of each inference's 2^-e
     sqnr_db                    10 log10(sum f^2 / sum (deq(q) - f)^2); None where either sum is 0
     cosine                     <f, deq(q)> / (|f| |deq(q)|)
     saturation                 share of values clipped: q at the type's limit while f lies more than half
@@ -29,6 +30,7 @@ import numpy as np
 
 from microforge.errors import InputError, TargetError
 from microforge.graph.ir import Graph, Op, Tensor
+from microforge.reference.dynamic import DynamicValue
 from microforge.reference.interpreter import run_batched
 
 TARGETS = ("reference", "host", "qemu-m4", "qemu-m7")
@@ -93,7 +95,7 @@ def parse_shifts(texts) -> list[Shift]:
 class Match:
     float_tensor: Tensor
     quant_tensor: Tensor
-    op: Op  # the quantized op that writes quant_tensor
+    op: Op | None  # the quantized op that writes quant_tensor; None for an integer model input
 
 
 def _compute_ops(graph: Graph) -> list[Op]:
@@ -102,12 +104,19 @@ def _compute_ops(graph: Graph) -> list[Op]:
 
 
 def match_tensors(float_graph: Graph, quant_graph: Graph) -> list[Match]:
-    """Pair every integer layer output of `quant_graph` with the float tensor it approximates."""
+    """Pair every integer layer output of `quant_graph` with the float tensor it approximates; the first
+    pair is the model input as quantized (where inputs clip when the data moves away from calibration)."""
     by_name = {}
     for op in float_graph.ops:
         by_name.setdefault(op.outputs[0].name, op.outputs[0])
     float_ops = _compute_ops(float_graph)
     matches, position = [], 0
+    q_in = quant_graph.inputs[0]
+    if q_in.dtype.kind == "i" and q_in.quant is not None:
+        matches.append(Match(float_graph.inputs[0], q_in, None))
+    for op in quant_graph.ops:
+        if op.type == "QUANTIZE" and op.inputs[0] is q_in:
+            matches.append(Match(float_graph.inputs[0], op.outputs[0], op))
     for op in _compute_ops(quant_graph):
         q = op.outputs[0]
         if q.quant is None or q.dtype.kind != "i":
@@ -142,8 +151,14 @@ class _Sums:
     max_abs_error: float = 0.0
     saturated: int = 0
 
-    def add(self, f: np.ndarray, q: np.ndarray, t: Tensor) -> None:
-        scale, zero_point = t.scale, t.zero_point
+    scale_sum: float = 0.0  # of each value's scale: dynamic fixed point has one per inference
+
+    def add(self, f: np.ndarray, q, t: Tensor) -> None:
+        if isinstance(q, DynamicValue):  # real = q * 2^-e, e per inference
+            scale = np.ldexp(1.0, -q.exponent).reshape((-1,) + (1,) * (q.values.ndim - 1))
+            zero_point, q = 0, q.values
+        else:
+            scale, zero_point = t.scale, t.zero_point
         deq = scale * (q.astype(np.float64) - zero_point)
         f = f.astype(np.float64)
         err = deq - f
@@ -158,21 +173,24 @@ class _Sums:
         self.max_abs_error = max(self.max_abs_error, float(np.abs(err).max(initial=0.0)))
         self.saturated += int(((q == info.max) & (f > high + scale / 2)).sum()
                               + ((q == info.min) & (f < low - scale / 2)).sum())
+        self.scale_sum += float(np.broadcast_to(scale, q.shape).sum())
 
-    def metrics(self, scale: float) -> dict:
+    def metrics(self) -> dict:
         rmse = math.sqrt(self.sq_error / self.count)
         norms = math.sqrt(self.signal * self.quantized)
-        return {"mae": self.abs_error / self.count, "rmse": rmse, "rmse_over_scale": rmse / scale,
+        return {"mae": self.abs_error / self.count, "rmse": rmse, "rmse_over_scale": rmse * self.count / self.scale_sum,
                 "sqnr_db": (10 * math.log10(self.signal / self.sq_error) if self.sq_error > 0 and self.signal > 0
                             else None),  # undefined: no error at all, or an all-zero float tensor
                 "cosine": self.dot / norms if norms > 0 else (1.0 if self.sq_error == 0 else 0.0),
                 "max_abs_error": self.max_abs_error, "saturation": self.saturated / self.count}
 
 
-def suggestion(layer: dict, op: Op) -> str | None:
+def suggestion(layer: dict, op: Op | None) -> str | None:
     """A fix for a flagged layer: clipping wants another range; a coarse grid wants finer weights or int16."""
     if layer["saturation"] > FLAG_SATURATION:
         return "values clip: calibrate on more representative data, or a wider (minmax) range"
+    if op is None:
+        return None  # the input's grid is the calibration's choice; only its clipping is a flag
     if layer["rmse_over_scale"] > FLAG_RMSE_OVER_SCALE:
         weights = op.inputs[1] if op.type in ("CONV_2D", "DEPTHWISE_CONV_2D") and len(op.inputs) > 1 else None
         if weights is not None and weights.quant is not None and not weights.quant.per_channel:
@@ -289,17 +307,20 @@ def _measure(float_graph: Graph, quant_graph: Graph, matches: list[Match], runne
     for start in range(0, len(x), CHUNK):
         chunk = x[start:start + CHUNK]
         float_values = _float_values(float_graph, chunk, wanted)
-        quant_values = runner.run(quantize_inputs(quant_graph, chunk))
+        quantized = quantize_inputs(quant_graph, chunk)
+        quant_values = runner.run(quantized)
         by_tensor = {t.index: v for t, v in zip(runner.graph.outputs, quant_values)}
+        by_tensor[quant_graph.inputs[0].index] = quantized
         for s, m in zip(sums, matches):
             s.add(float_values[m.float_tensor.index], by_tensor[m.quant_tensor.index], m.quant_tensor)
         f_outs.append(float_values[float_graph.outputs[0].index])
         q_outs.append(by_tensor[quant_graph.outputs[0].index])
     layers = []
     for s, m in zip(sums, matches):
-        layer = {"name": m.quant_tensor.name, "op": m.op.type, "index": m.op.index,
-                 **s.metrics(m.quant_tensor.scale),
-                 "instructions": None if runner.instructions is None else runner.instructions.get(m.op.index)}
+        index = None if m.op is None else m.op.index
+        layer = {"name": m.quant_tensor.name, "op": "input" if m.op is None else m.op.type, "index": index,
+                 **s.metrics(),
+                 "instructions": None if runner.instructions is None else runner.instructions.get(index)}
         layer["flag"] = suggestion(layer, m.op)
         layers.append(layer)
     model = _model_metrics(np.concatenate(f_outs), np.concatenate(q_outs), quant_graph.outputs[0], labels)
@@ -329,7 +350,7 @@ def assess_graphs(float_graph: Graph, quant_graph: Graph, x: np.ndarray, labels=
     matches = match_tensors(float_graph, quant_graph)
     if not matches:
         raise InputError("no quantized tensor of the second model matches a tensor of the float model")
-    probe = probe_graph(quant_graph, [m.quant_tensor for m in matches])
+    probe = probe_graph(quant_graph, [m.quant_tensor for m in matches if m.op is not None])
     with tempfile.TemporaryDirectory(prefix="microforge-assess-") as workdir:
         runner = _Runner(probe, target, workdir)
         layers, model = _measure(float_graph, quant_graph, matches, runner, x, labels)

@@ -26,7 +26,7 @@ def layer_rows(layers: list[dict], name_width: int = 48) -> list[list[str]]:
     rows = []
     for layer in layers:
         name = layer["name"] if len(layer["name"]) <= name_width else "…" + layer["name"][-name_width + 1:]
-        rows.append([str(layer["index"]), name, layer["op"], _num(layer["mae"]), _num(layer["rmse"]),
+        rows.append(["-" if layer["index"] is None else str(layer["index"]), name, layer["op"], _num(layer["mae"]), _num(layer["rmse"]),
                      _num(layer["rmse_over_scale"], 3), _num(layer["sqnr_db"], 3), _num(layer["cosine"], 5),
                      _num(layer["max_abs_error"]), f"{100 * layer['saturation']:.2f}%", _num(layer["instructions"]),
                      layer["flag"] or ""])
@@ -61,7 +61,8 @@ def _plot(assessment: Assessment) -> bytes:
     axes[1].set_ylabel("RMSE / scale")
     axes[1].axhline(0.7, color="red", linestyle="--", linewidth=1, label="flag above 0.7")
     axes[1].set_xticks(range(len(assessment.layers)))
-    axes[1].set_xticklabels([f"{layer['index']} {layer['op']}" for layer in assessment.layers], rotation=70,
+    axes[1].set_xticklabels([f"{layer['index'] if layer['index'] is not None else ''} {layer['op']}"
+                             for layer in assessment.layers], rotation=70,
                             fontsize=7)
     axes[0].legend(fontsize=8)
     axes[0].set_title(f"per-layer error on {assessment.target}, {assessment.samples} samples")
