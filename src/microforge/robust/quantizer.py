@@ -145,12 +145,19 @@ def float_values(t: Tensor) -> np.ndarray:
 
 
 class _Quantizer:
-    def __init__(self, graph: Graph, observer: RangeObserver, scheme: Scheme, weights: str, method: str, io: str):
-        self.graph, self.observer, self.scheme = graph, observer, scheme
+    """Builds the quantized graph op by op. `self.scheme` is the scheme of the op being built: the model's
+    own, or per layer (`layer_schemes`, float op index -> Scheme) for mixed int8 / int16x8 models, where a
+    tensor read in another type than it was written in goes through a QUANTIZE op."""
+
+    def __init__(self, graph: Graph, observer: RangeObserver, scheme: Scheme, weights: str, method: str, io: str,
+                 layer_schemes: dict[int, Scheme] | None = None):
+        self.graph, self.observer, self.scheme, self.base = graph, observer, scheme, scheme
         self.per_channel, self.method, self.io = weights == "per-channel", method, io
+        self.layer_schemes = layer_schemes or {}
         self.tensors: list[Tensor] = []
         self.ops: list[Op] = []
         self.mapped: dict[int, Tensor] = {}  # float tensor index -> its quantized tensor
+        self.converted: dict[tuple[int, str], Tensor] = {}  # (float tensor index, dtype) -> its QUANTIZE'd copy
         self.ranges: dict[str, tuple[float, float]] = {}
 
     def new_tensor(self, name, shape, dtype, quant=None, data=None) -> Tensor:
@@ -216,11 +223,32 @@ class _Quantizer:
         self.ops.append(Op("QUANTIZE", [source], [out]))
         return out
 
+    def in_scheme(self, t: Tensor) -> Tensor:
+        """The quantized activation `t` in the current scheme's type (a QUANTIZE op converts it once)."""
+        q = self.mapped[t.index]
+        key = (t.index, self.scheme.activation.name)
+        if q.dtype == self.scheme.activation or self.scheme.dynamic:
+            return q
+        if key not in self.converted:
+            scale, zero_point = self.activation_parameters(t)
+            out = self.new_tensor(f"{t.name}/as_{self.scheme.activation.name}", t.shape, self.scheme.activation,
+                                  Quantization([scale], [zero_point]))
+            self.ops.append(Op("QUANTIZE", [q], [out]))
+            self.converted[key] = out
+        return self.converted[key]
+
+    def scheme_of(self, op: Op) -> Scheme:
+        """Ops that only move values keep their input's type; the others take their layer's scheme."""
+        if op.type in SAME_PARAMETERS and not self.base.dynamic:
+            dtype = self.mapped[op.inputs[0].index].dtype
+            return Scheme.named("int16x8" if dtype == np.int16 else "int8")
+        return self.layer_schemes.get(op.index, self.base)
+
     def input_of(self, op: Op, position: int, t: Tensor | None) -> Tensor | None:
         if t is None:
             return None
         if not t.is_constant:
-            return self.mapped[t.index]
+            return self.in_scheme(t)
         if op.type in WEIGHT_OPS and position == 1:
             return self.weights(op, t)
         if (op.type in WEIGHT_OPS or op.type == "PADV2") and position == 2:
@@ -237,6 +265,7 @@ class _Quantizer:
         return self.activation_parameters(op.outputs[0])
 
     def op(self, op: Op) -> None:
+        self.scheme = self.scheme_of(op)
         inputs = [self.input_of(op, i, t) for i, t in enumerate(op.inputs)]
         if op.type in WEIGHT_OPS and len(op.inputs) > 2 and op.inputs[2] is not None:
             inputs[2] = self.bias(op.inputs[2], inputs[0].scale, inputs[1].quant.scale)
@@ -279,9 +308,10 @@ class _Quantizer:
                 graph_inputs.append(self.activation(t, scale, zero_point))
         for op in self.graph.ops:
             self.op(op)
+        self.scheme = self.base
         graph_outputs = []
         for t in self.graph.outputs:
-            q = self.mapped[t.index]
+            q = self.in_scheme(t)
             if self.io == "float":
                 q.name = f"{t.name}/quantized"
                 float_out = self.new_tensor(t.name, t.shape, np.float32)
