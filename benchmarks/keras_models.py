@@ -10,25 +10,14 @@ from pathlib import Path
 
 import numpy as np
 
+from microforge.frontend.keras import keras_to_int8_tflite
+
 CACHE = Path(__file__).resolve().parent / ".cache"
 
 
 def _convert(model, input_shape) -> bytes:
-    import tensorflow as tf
-
     rng = np.random.default_rng(0)
-
-    def representative():
-        for _ in range(8):
-            yield [rng.uniform(-1, 1, size=(1,) + tuple(input_shape)).astype(np.float32)]
-
-    converter = tf.lite.TFLiteConverter.from_keras_model(model)
-    converter.optimizations = [tf.lite.Optimize.DEFAULT]
-    converter.representative_dataset = representative
-    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-    converter.inference_input_type = tf.int8
-    converter.inference_output_type = tf.int8
-    return converter.convert()
+    return keras_to_int8_tflite(model, rng.uniform(-1, 1, size=(8,) + tuple(input_shape)).astype(np.float32))
 
 
 def mobilenet_v2(alpha: float, size: int, classes: int = 2):

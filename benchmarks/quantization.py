@@ -36,7 +36,7 @@ import microforge  # noqa: E402  (first: OR-Tools before TensorFlow)
 from microforge import robust  # noqa: E402
 from microforge.bench.dataset import fsdd_test_files  # noqa: E402
 from microforge.bench.features import ad_windows, kws_features_from_wav, read_ad_hist  # noqa: E402
-from microforge.robust.assess import quantize_inputs  # noqa: E402
+from microforge.frontend.keras import keras_to_int8_tflite  # noqa: E402
 from microforge.robust.quantizer import float_values  # noqa: E402
 
 SHARED = ROOT.parent / "shared"
@@ -50,8 +50,6 @@ FLOAT_MODELS = {
     "ic": MLPERF / "ic_resnet8_pretrainedResnet_float.tflite",
     "ad": MLPERF / "ad01_fp32.tflite",
 }
-OURS = [("int8", "per-channel", "minmax"), ("int8", "per-channel", "percentile"), ("int8", "per-channel", "mse"),
-        ("int8", "per-tensor", "minmax")]
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -148,59 +146,54 @@ def rebuild_keras(graph):
     return tf.keras.Model(inputs, values[graph.outputs[0].index])
 
 
-def converter_int8(keras_model, calibration: np.ndarray) -> bytes:
-    import tensorflow as tf
-
-    def representative():
-        for x in calibration:
-            yield [x[None]]
-
-    converter = tf.lite.TFLiteConverter.from_keras_model(keras_model)
-    converter.optimizations = [tf.lite.Optimize.DEFAULT]
-    converter.representative_dataset = representative
-    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-    converter.inference_input_type = tf.int8
-    converter.inference_output_type = tf.int8
-    return converter.convert()
-
-
 # ---------------------------------------------------------------------------------------------------------
 # measuring
 
-
-def evaluate(float_graph, quant_graph, x: np.ndarray, float_out: np.ndarray) -> dict:
-    """Agreement and output MAE from the quantized model's own outputs, mean layer SQNR from assess."""
-    q_out = microforge.run(quant_graph, quantize_inputs(quant_graph, x))
-    t = quant_graph.outputs[0]
-    deq = t.scale * (q_out.reshape(len(x), -1).astype(np.float64) - t.zero_point)
-    f = float_out.reshape(len(x), -1).astype(np.float64)
-    report = robust.assess(float_graph, quant_graph, x)
-    sqnr = [layer["sqnr_db"] for layer in report.layers if layer["sqnr_db"] is not None]
-    return {"top1_agreement": float(np.mean(f.argmax(1) == deq.argmax(1))) if f.shape[1] > 1 else None,
-            "output_mae": float(np.mean(np.abs(deq - f))),
-            "relative_output_mae": float(np.mean(np.abs(deq - f)) / np.mean(np.abs(f))),
-            "mean_layer_sqnr_db": float(np.mean(sqnr)) if sqnr else None,
-            "flagged_layers": len(report.flagged), "layers": len(report.layers)}
+SHIFTS = ["noise:20dB", "gain:4"]
 
 
-def measure_model(name: str, calibration: np.ndarray, evaluation: np.ndarray) -> list[dict]:
+def numbers(model: dict) -> dict:
+    return {k: model[k] for k in ("top1_agreement", "relative_accuracy", "output_mae")}
+
+
+def evaluate(float_graph, quant_graph, x: np.ndarray, labels, classifier: bool) -> dict:
+    """robust.assess on the clean inputs and each shift: model-level numbers and the mean layer SQNR."""
+    report = robust.assess(float_graph, quant_graph, x, shifts=SHIFTS, labels=labels)
+    f_scale = float(np.mean(np.abs(microforge.run(float_graph, x))))
+    sqnr = [layer["sqnr_db"] for layer in report.layers if layer["sqnr_db"] is not None and layer["op"] != "input"]
+    row = {"clean": numbers(report.model), "mean_layer_sqnr_db": float(np.mean(sqnr)),
+           "flagged_layers": len(report.flagged), "layers": len(report.layers), "float_output_mean_abs": f_scale}
+    row.update({s["shift"]: numbers(s["model"]) for s in report.shifted})
+    if not classifier:  # an autoencoder's argmax means nothing
+        for key in ["clean"] + SHIFTS:
+            row[key]["top1_agreement"] = None
+    return row
+
+
+VARIANTS = [("int8", "per-channel", "minmax"), ("int8", "per-channel", "percentile"), ("int8", "per-channel", "mse"),
+            ("int8", "per-tensor", "minmax"), ("dynamic", "per-layer", "minmax")]
+
+
+def measure_model(name: str, calibration: np.ndarray, evaluation: np.ndarray, labels=None,
+                  classifier: bool = True) -> list[dict]:
     float_graph = microforge.load(FLOAT_MODELS[name])
-    float_out = microforge.run(float_graph, evaluation)
     rows = []
     keras_model = rebuild_keras(float_graph)
     rebuilt = keras_model.predict(evaluation[:16], batch_size=1, verbose=0)
-    rebuild_error = float(np.max(np.abs(rebuilt - float_out[:16].reshape(rebuilt.shape))))
+    float_out = microforge.run(float_graph, evaluation[:16])
+    rebuild_error = float(np.max(np.abs(rebuilt - float_out.reshape(rebuilt.shape))))
     start = time.perf_counter()
-    converted = microforge.load(converter_int8(keras_model, calibration))
+    converted = microforge.load(keras_to_int8_tflite(keras_model, calibration))
     rows.append({"model": name, "quantizer": "TF converter", "scheme": "int8", "weights": "per-channel",
                  "method": "minmax", "seconds": time.perf_counter() - start, "rebuild_max_abs_error": rebuild_error,
-                 **evaluate(float_graph, converted, evaluation, float_out)})
-    for scheme, weights, method in OURS:
+                 **evaluate(float_graph, converted, evaluation, labels, classifier)})
+    for scheme, weights, method in VARIANTS:
         start = time.perf_counter()
-        model = robust.quantize(float_graph, calibration, scheme=scheme, weights=weights, method=method)
+        model = robust.quantize(float_graph, calibration, scheme=scheme,
+                                weights="per-channel" if weights == "per-layer" else weights, method=method)
         rows.append({"model": name, "quantizer": "microforge", "scheme": scheme, "weights": weights,
                      "method": method, "seconds": time.perf_counter() - start,
-                     **evaluate(float_graph, model.graph, evaluation, float_out)})
+                     **evaluate(float_graph, model.graph, evaluation, labels, classifier)})
     return rows
 
 
@@ -208,12 +201,17 @@ def markdown(rows: list[dict]) -> str:
     def pct(v):
         return "-" if v is None else f"{100 * v:.1f}%"
 
-    lines = ["| model | quantizer | weights | ranges | top-1 agreement | output MAE (relative) | mean layer SQNR dB | "
-             "flagged layers | time (s) |", "|---|---|---|---|---|---|---|---|---|"]
+    def cell(r, key):
+        m = r[key]
+        quality = pct(m["relative_accuracy"]) if m["relative_accuracy"] is not None else pct(m["top1_agreement"])
+        return f"{quality} / {m['output_mae'] / r['float_output_mean_abs']:.3f}"
+
+    head = ["model", "quantizer", "scheme", "weights", "ranges", "clean"] + SHIFTS + ["mean layer SQNR dB", "flagged"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
-        lines.append(f"| {r['model']} | {r['quantizer']} | {r['weights']} | {r['method']} | {pct(r['top1_agreement'])} "
-                     f"| {r['output_mae']:.4g} ({pct(r['relative_output_mae'])}) | "
-                     f"{r['mean_layer_sqnr_db']:.1f} | {r['flagged_layers']}/{r['layers']} | {r['seconds']:.2f} |")
+        lines.append(f"| {r['model']} | {r['quantizer']} | {r['scheme']} | {r['weights']} | {r['method']} | "
+                     + " | ".join(cell(r, k) for k in ["clean"] + SHIFTS)
+                     + f" | {r['mean_layer_sqnr_db']:.1f} | {r['flagged_layers']}/{r['layers']} |")
     return "\n".join(lines)
 
 
@@ -228,12 +226,14 @@ def main() -> None:
     for name in args.models.split(","):
         calibration, evaluation = data[name]
         print(f"{name}: {len(calibration)} calibration, {len(evaluation)} evaluation samples", flush=True)
-        rows += measure_model(name, calibration, evaluation)
+        rows += measure_model(name, calibration, evaluation, classifier=name != "ad")
     RESULTS.mkdir(parents=True, exist_ok=True)
     command = "python benchmarks/quantization.py " + " ".join(sys.argv[1:])
     (RESULTS / "quantization.json").write_text(json.dumps({"command": command.strip(), "rows": rows}, indent=1) + "\n")
     table = markdown(rows)
-    (RESULTS / "quantization.md").write_text(f"Measured with `{command.strip()}`.\n\n{table}\n")
+    legend = ("Each cell: relative accuracy (quantized / float, where there are labels) or else top-1 agreement "
+              "with the float model, then output MAE relative to the float output's mean magnitude.")
+    (RESULTS / "quantization.md").write_text(f"Measured with `{command.strip()}`.\n\n{legend}\n\n{table}\n")
     print(table)
 
 

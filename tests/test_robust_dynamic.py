@@ -186,3 +186,25 @@ def test_assess_reads_the_run_time_exponents():
     assert static.shifted[0]["layers"][0]["op"] == "input" and static.shifted[0]["layers"][0]["saturation"] > 0.3
     assert report.shifted[0]["layers"][0]["op"] == "QUANTIZE" and report.shifted[0]["layers"][0]["saturation"] == 0
     assert report.shifted[0]["layers"][1]["sqnr_db"] > static.shifted[0]["layers"][1]["sqnr_db"] + 10
+
+
+def test_tflm_only_tools_refuse_a_dynamic_model(tmp_path):
+    from typer.testing import CliRunner
+
+    from microforge.cli import app
+
+    path = shared_model(FLOAT_MODELS["ad"])
+    x = np.random.default_rng(0).normal(size=(6, 640)).astype(np.float32)
+    np.save(tmp_path / "calib.npy", x)
+    runner = CliRunner()
+    result = runner.invoke(app, ["quantize", str(path), "--calibration", str(tmp_path / "calib.npy"),
+                                 "--scheme", "dynamic", "-o", str(tmp_path / "dfp.tflite")])
+    assert result.exit_code == 0, result.output
+    # the contract: `run` takes the dynamic model's float input as it is
+    np.save(tmp_path / "x.npy", x[:2])
+    result = runner.invoke(app, ["run", str(tmp_path / "dfp.tflite"), "--input", str(tmp_path / "x.npy"),
+                                 "--output", str(tmp_path / "y.npy")])
+    assert result.exit_code == 0, result.output
+    np.testing.assert_array_equal(np.load(tmp_path / "y.npy"), microforge.run(microforge.load(tmp_path / "dfp.tflite"), x[:2]))
+    result = runner.invoke(app, ["plan", str(tmp_path / "dfp.tflite"), "--write-tflm-plan", str(tmp_path / "t.tflite")])
+    assert result.exit_code == 2 and "dynamic fixed point" in result.output and "TFLite Micro cannot run" in result.output

@@ -23,6 +23,7 @@ import dataclasses
 import struct
 
 from microforge.errors import PlanError
+from microforge.reference.dynamic import check_runs_on_tflm
 from microforge.frontend.writer import write_tflite
 from microforge.graph.ir import Graph
 from microforge.plan.lifetimes import storage_roots
@@ -75,6 +76,7 @@ def with_offline_plan(graph: Graph, offsets_by_tensor: dict[int, int]) -> bytes:
     """.tflite bytes of `graph` carrying `offsets_by_tensor` (tensor index -> arena offset) as TFLM's
     offline memory plan; tensors not named are planned by TFLM at run time. The graph is not modified;
     any metadata it has is kept (an earlier offline plan is replaced)."""
+    check_runs_on_tflm(graph, "an offline memory plan for TFLite Micro")
     check_offline_plan(graph, offsets_by_tensor)
     metadata = dict(graph.metadata)
     metadata[OFFLINE_METADATA] = offline_plan_bytes(graph, offsets_by_tensor)

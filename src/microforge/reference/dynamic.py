@@ -71,6 +71,14 @@ def is_dynamic(op: Op) -> bool:
     return bool(op.options.get("dynamic_fixed_point"))
 
 
+def check_runs_on_tflm(graph, what: str) -> None:
+    """Refuse to make `what` for TFLite Micro from a model it cannot run (dynamic fixed point)."""
+    dynamic = [op for op in graph.ops if is_dynamic(op)]
+    if dynamic:
+        raise UnsupportedError(f"cannot write {what}: the model uses microforge's dynamic fixed point "
+                               f"({len(dynamic)} ops, first {dynamic[0].where}), which TFLite Micro cannot run")
+
+
 def exponent_for(magnitude, bits: int = 8) -> np.ndarray:
     """The largest e with round(magnitude * 2^e) <= 2^(bits-1) - 1 (see QUANTIZE); 0 for magnitude 0."""
     m = np.asarray(magnitude, dtype=np.float64)
