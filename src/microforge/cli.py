@@ -393,21 +393,31 @@ def firmware(model: Path = typer.Argument(..., help="a .tflite model"),
 def quantize(model: Path = typer.Argument(..., help="a float32 .tflite or a Keras .keras model"),
              calibration: Path = typer.Option(..., "--calibration", help="float32 .npy batch or runner folder"),
              out: Path = typer.Option(..., "-o", "--out", help="where to write the quantized .tflite"),
-             scheme: str = typer.Option("int8", help="int8 | int16x8"),
+             scheme: str = typer.Option("int8", help="int8 | int16x8 | mixed | dynamic"),
              weights: str = typer.Option("per-channel", help="per-channel | per-tensor"),
              method: str = typer.Option("minmax", help="activation ranges: minmax | percentile | mse"),
-             io: str = typer.Option("int8", "--io", help="the model's input and output: int8 (quantized) | float")) -> None:
+             io: str = typer.Option("int8", "--io", help="the model's input and output: int8 (quantized) | float"),
+             target_accuracy: float = typer.Option(0.99, "--target-accuracy",
+                                                   help="mixed: the share of the float model's accuracy to reach"),
+             evaluation: Optional[Path] = typer.Option(None, "--evaluation",
+                                                       help="mixed: data to measure accuracy on (else calibration)")) -> None:
     """Our post-training quantizer: calibrate on the reference interpreter, write a TFLM-ready model."""
     from microforge import robust
 
     try:
-        result = robust.quantize(model, calibration, scheme=scheme, weights=weights, method=method, io=io)
+        result = robust.quantize(model, calibration, scheme=scheme, weights=weights, method=method, io=io,
+                                 target_accuracy=target_accuracy, evaluation=evaluation)
         result.save(out)
     except MicroforgeError as exc:
         _fail(exc)
     g = result.graph
     console.print(f"wrote {out}: {scheme}, weights {weights}, ranges by {method}, "
                   f"{result.calibration_samples} calibration samples, {len(g.ops)} ops")
+    if result.mixed is not None:
+        m = result.mixed
+        console.print(f"  int16x8 layers: {', '.join(map(str, m.widened)) or 'none'}; quality {100 * m.quality:.2f}% "
+                      f"of float (target {100 * m.target:.2f}%); {m.instructions:,} instructions, arena "
+                      f"{m.arena_bytes:,} B on qemu-m4")
     for kind, tensors in (("input", g.inputs), ("output", g.outputs)):
         for t in tensors:
             quant = f" scale {t.scale:.6g} zero point {t.zero_point}" if t.quant is not None else ""

@@ -8,10 +8,21 @@ from microforge.robust.quantizer import QuantizedModel, quantize_graph
 
 
 def quantize(model, calibration, scheme: str = "int8", weights: str = "per-channel", method: str = "minmax",
-             io: str = "int8") -> QuantizedModel:
+             io: str = "int8", target_accuracy: float = 0.99, evaluation=None) -> QuantizedModel:
     """Quantize a float model (Graph, .tflite path/bytes, Keras model or .keras path) with calibration
-    data (array, .npy batch or runner folder of float32 .bin inputs). See robust.quantizer for the rules."""
-    return quantize_graph(load_model(model), calibration, scheme=scheme, weights=weights, method=method, io=io)
+    data (array, .npy batch or runner folder of float32 .bin inputs). See robust.quantizer for the rules.
+
+    scheme "mixed" widens layers to int16x8 until the model reaches `target_accuracy` of the float one
+    (robust.mixed), measured on `evaluation` (data as for calibration; labelled runner folders give
+    accuracy, anything else top-1 agreement with float), or on the calibration data when not given."""
+    graph = load_model(model)
+    if scheme != "mixed":
+        return quantize_graph(graph, calibration, scheme=scheme, weights=weights, method=method, io=io)
+    from microforge.robust.mixed import choose_mixed
+
+    x, _ = load_inputs(calibration, graph.inputs[0])
+    x_eval, labels = load_inputs(evaluation, graph.inputs[0]) if evaluation is not None else (x, None)
+    return choose_mixed(graph, x, x_eval, labels, target_accuracy, weights, method, io)
 
 
 def assess(float_model, quant_model, data, shifts=(), target: str = "reference", labels=None) -> Assessment:

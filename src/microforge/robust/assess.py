@@ -224,19 +224,21 @@ def probe_graph(graph: Graph, tensors: list[Tensor]) -> Graph:
 
 
 class _Runner:
-    """Runs the quantized probe graph: the reference interpreter, or the generated C on a target."""
+    """Runs the quantized probe graph: the reference interpreter, or the generated C on a target. On an
+    emulated core, each op's instructions come from profiling the deployed graph itself (the probe keeps
+    every tensor alive, so its plan and some kernel paths differ)."""
 
-    def __init__(self, graph: Graph, target: str, workdir: str):
-        self.graph, self.target, self.instructions = graph, target, None
+    def __init__(self, probe: Graph, deployed: Graph, target: str, workdir: str):
+        self.graph, self.deployed, self.target, self.instructions = probe, deployed, target, None
         if target == "host":
             from microforge.codegen.host import compile_host
 
-            self.host = compile_host(graph, out_dir=workdir)
+            self.host = compile_host(probe, out_dir=workdir)
         elif target.startswith("qemu-"):
             from microforge.codegen.emit import generate
 
             core = {"qemu-m4": "cortex-m4", "qemu-m7": "cortex-m7"}[target]
-            self.generated = generate(graph, workdir, target=core)
+            self.generated = generate(probe, workdir, target=core)
 
     def run(self, x: np.ndarray) -> list[np.ndarray]:
         if self.target == "reference":
@@ -244,13 +246,12 @@ class _Runner:
         if self.target == "host":
             return self.host.run_batched([x])
         from microforge.codegen.targets.qemu import run_on_qemu
-        from microforge.codegen.validate import _split_outputs
+        from microforge.codegen.validate import _split_outputs, validate_target
 
-        result = run_on_qemu(self.generated.directory, self.target, [s.tobytes() for s in x],
-                             profile=self.instructions is None)
         if self.instructions is None:
-            per_op = np.median(np.asarray(result.op_instructions, dtype=np.int64), axis=0)
-            self.instructions = {index: int(n) for index, n in zip(self.generated.plan.schedule, per_op)}
+            profile = validate_target(self.deployed, self.target, batches=[x[:1]], profile=True)["profile"]
+            self.instructions = {row["index"]: row["instructions"] for row in profile}
+        result = run_on_qemu(self.generated.directory, self.target, [s.tobytes() for s in x])
         return _split_outputs(self.graph, result.outputs)
 
 
@@ -352,7 +353,7 @@ def assess_graphs(float_graph: Graph, quant_graph: Graph, x: np.ndarray, labels=
         raise InputError("no quantized tensor of the second model matches a tensor of the float model")
     probe = probe_graph(quant_graph, [m.quant_tensor for m in matches if m.op is not None])
     with tempfile.TemporaryDirectory(prefix="microforge-assess-") as workdir:
-        runner = _Runner(probe, target, workdir)
+        runner = _Runner(probe, quant_graph, target, workdir)
         layers, model = _measure(float_graph, quant_graph, matches, runner, x, labels)
         shifted = []
         for shift in shifts:

@@ -87,6 +87,7 @@ class QuantizedModel:
     method: str
     calibration_samples: int
     ranges: dict[str, tuple[float, float]] = field(default_factory=dict)
+    mixed: object = None  # for scheme "mixed": the robust.mixed.MixedChoice that made it
 
     def to_tflite(self) -> bytes:
         return write_tflite(self.graph)
@@ -336,7 +337,8 @@ def calibrate(graph: Graph, batch: np.ndarray) -> RangeObserver:
 
 
 def quantize_graph(graph: Graph, calibration, scheme: str = "int8", weights: str = "per-channel",
-                   method: str = "minmax", io: str = "int8") -> QuantizedModel:
+                   method: str = "minmax", io: str = "int8",
+                   layer_schemes: dict[int, Scheme] | None = None) -> QuantizedModel:
     """Quantize a float32 Graph with calibration inputs (float32, (N, *input shape)). See module doc."""
     chosen = Scheme.named(scheme)
     for value, allowed, what in ((weights, WEIGHT_MODES, "weights"), (method, METHODS, "method"),
@@ -346,7 +348,7 @@ def quantize_graph(graph: Graph, calibration, scheme: str = "int8", weights: str
     check_float_model(graph, chosen)
     batch = calibration_batch(graph, calibration)
     observer = calibrate(graph, batch)
-    quantizer = _Quantizer(graph, observer, chosen, weights, method, "float" if chosen.dynamic else io)
+    quantizer = _Quantizer(graph, observer, chosen, weights, method, "float" if chosen.dynamic else io, layer_schemes)
     quantized = quantizer.build()
     quantized.metadata[METADATA_KEY] = json.dumps(
         {"scheme": scheme, "weights": weights, "method": method, "calibration_samples": len(batch)}).encode()
