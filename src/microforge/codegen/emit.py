@@ -80,6 +80,7 @@ class _Context:
         self.constant_bytes = 0
         self._names: set[str] = set()
         self._tensor_constants: dict[int, str] = {}
+        self.exponent_slots: dict[int, int] = {}  # tensor index -> its slot in mf_exponent
         self.op: Op | None = None
 
     def _unique(self, hint: str) -> str:
@@ -117,6 +118,10 @@ class _Context:
     def scratch(self) -> str:
         return f"(mf_arena + {self.scratch_offsets[self.op.index]})"
 
+    def exponent(self, t: Tensor) -> str:
+        slot = self.exponent_slots.setdefault(t.index, len(self.exponent_slots))
+        return f"mf_exponent[{slot}]"
+
     def runs_backward(self, source: Tensor, out: Tensor) -> bool:
         start = self.tensor_offsets[out.index]
         source_start = self.tensor_offsets[source.index]
@@ -148,31 +153,30 @@ class GeneratedModel:
     target: str
 
 
-def _lowerings():
+def _lowering(op: Op):
     from microforge.codegen import ops  # noqa: F401  (registers every lowering)
-    from microforge.codegen.lowering import LOWERINGS
+    from microforge.codegen.lowering import lowering_for
 
-    return LOWERINGS
+    return lowering_for(op)
 
 
 def unsupported_for_codegen(graph: Graph) -> list[str]:
-    table = _lowerings()
-    return [f"{op.where}: no C kernel yet" for op in graph.ops if op.type not in table]
+    return [f"{op.where}: no C kernel yet" + (" in dynamic fixed point" if op.options.get("dynamic_fixed_point") else "")
+            for op in graph.ops if _lowering(op) is None]
 
 
 def kernel_memory(graph: Graph, target: str = "portable") -> tuple[dict[int, int], dict[int, dict[int, int]]]:
     """What the C kernels ask of the planner: op index -> scratch bytes, and op index -> {input position:
     safe distance} for outputs that may overlap dying inputs. Lowers every op once with placeholder
     pointers; raises UnsupportedError listing every op without C."""
-    table = _lowerings()
     probe = _ScratchProbe(graph, target, {}, {})
     scratch, overlaps, refused = {}, {}, unsupported_for_codegen(graph)
     for op in graph.ops:
-        if op.type not in table:
+        if _lowering(op) is None:
             continue
         probe.op = op
         try:
-            call = table[op.type](op, probe)
+            call = _lowering(op)(op, probe)
         except UnsupportedError as exc:  # collect them all: the user fixes every op in one round
             refused.append(str(exc))
             continue
@@ -193,7 +197,6 @@ def generate(graph: Graph, out_dir: str | Path, target: str = "portable", strate
     layer granularity: the arena can go below the layer-wise lower bound)."""
     if target not in TARGETS:
         raise UnsupportedError(f"unknown target {target!r}; choose one of {', '.join(TARGETS)}")
-    table = _lowerings()
     scratch, overlaps = kernel_memory(graph, target)
     if not overlap:
         overlaps = {}
@@ -204,7 +207,7 @@ def generate(graph: Graph, out_dir: str | Path, target: str = "portable", strate
     for step in arena_plan.schedule:
         op = graph.ops[step]
         ctx.op = op
-        call = table[op.type](op, ctx)
+        call = _lowering(op)(op, ctx)
         body.append(f"    /* op {op.index}: {op.type} -> {op.outputs[0].name[:60]} */\n    {call.statement}")
         sources += [s for s in call.sources if s not in sources]
     out = Path(out_dir)
@@ -270,6 +273,8 @@ def _model_c(graph: Graph, arena_plan: Plan, ctx: _Context, body: list[str], hea
         f"({arena_plan.strategy} plan); constants {ctx.constant_bytes} bytes. */\n"
         f'#include "model.h"\n{includes}\n\n'
         f"static uint8_t mf_arena[MF_ARENA_BYTES] MF_ALIGNED(16);\n\n"
+        + (f"/* run-time exponents of the dynamic fixed-point tensors: real = q * 2^-e */\n"
+           f"static int32_t mf_exponent[{len(ctx.exponent_slots)}];\n\n" if ctx.exponent_slots else "")
         + "\n\n".join(ctx.declarations) + "\n\n"
         "void mf_init(void) {}\n\n"
         + _pointer_switch("mf_input", graph.inputs, offsets) + "\n"

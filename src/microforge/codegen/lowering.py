@@ -59,15 +59,27 @@ class EmitContext(Protocol):
         """True when the plan put `out` over the upper part of `source` (a SafeDistance `above`): the
         kernel must then run backward. False in the first pass, before the plan exists."""
 
+    def exponent(self, t: Tensor) -> str:
+        """C lvalue of a dynamic fixed-point tensor's run-time exponent (an int32_t outside the arena)."""
+
 
 Lowering = Callable[[Op, EmitContext], Call]
 LOWERINGS: dict[str, Lowering] = {}
+# Lowerings of ops marked dynamic_fixed_point (codegen/ops/dynamic.py), as reference.registry does it.
+DYNAMIC_LOWERINGS: dict[str, Lowering] = {}
 
 
-def lowering(*op_types: str):
+def lowering(*op_types: str, dynamic: bool = False):
+    table = DYNAMIC_LOWERINGS if dynamic else LOWERINGS
+
     def register(fn: Lowering) -> Lowering:
         for op_type in op_types:
-            LOWERINGS[op_type] = fn
+            table[op_type] = fn
         return fn
 
     return register
+
+
+def lowering_for(op: Op) -> Lowering | None:
+    table = DYNAMIC_LOWERINGS if op.options.get("dynamic_fixed_point") else LOWERINGS
+    return table.get(op.type)

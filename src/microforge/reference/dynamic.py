@@ -4,9 +4,10 @@ A dynamic tensor holds int8 values q and one integer exponent e per inference: r
 int8 with one static power-of-two scale per layer, 2^-ew; biases int32 with a static exponent eb. The rules
 (the C kernels follow them to the bit):
 
-QUANTIZE (float32 in): m = max|x| over the tensor; with m = f * 2^k (0.5 <= f < 1), e = 7 - k, less one if
-    f * 128 >= 127.5 (so the largest value rounds to at most 127); e = 0 when m = 0. q = round(x * 2^e),
-    halves away from zero (the product is exact in float32), clamped to int8. e is clamped to [-24, 40].
+QUANTIZE (float32 in): m = max|x| over the tensor's finite values; with m = f * 2^k (0.5 <= f < 1),
+    e = 7 - k, less one if f * 128 >= 127.5 (so the largest value rounds to at most 127); e = 0 when m = 0.
+    q = round(x * 2^e), halves away from zero (the product is exact in float32), clamped to int8; NaN
+    reads as 0, infinities clamp. e is clamped to [-24, 40].
 CONV_2D, DEPTHWISE_CONV_2D, FULLY_CONNECTED: the accumulator has exponent ea = e_in + ew:
     A = sum(q_in * q_w) + bias aligned to ea (rounding shift right by eb - ea, or saturating shift left),
     in int32 with C's wrap-around. Fused RELU clamps A at 0; RELU6 also at round(6 * 2^ea).
@@ -20,7 +21,8 @@ From A to int8 (the same for every op with an accumulator): the output is cut in
     (rounding), so all share one exponent e_out = ea - S. The C kernels need no accumulator buffer for
     this, only one segment of int32 and a list of where S grew.
 AVERAGE_POOL_2D, MAX_POOL_2D, RESHAPE: TFLM's integer arithmetic on q; the exponent passes through.
-SOFTMAX: TFLM's int8 softmax with input scale 2^-e; its output is static int8 (1/256, -128).
+SOFTMAX: TFLM's int8 softmax with input scale 2^-e, e clamped to the range where TFLM has a multiplier
+    for beta * 2^-e (for beta = 1: -3 to 25); its output is static int8 (1/256, -128).
 DEQUANTIZE: float32(q * 2^-e), exact.
 """
 
@@ -39,6 +41,7 @@ from microforge.reference.registry import KERNELS, kernel
 
 EXPONENT_MIN, EXPONENT_MAX = -24, 40
 ADD_ALIGN_LIMIT = 24  # the most an ADD operand is shifted left: 127 * 2^24 keeps the sum inside int32
+SOFTMAX_EXPONENTS = (-31, 25)
 
 
 @dataclass
@@ -228,22 +231,33 @@ def same_exponent(op: Op, args: list) -> DynamicValue:
 
 @kernel("SOFTMAX", dtypes=("int8",), dynamic=True)
 def softmax(op: Op, args: list) -> np.ndarray:
-    """TFLM's int8 softmax at input scale 2^-e; the output is static int8 (1/256, -128)."""
+    """TFLM's int8 softmax at input scale 2^-e, e clamped to softmax_exponents (beyond them TFLM has no
+    multiplier for beta * scale); the output is static int8 (1/256, -128)."""
     x = _dynamic_input(op, args)
-    if np.any(x.exponent >= 26):
-        raise UnsupportedError(f"{op.where}: input exponent {int(x.exponent.max())} is too fine for TFLM's "
-                               "int8 softmax (beta * scale must exceed 2^-26)")
-    return _per_exponent(op, x, [])
+    clamped = DynamicValue(x.values, np.clip(x.exponent, *softmax_exponents(op)))
+    return _per_exponent(op, clamped, [])
+
+
+def softmax_exponents(op: Op) -> tuple[int, int]:
+    """The input exponents TFLM's int8 softmax can take for the op's beta: those where its real multiplier
+    beta * 2^-e * 2^26 lies in (1, 2^30), i.e. has a significand and a non-negative shift of at most 30."""
+    beta = float(np.float32(op.options.get("beta", 1.0)))
+    valid = [e for e in range(SOFTMAX_EXPONENTS[0], SOFTMAX_EXPONENTS[1] + 1) if 1.0 < beta * 2.0 ** (26 - e) < 2.0 ** 30]
+    if not valid:
+        raise UnsupportedError(f"{op.where}: beta {beta} leaves TFLM's int8 softmax no input scale")
+    return valid[0], valid[-1]
 
 
 @kernel("QUANTIZE", dtypes=("float32",), dynamic=True)
 def quantize(op: Op, args: list) -> DynamicValue:
     x = args[0].astype(np.float32)
     n = len(x)
-    exponent = exponent_for(np.abs(x.reshape(n, -1)).max(axis=1))
+    finite = np.where(np.isfinite(x), np.abs(x), 0).reshape(n, -1)  # NaN and infinities take no part
+    exponent = exponent_for(finite.max(axis=1))
     scaled = x * np.ldexp(np.float32(1.0), exponent.astype(np.int32)).astype(np.float32).reshape(
         (-1,) + (1,) * (x.ndim - 1))
-    q = np.copysign(np.floor(np.abs(scaled.astype(np.float64)) + 0.5), scaled)
+    scaled = np.nan_to_num(scaled.astype(np.float64), nan=0.0, posinf=127.0, neginf=-128.0)  # NaN reads as 0
+    q = np.copysign(np.floor(np.abs(scaled) + 0.5), scaled)
     return DynamicValue(np.clip(q, -128, 127).astype(np.int8), exponent)
 
 

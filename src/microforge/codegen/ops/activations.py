@@ -89,9 +89,9 @@ def lut_call(op: Op, ctx: EmitContext, table: np.ndarray) -> Call:
 # ----------------------------------------------------------------------------------------------------------
 
 
-def softmax_exp_table(op: Op) -> np.ndarray:
-    """gemmlowp's exp of the rescaled difference -d to the row maximum, d = 0..255 (Q0 int32), with 0 where
-    -d is below diff_min (TFLM skips those values: they add nothing and output -128). Same arithmetic as
+def softmax_parameters(op: Op) -> tuple[int, int, int]:
+    """TFLM's int8 softmax constants for the op's input scale and beta: (multiplier, left shift, diff_min)
+    of the rescaling of differences to the row maximum into Q5.26. Same arithmetic as
     reference/activations.py softmax."""
     src = op.inputs[0]
     beta = np.float32(op.options.get("beta", 1.0))
@@ -99,10 +99,15 @@ def softmax_exp_table(op: Op) -> np.ndarray:
     real = min(float(beta) * src.scale * (1 << (31 - scaled_diff_integer_bits)), (1 << 31) - 1.0)
     multiplier, left_shift = multiplier_for(op, real, "input multiplier beta * scale")
     radius = ((1 << scaled_diff_integer_bits) - 1) * (1 << (31 - scaled_diff_integer_bits)) / (1 << left_shift)
-    diff_min = -math.floor(radius)
+    return int(multiplier), int(left_shift), -math.floor(radius)
+
+
+def softmax_exp_table(op: Op) -> np.ndarray:
+    """gemmlowp's exp of the rescaled difference -d to the row maximum, d = 0..255 (Q0 int32), with 0 where
+    -d is below diff_min (TFLM skips those values: they add nothing and output -128)."""
+    multiplier, left_shift, diff_min = softmax_parameters(op)
     diff = -np.arange(256, dtype=np.int64)
-    exps = ref_activations._exp_on_negative_values(multiply_by_quantized_multiplier(diff, multiplier, left_shift),
-                                                   scaled_diff_integer_bits)
+    exps = ref_activations._exp_on_negative_values(multiply_by_quantized_multiplier(diff, multiplier, left_shift), 5)
     return np.where(diff >= diff_min, exps, 0).astype(np.int32)
 
 
