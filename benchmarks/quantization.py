@@ -9,7 +9,11 @@ where there are labels, output MAE (on dequantized outputs), and the mean SQNR o
 The converter needs a TensorFlow model, and the MLPerf Tiny float models ship only as .tflite, so each is
 rebuilt as a Keras model with the same weights (rebuild_keras; checked against our float interpreter).
 
-Models and data (no labelled data for the MLPerf Tiny tasks here, so agreement with float is the measure):
+Models and data (labelled where we have labels; for the MLPerf Tiny tasks agreement with float is the measure):
+- har: our 1-D CNN on BasicMotions (scripts/train_har.py; aeon's copy of the UEA data): calibration on
+  the 40 training recordings, evaluation on the 40 test recordings, with labels.
+- fsdd: our spoken-digit DS-CNN (scripts/train_fsdd_kws.py), its float model: calibration on FSDD
+  recordings 5-49, evaluation on recordings 0-4 with their digits.
 - kws: MLPerf Tiny DS-CNN (hybrid float model: int8 weights, dequantized); inputs are Free Spoken Digit
   Dataset clips through the MLPerf KWS MFCC pipeline (calibration: recordings 5-49, evaluation 0-4).
 - vww, ic: MobileNetV1 96x96 and ResNet-8 32x32; inputs are synthetic smooth random images in each
@@ -45,6 +49,8 @@ FSDD = SHARED / "data" / "fsdd" / "recordings"
 CACHE = ROOT / "benchmarks" / ".cache"
 RESULTS = ROOT / "benchmarks" / "results"
 FLOAT_MODELS = {
+    "har": ROOT / "models" / "har" / "har_cnn_float.tflite",
+    "fsdd": ROOT / "models" / "fsdd" / "fsdd_dscnn_float.tflite",
     "kws": MLPERF / "kws_ref_model_float32.tflite",
     "vww": MLPERF / "vww_96_float.tflite",
     "ic": MLPERF / "ic_resnet8_pretrainedResnet_float.tflite",
@@ -56,16 +62,27 @@ FLOAT_MODELS = {
 # data
 
 
-def fsdd_features(indices, limit: int, seed: int) -> np.ndarray:
-    cache = CACHE / f"fsdd_kws_{min(indices)}_{max(indices)}_{limit}_{seed}.npy"
+def fsdd_features(indices, limit: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """MLPerf KWS MFCC features (N, 49, 10, 1) of up to `limit` FSDD clips (a seeded pick), and their digits."""
+    cache = CACHE / f"fsdd_kws_{min(indices)}_{max(indices)}_{limit}_{seed}.npz"
     if cache.exists():
-        return np.load(cache)
+        saved = np.load(cache)
+        return saved["x"], saved["y"]
     files = fsdd_test_files(FSDD, indices)
-    pick = np.random.default_rng(seed).permutation(len(files))[:limit]
-    x = np.stack([kws_features_from_wav(files[i][0]) for i in sorted(pick)]).astype(np.float32)[..., None]
+    pick = sorted(np.random.default_rng(seed).permutation(len(files))[:limit])
+    x = np.stack([kws_features_from_wav(files[i][0]) for i in pick]).astype(np.float32)[..., None]
+    y = np.array([files[i][1] for i in pick], dtype=np.int64)
     CACHE.mkdir(parents=True, exist_ok=True)
-    np.save(cache, x)
-    return x
+    np.savez(cache, x=x, y=y)
+    return x, y
+
+
+def har_data() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    sys.path.insert(0, str(ROOT / "scripts"))
+    from train_har import har_data as load
+
+    normalisation = json.loads((ROOT / "models" / "har" / "training.json").read_text())["normalisation"]
+    return load(normalisation)[:4]
 
 
 def smooth_images(count: int, size: int, low: float, high: float, seed: int) -> np.ndarray:
@@ -77,15 +94,21 @@ def smooth_images(count: int, size: int, low: float, high: float, seed: int) -> 
     return (low + (high - low) * image).astype(np.float32)
 
 
-def datasets(n_cal: int, n_eval: int) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+def datasets(n_cal: int, n_eval: int) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray | None]]:
+    """model -> (calibration inputs, evaluation inputs, evaluation labels or None)."""
     windows = ad_windows(read_ad_hist(MLPERF / "ad01_sample_normal_id_01_00000000_hist_librosa.bin"))
     windows = windows.reshape(len(windows), -1).astype(np.float32)
     order = np.random.default_rng(0).permutation(len(windows))
+    har_train, _, har_test, har_labels = har_data()
+    fsdd_cal, _ = fsdd_features(range(5, 50), n_cal, 0)
+    fsdd_eval, fsdd_labels = fsdd_features(range(0, 5), n_eval, 1)
     return {
-        "kws": (fsdd_features(range(5, 50), n_cal, 0), fsdd_features(range(0, 5), n_eval, 1)),
-        "vww": (smooth_images(n_cal, 96, 0.0, 1.0, 0), smooth_images(n_eval, 96, 0.0, 1.0, 1)),
-        "ic": (smooth_images(n_cal, 32, 0.0, 255.0, 0), smooth_images(n_eval, 32, 0.0, 255.0, 1)),
-        "ad": (windows[order[:len(order) // 2]], windows[order[len(order) // 2:]]),
+        "har": (har_train, har_test, har_labels),
+        "fsdd": (fsdd_cal, fsdd_eval, fsdd_labels),
+        "kws": (fsdd_cal, fsdd_eval, None),  # the MLPerf keywords are not digits: agreement only
+        "vww": (smooth_images(n_cal, 96, 0.0, 1.0, 0), smooth_images(n_eval, 96, 0.0, 1.0, 1), None),
+        "ic": (smooth_images(n_cal, 32, 0.0, 255.0, 0), smooth_images(n_eval, 32, 0.0, 255.0, 1), None),
+        "ad": (windows[order[:len(order) // 2]], windows[order[len(order) // 2:]], None),
     }
 
 
@@ -197,6 +220,31 @@ def measure_model(name: str, calibration: np.ndarray, evaluation: np.ndarray, la
     return rows
 
 
+def cost_on_m4(name: str, calibration: np.ndarray) -> dict:
+    """Instructions per inference and RAM on qemu-m4 of static int8 and dynamic fixed point, both with float
+    input and output (the dynamic scheme's own edges), bit-exact with the reference interpreter."""
+    from microforge.codegen.validate import validate_target
+
+    row = {"model": name}
+    for scheme in ("int8", "dynamic"):
+        graph = robust.quantize(FLOAT_MODELS[name], calibration, scheme=scheme, io="float").graph
+        report = validate_target(graph, "qemu-m4", count=2)
+        row[scheme] = {k: report[k] for k in ("instructions_per_inference", "arena_bytes", "ram_bytes", "bit_exact")}
+    return row
+
+
+def cost_markdown(costs: list[dict]) -> str:
+    lines = ["| model | int8 instructions | dynamic instructions | ratio | int8 RAM B | dynamic RAM B | ratio | "
+             "bit-exact |", "|---|---|---|---|---|---|---|---|"]
+    for c in costs:
+        a, b = c["int8"], c["dynamic"]
+        lines.append(f"| {c['model']} | {a['instructions_per_inference']:,} | {b['instructions_per_inference']:,} | "
+                     f"{b['instructions_per_inference'] / a['instructions_per_inference']:.2f}x | {a['ram_bytes']:,} | "
+                     f"{b['ram_bytes']:,} | {b['ram_bytes'] / a['ram_bytes']:.2f}x | "
+                     f"{'yes' if a['bit_exact'] and b['bit_exact'] else 'NO'} |")
+    return "\n".join(lines)
+
+
 def markdown(rows: list[dict]) -> str:
     def pct(v):
         return "-" if v is None else f"{100 * v:.1f}%"
@@ -219,22 +267,28 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--calibration", type=int, default=100, help="calibration samples per model")
     parser.add_argument("--eval", type=int, default=200, help="evaluation samples per model")
-    parser.add_argument("--models", default="kws,vww,ic,ad")
+    parser.add_argument("--models", default="har,fsdd,kws,vww,ic,ad")
     args = parser.parse_args()
     data = datasets(args.calibration, args.eval)
-    rows = []
+    rows, costs = [], []
     for name in args.models.split(","):
-        calibration, evaluation = data[name]
+        if not FLOAT_MODELS[name].exists():
+            raise SystemExit(f"{FLOAT_MODELS[name]} is missing: train it first (see scripts/)")
+        calibration, evaluation, labels = data[name]
         print(f"{name}: {len(calibration)} calibration, {len(evaluation)} evaluation samples", flush=True)
-        rows += measure_model(name, calibration, evaluation, classifier=name != "ad")
+        rows += measure_model(name, calibration, evaluation, labels, classifier=name != "ad")
+        costs.append(cost_on_m4(name, calibration))
     RESULTS.mkdir(parents=True, exist_ok=True)
     command = "python benchmarks/quantization.py " + " ".join(sys.argv[1:])
-    (RESULTS / "quantization.json").write_text(json.dumps({"command": command.strip(), "rows": rows}, indent=1) + "\n")
+    (RESULTS / "quantization.json").write_text(json.dumps({"command": command.strip(), "rows": rows, "cost_qemu_m4": costs}, indent=1) + "\n")
     table = markdown(rows)
     legend = ("Each cell: relative accuracy (quantized / float, where there are labels) or else top-1 agreement "
               "with the float model, then output MAE relative to the float output's mean magnitude.")
-    (RESULTS / "quantization.md").write_text(f"Measured with `{command.strip()}`.\n\n{legend}\n\n{table}\n")
+    cost = cost_markdown(costs)
+    (RESULTS / "quantization.md").write_text(f"Measured with `{command.strip()}`.\n\n{legend}\n\n{table}\n\n"
+                                             f"Cost on qemu-m4 (float input and output for both):\n\n{cost}\n")
     print(table)
+    print(cost)
 
 
 if __name__ == "__main__":

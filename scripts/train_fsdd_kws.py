@@ -9,7 +9,8 @@ exactly what it will be fed. Split by FSDD's convention: recording indices 0-4 a
 evaluated, after training), 5-49 train; within those, indices 9, 18, 27, 36 and 45 are a validation set
 that is only reported (training runs a fixed number of epochs; nothing is selected on it).
 
-Writes to --out: fsdd_dscnn_int8.tflite (int8 input and output, per-channel weights) and training.json
+Writes to --out: fsdd_dscnn_int8.tflite (int8 input and output, per-channel weights, by TensorFlow's
+converter), fsdd_dscnn_float.tflite (the float32 model, for microforge's own quantizer) and training.json
 (the numbers: float and int8 test accuracy, the latter from TFLite Micro and from microforge).
 Relative paths are taken from the project root, so the script runs from any directory.
 """
@@ -39,10 +40,12 @@ from microforge.bench.features import (
     kws_waveform,
     quantize_input,
 )
+from microforge.frontend.keras import keras_to_float_tflite, keras_to_int8_tflite
 from microforge.plan import plan
 
 ROOT = Path(__file__).resolve().parents[1]
 MODEL_FILE = "fsdd_dscnn_int8.tflite"
+FLOAT_MODEL_FILE = "fsdd_dscnn_float.tflite"
 RESULTS_FILE = "training.json"
 NUM_CLASSES = 10
 TEST_INDICES = range(5)
@@ -137,27 +140,6 @@ def build_model(tf, frames: int, coefficients: int, batch_size: int | None = Non
     return tf.keras.Model(inputs, outputs, name="fsdd_dscnn")
 
 
-def convert_int8(tf, model, representative: np.ndarray) -> bytes:
-    """Full-integer TFLite: int8 input and output, per-channel int8 weights, int32 biases."""
-
-    def samples():
-        for x in representative:
-            yield [x[None, ..., None].astype(np.float32)]
-
-    # converted as a copy with a batch of exactly 1, as on the device: with a free batch dimension Flatten
-    # turns into SHAPE/STRIDED_SLICE/PACK ops that compute the batch size at run time
-    frames, coefficients = representative.shape[1:]
-    single = build_model(tf, frames, coefficients, batch_size=1)
-    single.set_weights(model.get_weights())
-    converter = tf.lite.TFLiteConverter.from_keras_model(single)
-    converter.optimizations = [tf.lite.Optimize.DEFAULT]
-    converter.representative_dataset = samples
-    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-    converter.inference_input_type = tf.int8
-    converter.inference_output_type = tf.int8
-    return converter.convert()
-
-
 # ----------------------------------------------------------------------------------------------------
 # evaluation
 
@@ -222,10 +204,13 @@ def main(argv=None) -> int:
 
     # calibrate on clean training clips only: the device never sees the augmented ones
     pick = rng.permutation(len(x_train_clean))[:REPRESENTATIVE_SAMPLES]
-    tflite = convert_int8(tf, model, x_train_clean[pick])
+    # converted at batch 1, as on the device: with a free batch dimension Flatten turns into
+    # SHAPE/STRIDED_SLICE/PACK ops that compute the batch size at run time
+    tflite = keras_to_int8_tflite(model, x_train_clean[pick][..., None])
     out_dir.mkdir(parents=True, exist_ok=True)
     model_path = out_dir / MODEL_FILE
     model_path.write_bytes(tflite)
+    (out_dir / FLOAT_MODEL_FILE).write_bytes(keras_to_float_tflite(model))  # what robust.quantize starts from
 
     graph = microforge.load(model_path)
     quant = graph.inputs[0].quant

@@ -208,3 +208,22 @@ def test_tflm_only_tools_refuse_a_dynamic_model(tmp_path):
     np.testing.assert_array_equal(np.load(tmp_path / "y.npy"), microforge.run(microforge.load(tmp_path / "dfp.tflite"), x[:2]))
     result = runner.invoke(app, ["plan", str(tmp_path / "dfp.tflite"), "--write-tflm-plan", str(tmp_path / "t.tflite")])
     assert result.exit_code == 2 and "dynamic fixed point" in result.output and "TFLite Micro cannot run" in result.output
+
+
+def test_har_model_keeps_its_accuracy_in_every_scheme():
+    """The shipped BasicMotions model, on its 40 test recordings (aeon's copy of the UEA data)."""
+    import json
+    import sys
+
+    from conftest import ROOT
+
+    sys.path.insert(0, str(ROOT / "scripts"))
+    from train_har import har_data
+
+    normalisation = json.loads((ROOT / "models" / "har" / "training.json").read_text())["normalisation"]
+    x_train, _, x_test, y_test, _ = har_data(normalisation)
+    path = ROOT / "models" / "har" / "har_cnn_float.tflite"
+    for scheme in ("int8", "dynamic"):
+        report = robust.assess(path, robust.quantize(path, x_train, scheme=scheme).graph, x_test, labels=y_test)
+        assert report.model["float_accuracy"] >= 0.95
+        assert report.model["relative_accuracy"] >= 0.95, scheme
