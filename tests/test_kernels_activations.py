@@ -175,9 +175,9 @@ def test_malformed_ops(op_type):
     op.outputs[0].shape = (1, 5)
     with pytest.raises(ModelError, match="'y'"):
         KERNELS[op_type].fn(op, [np.zeros((2, 1, 4), np.float32)])
-    graph, op = one_op(op_type, (1, 4), np.int16, dict(scale=0.1, zero_point=0), dict(scale=0.1, zero_point=0))
-    with pytest.raises(UnsupportedError, match="int16"):
-        KERNELS[op_type].fn(op, [np.zeros((2, 1, 4), np.int16)])
+    graph, op = one_op(op_type, (1, 4), np.int32, dict(scale=0.1, zero_point=0), dict(scale=0.1, zero_point=0))
+    with pytest.raises(UnsupportedError, match="int32"):
+        KERNELS[op_type].fn(op, [np.zeros((2, 1, 4), np.int32)])
     graph, op = one_op(op_type, (1, 4), np.int8)  # no quantization parameters
     with pytest.raises(UnsupportedError, match="per-tensor quantization"):
         KERNELS[op_type].fn(op, [np.zeros((2, 1, 4), np.int8)])

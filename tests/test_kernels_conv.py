@@ -304,7 +304,7 @@ def _int8_conv(op_type="CONV_2D", out_shape=(1, 4, 4, 2), w_shape=(2, 3, 3, 3), 
     (dict(w_shape=(2, 7, 7, 3), out_shape=(1, 0, 0, 2)), ModelError, "does not fit"),
     (dict(bias_size=3), ModelError, "'bias'"),
     (dict(fused_activation_function="TANH"), UnsupportedError, "TANH"),
-    (dict(x_dtype=np.int16), UnsupportedError, "int16"),
+    (dict(x_dtype=np.int32), UnsupportedError, "int32"),
     (dict(op_type="DEPTHWISE_CONV_2D", w_shape=(1, 3, 3, 6), scales=(0.01,) * 6, out_shape=(1, 4, 4, 6),
           depth_multiplier=3), ModelError, "depth_multiplier"),
 ])

@@ -171,7 +171,7 @@ def _pool(out_shape=(1, 2, 2, 3), x_dtype=np.int8, out_quant=(0.1, 0), **options
     (dict(filter_height=5, out_shape=(1, 0, 2, 3)), ModelError, "does not fit"),
     (dict(out_quant=(0.2, 0)), ModelError, "same quantization"),
     (dict(out_quant=(0.1, 3)), ModelError, "same quantization"),
-    (dict(x_dtype=np.int16), UnsupportedError, "int16"),
+    (dict(x_dtype=np.int32), UnsupportedError, "int32"),
     (dict(fused_activation_function="SIGN_BIT"), UnsupportedError, "SIGN_BIT"),
 ])
 def test_malformed_pool_is_reported(kwargs, error, text):

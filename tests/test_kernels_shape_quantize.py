@@ -101,12 +101,12 @@ def test_dequantize(shape, seed):
 
 
 def test_quantize_unsupported_types():
-    graph, op = unary("QUANTIZE", (1, 4), np.float32, np.int16, out_q=dict(scale=0.1, zero_point=0))
+    graph, op = unary("QUANTIZE", (1, 4), np.float32, np.int32, out_q=dict(scale=0.1, zero_point=0))
     with pytest.raises(UnsupportedError, match=r"op 0 \(QUANTIZE\)"):
         KERNELS["QUANTIZE"].fn(op, [np.zeros((2, 1, 4), np.float32)])
-    graph, op = unary("DEQUANTIZE", (1, 4), np.int16, np.float32, in_q=dict(scale=0.1, zero_point=0))
+    graph, op = unary("DEQUANTIZE", (1, 4), np.int32, np.float32, in_q=dict(scale=0.1, zero_point=0))
     with pytest.raises(UnsupportedError, match=r"op 0 \(DEQUANTIZE\)"):
-        KERNELS["DEQUANTIZE"].fn(op, [np.zeros((2, 1, 4), np.int16)])
+        KERNELS["DEQUANTIZE"].fn(op, [np.zeros((2, 1, 4), np.int32)])
     graph, op = unary("QUANTIZE", (1, 4), np.float32, np.int8)  # output without quantization parameters
     with pytest.raises(UnsupportedError, match="'y'"):
         KERNELS["QUANTIZE"].fn(op, [np.zeros((2, 1, 4), np.float32)])

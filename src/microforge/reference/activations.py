@@ -1,12 +1,17 @@
-"""Reference activation kernels: SOFTMAX, LOGISTIC, HARD_SWISH, RELU, RELU6 (int8 and float32).
+"""Reference activation kernels: SOFTMAX, LOGISTIC, HARD_SWISH, RELU, RELU6 (int8 and float32; SOFTMAX,
+RELU and RELU6 also int16).
 
 The int8 kernels reproduce TFLite Micro's reference kernels bit for bit. SOFTMAX and LOGISTIC use
 gemmlowp's fixed-point exp and 1/(1+x) (TFLM's kernels/internal/fixedpoint.h), written here over int64
-numpy arrays holding int32 values; HARD_SWISH uses TFLM's int16 fixed-point steps.
+numpy arrays holding int32 values; HARD_SWISH uses TFLM's int16 fixed-point steps. int16 SOFTMAX uses
+TFLM's two 513-entry interpolated tables of exp and 1/(1+x), built here by TFLM's float32 recipe.
+int16 LOGISTIC is not supported: TFLM reads a hard-coded 256-entry sigmoid table that no simple formula
+reproduces.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
@@ -30,6 +35,7 @@ from microforge.reference.fixedpoint import (
     saturating_rounding_doubling_high_mul,
     wrap_int32,
 )
+from microforge.reference.quantize import round_half_away_array
 from microforge.reference.registry import kernel
 
 INT8_MIN, INT8_MAX = -128, 127
@@ -117,11 +123,11 @@ def _count_leading_zeros32(x: np.ndarray) -> np.ndarray:
 # Shared checks
 
 
-def _check_unary(op: Op) -> str:
+def _check_unary(op: Op, supported: tuple[str, ...] = ("int8", "float32")) -> str:
     check_arity(op, 1)
-    dtype = check_dtypes(op, ("int8", "float32"))
+    dtype = check_dtypes(op, supported)
     check_output_shape(op, op.inputs[0].shape)
-    if dtype == "int8":
+    if dtype in ("int8", "int16"):
         check_per_tensor(op, [op.inputs[0], op.outputs[0]])
     return dtype
 
@@ -138,26 +144,104 @@ def _require_output_1_over_256(op: Op) -> None:
 # Kernels
 
 
-@kernel("SOFTMAX")
-def softmax(op: Op, args: list) -> np.ndarray:
-    """SOFTMAX over the last axis with option beta.
+def _lut_int16(transform, input_min, input_max, output_min, output_max) -> np.ndarray:
+    """TFLite's LUTPopulateInt16 (float32 arithmetic): 512 samples of `transform` over [input_min,
+    input_max] plus the end point, each sample lowered by half the error that linear interpolation
+    would make at the midpoint of its step, so the interpolated lookup is accurate there too."""
+    f32 = np.float32
+    step = f32((input_max - input_min) / f32(512))
+    half_step = step / f32(2)
+    inverse = f32(65536) / f32(output_max - output_min)
+    i = np.arange(512, dtype=f32)
 
-    int8 -> int8 as TFLM: input differences to the row maximum are scaled by beta * input_scale into Q5.26
-    (differences below diff_min count as zero), exponentiated and summed in fixed point, and each exp is
-    multiplied by the fixed-point reciprocal of the sum. The output must be scale 1/256, zero point -128.
+    def rounded(v):  # TfLiteRound on float32 values; exact in float64
+        return round_half_away_array(v).astype(f32)
+
+    start = input_min + i * step
+    value = transform(start)
+    sample = rounded(value * inverse)
+    interpolated = rounded((transform(input_min + (i + f32(1)) * step) * inverse + sample) / f32(2))
+    bias = rounded((interpolated - rounded(transform(start + half_step) * inverse)) / f32(2))
+    last = rounded(transform(np.array([input_max], dtype=f32)) * inverse)
+    table = np.concatenate([sample - bias, last])
+    return np.clip(table, INT16_MIN, INT16_MAX).astype(np.int64)
+
+
+def _expf(x: np.ndarray) -> np.ndarray:
+    """float32 exp as libm's expf: the float64 exp rounded to float32 (numpy's float32 exp is its own
+    approximation and can differ by an ulp)."""
+    return np.exp(x.astype(np.float64)).astype(np.float32)
+
+
+@functools.lru_cache(maxsize=None)
+def _softmax_int16_luts() -> tuple[np.ndarray, np.ndarray]:
+    """TFLM's int16 softmax tables: exp on [-10, 0] and 1/(1+x) on [0, 1], both into Q0.15 over [-1, 1)."""
+    f32 = np.float32
+    span = f32(65535)
+    exp_scale, out_scale = f32(10) / span, f32(2) / span
+    out_min, out_max = out_scale * f32(INT16_MIN), out_scale * f32(INT16_MAX)
+    exp_lut = _lut_int16(_expf, exp_scale * f32(INT16_MIN - INT16_MAX), exp_scale * f32(0), out_min, out_max)
+    recip_scale = f32(1) / span
+    recip_lut = _lut_int16(lambda v: f32(1) / (f32(1) + v), recip_scale * f32(0),
+                           recip_scale * f32(INT16_MAX - INT16_MIN), out_min, out_max)
+    return exp_lut, recip_lut
+
+
+def _lut_lookup(value: np.ndarray, lut: np.ndarray) -> np.ndarray:
+    """TFLite's LUTLookup for int16: the top 9 bits pick a table step, the low 7 interpolate linearly
+    with rounding ((slope * offset + 64) >> 7); int16 arithmetic wraps as in C."""
+    index = 256 + (value >> 7)
+    base = lut[index]
+    slope = ((lut[index + 1] - base - INT16_MIN) & 0xFFFF) + INT16_MIN
+    result = base + ((slope * (value & 0x7F) + 64) >> 7)
+    return ((result - INT16_MIN) & 0xFFFF) + INT16_MIN
+
+
+def _require_output_scale(op: Op, scale: float, zero_point: int) -> None:
+    """TFLM's TF_LITE_ENSURE_NEAR on the output scale (within 0.1%, in float32) and its zero point."""
+    out = op.outputs[0]
+    f32 = np.float32
+    delta = abs(f32(out.scale) - f32(scale))
+    if delta > f32(0.001) * f32(scale) or out.zero_point != zero_point:
+        raise UnsupportedError(f"{op.where}: {out.dtype} output '{out.name}' must have scale {scale} and zero point "
+                               f"{zero_point} (TFLM requires it); it has scale {out.scale} and zero point "
+                               f"{out.zero_point}")
+
+
+def _softmax_int16(op: Op, x: np.ndarray) -> np.ndarray:
+    """int16 -> int16 SOFTMAX as TFLM's SoftmaxInt16.
+
+    Differences to the row maximum are rescaled (beta * input_scale / (10 / 65535)) so [-10, 0] spans
+    65535 steps, recentred, saturated to int16 and looked up in the exp table (Q0.15). The int32 sum of
+    exps is normalised by its leading zeros to a 16-bit x + 1, the 1/(1+x) table gives the reciprocal,
+    and each exp times it is shifted back with rounding (half up) into [0, 32767].
     """
-    dtype = _check_unary(op)
-    if not op.inputs[0].shape:
-        raise ModelError(f"{op.where}: input '{op.inputs[0].name}' must have at least one dimension")
-    beta = np.float32(op.options.get("beta", 1.0))  # stored as float32 in the model
-    x = args[0]
-    if dtype == "float32":
-        x = x.astype(np.float32)
-        exps = np.exp((x - x.max(axis=-1, keepdims=True)) * beta)
-        total = np.cumsum(exps, axis=-1, dtype=np.float32)[..., -1:]  # TFLM sums in order, in float32
-        return (exps / total).astype(np.float32)
+    _require_output_scale(op, 1.0 / 32768, 0)
+    beta = float(np.float32(op.options.get("beta", 1.0)))
+    multiplier, shift = multiplier_for(op, float(op.inputs[0].scale) * beta / (10.0 / 65535.0),
+                                       "input multiplier beta * scale")
+    exp_lut, recip_lut = _softmax_int16_luts()
+    x = x.astype(np.int64)
+    scaled = multiply_by_quantized_multiplier(x - x.max(axis=-1, keepdims=True), multiplier, shift)
+    exps = _lut_lookup(np.clip(scaled + INT16_MAX, INT16_MIN, INT16_MAX), exp_lut)
+    total = exps.sum(axis=-1, keepdims=True)
+    if np.any(total > INT32_MAX):
+        raise UnsupportedError(f"{op.where}: rows of {op.inputs[0].shape[-1]} values overflow the int32 sum of "
+                               "TFLM's int16 softmax")
+    headroom_plus_one = _count_leading_zeros32(total)
+    shifted = ((total << (headroom_plus_one - 1)) + (1 << 13)) >> 14
+    reciprocal = _lut_lookup(np.clip(shifted - ((1 << 15) + (1 << 16)), INT16_MIN, INT16_MAX), recip_lut)
+    right_shift = 31 - headroom_plus_one
+    y = (exps * reciprocal + (np.int64(1) << (right_shift - 1))) >> right_shift
+    return np.clip(y, 0, INT16_MAX).astype(np.int16)
 
-    _require_output_1_over_256(op)
+
+def _softmax_int8(op: Op, x: np.ndarray, out_dtype) -> np.ndarray:
+    """int8 -> int8 or int16 SOFTMAX as TFLM: gemmlowp exp and reciprocal; the output's bit width sets the
+    final shift and the offset (its lowest value)."""
+    bits = np.iinfo(out_dtype).bits
+    lowest, highest = int(np.iinfo(out_dtype).min), int(np.iinfo(out_dtype).max)
+    beta = np.float32(op.options.get("beta", 1.0))  # stored as float32 in the model
     scaled_diff_integer_bits = 5
     real = min(float(beta) * op.inputs[0].scale * (1 << (31 - scaled_diff_integer_bits)), (1 << 31) - 1.0)
     if not real > 1.0:
@@ -178,14 +262,48 @@ def softmax(op: Op, args: list) -> np.ndarray:
     num_bits_over_unit = accumulation_integer_bits - headroom_plus_one
     shifted_sum_minus_one = (sum_of_exps << headroom_plus_one) - (1 << 31)
     reciprocal = _one_over_one_plus_x_for_x_in_0_1(shifted_sum_minus_one)
-    exponent = num_bits_over_unit + 31 - 8
-    # TFLM's TFLITE_CHECK(0 <= exponent <= 31) fails (and aborts) once a row's sum of exps reaches 512
-    # (in Q12.19), i.e. rows of over 512 values close to their maximum, or when the int32 sum wraps.
+    exponent = num_bits_over_unit + 31 - bits
+    # TFLM's TFLITE_CHECK(0 <= exponent <= 31) fails (and aborts) for int8 output once a row's sum of exps
+    # reaches 512 (in Q12.19), i.e. rows of over 512 values close to their maximum, or when the int32 sum wraps.
     if np.any((exponent < 0) | (exponent > 31)):
+        limit = "of 512 or more" if bits == 8 else "beyond int32"
         raise UnsupportedError(f"{op.where}: a row of {op.inputs[0].shape[-1]} values has a sum of exponentials "
-                               "of 512 or more, which TFLM's int8 softmax cannot represent (it aborts)")
-    out = rounding_divide_by_pot(srdhm(reciprocal, exps), exponent) + INT8_MIN
-    return np.where(used, np.clip(out, INT8_MIN, INT8_MAX), INT8_MIN).astype(np.int8)
+                               f"{limit}, which TFLM's int8 softmax cannot represent (it aborts)")
+    out = rounding_divide_by_pot(srdhm(reciprocal, exps), exponent) + lowest
+    return np.where(used, np.clip(out, lowest, highest), lowest).astype(out_dtype)
+
+
+@kernel("SOFTMAX", dtypes=("int8", "int16", "float32"))
+def softmax(op: Op, args: list) -> np.ndarray:
+    """SOFTMAX over the last axis with option beta.
+
+    int8 -> int8 as TFLM: input differences to the row maximum are scaled by beta * input_scale into Q5.26
+    (differences below diff_min count as zero), exponentiated and summed in fixed point, and each exp is
+    multiplied by the fixed-point reciprocal of the sum. The output must be scale 1/256, zero point -128.
+    int8 -> int16 the same, output scale 1/65536, zero point -32768. int16 -> int16 with TFLM's lookup
+    tables (see _softmax_int16), output scale 1/32768, zero point 0.
+    """
+    src, out = op.inputs[0], op.outputs[0]
+    if src.dtype == np.int8 and out.dtype == np.int16:
+        check_arity(op, 1)
+        check_output_shape(op, src.shape)
+        check_per_tensor(op, [src])
+        _require_output_scale(op, 1.0 / 65536, INT16_MIN)
+        return _softmax_int8(op, args[0], np.int16)
+    dtype = _check_unary(op, ("int8", "int16", "float32"))
+    if not src.shape:
+        raise ModelError(f"{op.where}: input '{src.name}' must have at least one dimension")
+    x = args[0]
+    if dtype == "float32":
+        beta = np.float32(op.options.get("beta", 1.0))
+        x = x.astype(np.float32)
+        exps = np.exp((x - x.max(axis=-1, keepdims=True)) * beta)
+        total = np.cumsum(exps, axis=-1, dtype=np.float32)[..., -1:]  # TFLM sums in order, in float32
+        return (exps / total).astype(np.float32)
+    if dtype == "int16":
+        return _softmax_int16(op, x)
+    _require_output_1_over_256(op)
+    return _softmax_int8(op, x, np.int8)
 
 
 @kernel("LOGISTIC")
@@ -276,11 +394,11 @@ def hard_swish(op: Op, args: list) -> np.ndarray:
     return np.clip(result, INT8_MIN, INT8_MAX).astype(np.int8)
 
 
-@kernel("RELU")
+@kernel("RELU", dtypes=("int8", "int16", "float32"))
 def relu(op: Op, args: list) -> np.ndarray:
-    """RELU max(x, 0). int8 as TFLM: requantize from the input to the output scale, then clamp below at
-    the output's zero."""
-    dtype = _check_unary(op)
+    """RELU max(x, 0). int8 and int16 as TFLM: requantize from the input to the output scale, then clamp
+    below at the output's zero. The scale ratio is divided in double (what the TFLM package computes)."""
+    dtype = _check_unary(op, ("int8", "int16", "float32"))
     x = args[0]
     if dtype == "float32":
         x = x.astype(np.float32)
@@ -289,22 +407,24 @@ def relu(op: Op, args: list) -> np.ndarray:
     src, out = op.inputs[0], op.outputs[0]
     multiplier, shift = multiplier_for(op, float(src.scale) / float(out.scale), "input/output scale ratio")
     raw = multiply_by_quantized_multiplier(x.astype(np.int64) - src.zero_point, multiplier, shift) + out.zero_point
-    return np.clip(raw, max(INT8_MIN, out.zero_point), INT8_MAX).astype(np.int8)
+    info = np.iinfo(out.dtype)
+    return np.clip(raw, max(int(info.min), out.zero_point), int(info.max)).astype(out.dtype)
 
 
-@kernel("RELU6")
+@kernel("RELU6", dtypes=("int8", "int16", "float32"))
 def relu6(op: Op, args: list) -> np.ndarray:
-    """RELU6 min(max(x, 0), 6). int8 as TFLM: clamp the raw input to its own quantized 0 and 6.
+    """RELU6 min(max(x, 0), 6). int8 and int16 as TFLM: clamp the raw input to its own quantized 0 and 6.
 
     TFLM does not requantize here: the output is read with the input's scale and zero point, whatever
     the output tensor declares (TFLite's converters give both the same quantization).
     """
-    dtype = _check_unary(op)
+    dtype = _check_unary(op, ("int8", "int16", "float32"))
     x = args[0]
     if dtype == "float32":
         x = x.astype(np.float32)
         return np.where(x > 6, np.float32(6), np.where(x < 0, np.float32(0), x)).astype(np.float32)
 
     src: Tensor = op.inputs[0]
-    six = min(max(quantize_in_float32(6.0, src.scale, src.zero_point), INT8_MIN), INT8_MAX)
-    return np.clip(x, src.zero_point, six).astype(np.int8)
+    info = np.iinfo(src.dtype)
+    six = min(max(quantize_in_float32(6.0, src.scale, src.zero_point), int(info.min)), int(info.max))
+    return np.clip(x, src.zero_point, six).astype(src.dtype)

@@ -50,12 +50,24 @@ def check_output_shape(op: Op, shape: tuple[int, ...]) -> None:
 
 
 def check_per_tensor(op: Op, tensors: list[Tensor]) -> None:
-    """The int8 kernels need one positive scale and zero point per tensor."""
+    """The int8 and int16 kernels need one positive scale and zero point per tensor (zero for int16)."""
     for t in tensors:
         if t.quant is None or t.quant.per_channel:
-            raise UnsupportedError(f"{op.where}: int8 '{t.name}' needs per-tensor quantization")
+            raise UnsupportedError(f"{op.where}: {t.dtype} '{t.name}' needs per-tensor quantization")
         if not t.scale > 0:
             raise ModelError(f"{op.where}: '{t.name}' has scale {t.scale}; scales must be positive")
+        check_symmetric_int16(op, t)
+
+
+def check_symmetric_int16(op: Op, tensor: Tensor) -> None:
+    """int16 activations (TFLite's int16x8 mode) are symmetric: zero point 0.
+
+    TFLM's int16 CONV_2D and DEPTHWISE_CONV_2D ignore the zero point and its SOFTMAX, MUL, LOGISTIC and
+    CONCATENATION refuse a nonzero one, so a nonzero zero point is refused for every int16 op.
+    """
+    if tensor.dtype == np.int16 and tensor.quant is not None and np.any(tensor.quant.zero_point != 0):
+        raise UnsupportedError(f"{op.where}: int16 '{tensor.name}' has zero point "
+                               f"{tensor.quant.zero_point.tolist()}; int16x8 quantization needs zero point 0")
 
 
 def multiplier_for(op: Op, real: float, what: str) -> tuple[int, int]:
@@ -139,20 +151,23 @@ def activation_of(op: Op) -> str:
 
 
 def per_tensor_quant(op: Op, tensor: Tensor, role: str) -> tuple[float, int]:
-    """(scale, zero_point) of an int8 activation, which must be per-tensor quantized."""
+    """(scale, zero_point) of an int8 or int16 activation, which must be per-tensor quantized (and
+    symmetric for int16)."""
     q = tensor.quant
     if q is None or q.scale.size != 1 or q.zero_point.size != 1:
-        raise ModelError(f"{op.where}: int8 {role} '{tensor.name}' needs per-tensor quantization")
+        raise ModelError(f"{op.where}: {tensor.dtype} {role} '{tensor.name}' needs per-tensor quantization")
     scale, zero_point = float(q.scale[0]), int(q.zero_point[0])
     if not (np.isfinite(scale) and scale > 0):
         raise ModelError(f"{op.where}: {role} '{tensor.name}' has scale {scale!r}; it must be positive")
+    check_symmetric_int16(op, tensor)
     if not -128 <= zero_point <= 127:
         raise ModelError(f"{op.where}: {role} '{tensor.name}' has zero point {zero_point} outside int8")
     return scale, zero_point
 
 
-def quantized_activation_range(op: Op, scale: float, zero_point: int) -> tuple[int, int]:
-    return activation_range_quantized(activation_of(op), scale, zero_point, np.int8)
+def quantized_activation_range(op: Op, scale: float, zero_point: int, dtype=np.int8) -> tuple[int, int]:
+    """The fused activation's clamp in the output type's range (int8 or int16)."""
+    return activation_range_quantized(activation_of(op), scale, zero_point, dtype)
 
 
 def clamp_float(op: Op, y: np.ndarray) -> np.ndarray:

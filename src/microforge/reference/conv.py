@@ -6,6 +6,8 @@ Layouts are TFLite's: activations NHWC; conv weights [out, kh, kw, in / groups];
 int8: the accumulator is a float64 matrix product of (x - input_zero_point) with the int8 weights. Every
 partial sum is an integer far below 2**53, so float64 holds TFLM's int32 accumulator exactly while BLAS does
 the work. It is then requantized with TFLite's fixed-point rules, so outputs are byte-identical to TFLM.
+int16x8 (int16 activations with zero point 0, int8 weights): the same float64 sums (exact: products are
+below 2^22), an int64 or int32 bias and TFLM's matching requantization (see _int16x8_arithmetic).
 float32: computed in float64 and rounded to float32 once; TFLM sums in float32 in its own order, so the two
 agree to a few ulps, not bit for bit.
 
@@ -35,7 +37,9 @@ from microforge.reference.checks import (
 )
 from microforge.reference.fixedpoint import (
     multiply_by_quantized_multiplier,
+    multiply_by_quantized_multiplier_int64,
     quantize_multipliers,
+    wrap_int32,
 )
 from microforge.reference.registry import kernel
 
@@ -145,12 +149,22 @@ def _multipliers(op: Op, real_multipliers: list[float]) -> tuple[np.ndarray, np.
 
 def _int32_bias(op: Op, channels: int, input_scale: float, weight_scales: np.ndarray,
                 output_scale: float) -> np.ndarray | None:
+    """The int32 bias of an int8 op (None when absent), as int64 values."""
+    bias = _quantized_bias(op, channels, input_scale, weight_scales, output_scale, (np.int32,))
+    return None if bias is None else bias[0]
+
+
+def _quantized_bias(op: Op, channels: int, input_scale: float, weight_scales: np.ndarray, output_scale: float,
+                    dtypes: tuple) -> tuple[np.ndarray, np.dtype] | None:
+    """(bias values as int64, the bias dtype) of a quantized op whose bias may have one of `dtypes`."""
     bias = optional_input(op, 2)
     if bias is None:
         return None
     data = constant_data(op, bias, "bias")
-    if bias.dtype != np.int32:
-        raise UnsupportedError(f"{op.where}: bias '{bias.name}' of an int8 op must be int32, not {bias.dtype}")
+    if bias.dtype not in dtypes:
+        kind = "an int8" if op.inputs[0].dtype == np.int8 else f"a {op.inputs[0].dtype} {op.type}"
+        raise UnsupportedError(f"{op.where}: bias '{bias.name}' of {kind} op must be "
+                               f"{' or '.join(np.dtype(d).name for d in dtypes)}, not {bias.dtype}")
     if data.size != channels:
         raise ModelError(f"{op.where}: bias '{bias.name}' has {data.size} values for {channels} channels")
     if bias.quant is not None:
@@ -162,7 +176,7 @@ def _int32_bias(op: Op, channels: int, input_scale: float, weight_scales: np.nda
         diff = np.abs(product - bias.quant.scale.astype(np.float64)) / output_scale
         if np.any(diff > BIAS_SCALE_TOLERANCE):
             raise ModelError(f"{op.where}: bias '{bias.name}' scale is not input_scale * weight_scale")
-    return data.reshape(channels).astype(np.int64)
+    return data.reshape(channels).astype(np.int64), bias.dtype
 
 
 def _float_bias(op: Op, channels: int) -> np.ndarray | None:
@@ -199,13 +213,16 @@ def _float_weights(op: Op, weights: Tensor, axis: int) -> np.ndarray:
 
 
 def _kind(op: Op, x: Tensor, weights: Tensor, out: Tensor) -> str:
-    """'int8' or 'float32': the arithmetic the op uses; UnsupportedError for other type combinations."""
+    """'int8', 'int16x8' or 'float32': the arithmetic the op uses; UnsupportedError for other type
+    combinations (TFLM has no int16 kernel with int8 or float output, nor int16 weights)."""
     if x.dtype == np.int8 and weights.dtype == np.int8 and out.dtype == np.int8:
         return "int8"
+    if x.dtype == np.int16 and weights.dtype == np.int8 and out.dtype == np.int16:
+        return "int16x8"
     if x.dtype == np.float32 and weights.dtype in (np.float32, np.int8) and out.dtype == np.float32:
         return "float32"
     raise UnsupportedError(f"{op.where}: {x.dtype} input '{x.name}' with {weights.dtype} weights and "
-                           f"{out.dtype} output is not supported (int8 or float32 only)")
+                           f"{out.dtype} output is not supported (int8, int16 with int8 weights, or float32)")
 
 
 def _arithmetic(op: Op, x: Tensor, weights: Tensor, out: Tensor, channels: int, axis: int):
@@ -219,6 +236,8 @@ def _arithmetic(op: Op, x: Tensor, weights: Tensor, out: Tensor, channels: int, 
         w = _float_weights(op, weights, axis)
         bias = _float_bias(op, channels)
         return w, 0, lambda acc: clamp_float(op, acc if bias is None else acc + bias)
+    if kind == "int16x8":
+        return _int16x8_arithmetic(op, x, weights, out, channels, axis)
     in_scale, in_zp = per_tensor_quant(op, x, "input")
     out_scale, out_zp = per_tensor_quant(op, out, "output")
     w_scales = _weight_scales(op, weights, channels, axis)
@@ -236,6 +255,50 @@ def _arithmetic(op: Op, x: Tensor, weights: Tensor, out: Tensor, channels: int, 
         return np.clip(y, lo, hi).astype(np.int8)
 
     return constant_data(op, weights, "weights"), in_zp, requantize
+
+
+def _int16x8_arithmetic(op: Op, x: Tensor, weights: Tensor, out: Tensor, channels: int, axis: int):
+    """int16 activations, int8 weights: (weights, input zero point 0, finish), bit-exact with TFLM.
+
+    Zero points must be 0 (TFLM's int16 convolutions ignore them). The bias is int64 (DEPTHWISE_CONV_2D
+    reads nothing else) or, for CONV_2D and FULLY_CONNECTED, int32. With an int64 bias or none, TFLM
+    sums in int64 and requantizes with the int64 MultiplyByQuantizedMultiplier (Q15 multiplier, one
+    rounding shift); with an int32 bias it sums in int32 (wrapping) and uses the int32 rule of int8 ops.
+    Without a bias TFLM picks by the options' quantized_bias_type, which microforge does not read: its
+    default (and what the writer emits) selects the int64 path.
+    """
+    in_scale, _ = per_tensor_quant(op, x, "input")
+    out_scale, _ = per_tensor_quant(op, out, "output")
+    w_scales = _weight_scales(op, weights, channels, axis)
+    dtypes = (np.int64,) if op.type == "DEPTHWISE_CONV_2D" else (np.int64, np.int32)
+    bias = _quantized_bias(op, channels, in_scale, w_scales, out_scale, dtypes)
+    # PopulateConvolutionQuantizationParams: (double)input_scale * (double)weight_scale / (double)output_scale
+    # (per-tensor FULLY_CONNECTED too: the tests show the TFLM package computes it so).
+    multiplier, shift = _multipliers(op, [in_scale * float(s) / out_scale for s in w_scales])
+    int32_accumulator = bias is not None and bias[1] == np.int32
+    if not int32_accumulator and np.any(shift > 7):
+        raise UnsupportedError(f"{op.where}: a requantization multiplier input_scale * weight_scale / "
+                               "output_scale of 128 or more is beyond TFLM's int16 kernels")
+    lo, hi = quantized_activation_range(op, out_scale, 0, np.int16)
+
+    def requantize(acc: np.ndarray) -> np.ndarray:
+        acc = acc.astype(np.int64)
+        if bias is not None:
+            acc += bias[0]
+        if int32_accumulator:
+            y = multiply_by_quantized_multiplier(wrap_int32(acc), multiplier, shift)
+        else:
+            y = multiply_by_quantized_multiplier_int64(acc, multiplier, shift)
+        return np.clip(y, lo, hi).astype(np.int16)
+
+    return constant_data(op, weights, "weights"), 0, requantize
+
+
+def _accumulator_dtype(x: Tensor, terms: int):
+    """The float type that holds the op's sums exactly: int16 products need float64 beyond a few terms."""
+    if x.dtype == np.int8:
+        return exact_float(terms)
+    return np.float64
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -267,13 +330,14 @@ def _conv_sum(x: np.ndarray, w: np.ndarray, win: Window, groups: int) -> np.ndar
     return acc.reshape(m, win.out_h, win.out_w, out_channels)
 
 
-@kernel("CONV_2D")
+@kernel("CONV_2D", dtypes=("int8", "int16", "float32"))
 def conv_2d(op: Op, args: list) -> np.ndarray:
     """2-D convolution. Input NHWC, weights [out, kh, kw, in / groups], optional bias [out], output NHWC.
 
     int8 (byte-identical to TFLM): per-tensor or per-channel symmetric weights, int32 bias, per-channel
-    requantization with multipliers computed in double. Grouped convolution when in is a multiple of the
-    weights' input depth. float32 (few-ulp agreement): float32 weights, or hybrid int8 weights dequantized.
+    requantization with multipliers computed in double. int16x8 likewise with an int64 or int32 bias.
+    Grouped convolution when in is a multiple of the weights' input depth. float32 (few-ulp agreement):
+    float32 weights, or hybrid int8 weights dequantized.
     """
     (x_t, w_t), out_t = io_tensors(op, 2)
     x = batched_arg(op, args, 0)
@@ -287,18 +351,18 @@ def conv_2d(op: Op, args: list) -> np.ndarray:
     win = window(op, h, width, kh, kw, dilated=True)
     check_output_shape(op, (batch, win.out_h, win.out_w, out_channels))
     w, x_zero_point, finish = _arithmetic(op, x_t, w_t, out_t, out_channels, axis=0)
-    dtype = exact_float(kh * kw * group_in) if x_t.dtype == np.int8 else np.float64
+    dtype = _accumulator_dtype(x_t, kh * kw * group_in)
     acc = _conv_sum(x.reshape(n * batch, h, width, c).astype(dtype) - dtype(x_zero_point), w.astype(dtype), win,
                     c // group_in)
     return finish(acc).reshape((n,) + out_t.shape)
 
 
-@kernel("DEPTHWISE_CONV_2D")
+@kernel("DEPTHWISE_CONV_2D", dtypes=("int8", "int16", "float32"))
 def depthwise_conv_2d(op: Op, args: list) -> np.ndarray:
     """Depthwise convolution. Input NHWC, weights [1, kh, kw, in * depth_multiplier], output NHWC.
 
     Output channel c * depth_multiplier + m reads input channel c. int8 exact like CONV_2D (weights
-    quantized along axis 3); float32 and hybrid weights as CONV_2D.
+    quantized along axis 3), int16x8 with an int64 bias only; float32 and hybrid weights as CONV_2D.
     """
     (x_t, w_t), out_t = io_tensors(op, 2)
     x = batched_arg(op, args, 0)
@@ -314,7 +378,7 @@ def depthwise_conv_2d(op: Op, args: list) -> np.ndarray:
     win = window(op, h, width, kh, kw, dilated=True)
     check_output_shape(op, (batch, win.out_h, win.out_w, out_channels))
     w, x_zero_point, finish = _arithmetic(op, x_t, w_t, out_t, out_channels, axis=3)
-    dtype = exact_float(kh * kw) if x_t.dtype == np.int8 else np.float64
+    dtype = _accumulator_dtype(x_t, kh * kw)
     x = x.reshape(n * batch, h, width, c).astype(dtype) - dtype(x_zero_point)
     w = w.astype(dtype)
     acc = np.zeros((n * batch, win.out_h, win.out_w, out_channels), dtype=dtype)
@@ -326,19 +390,20 @@ def depthwise_conv_2d(op: Op, args: list) -> np.ndarray:
     return finish(acc).reshape((n,) + out_t.shape)
 
 
-@kernel("FULLY_CONNECTED")
+@kernel("FULLY_CONNECTED", dtypes=("int8", "int16", "float32"))
 def fully_connected(op: Op, args: list) -> np.ndarray:
     """Fully connected layer. Weights [out, in]; the input, of any rank, is read as rows [-1, in].
 
     Output [rows, out], or with keep_num_dims the input's shape with its last dimension replaced by out.
     int8 exact, per-tensor or per-channel symmetric weights, int32 bias; the multiplier is computed in double
-    (TFLM's per-tensor path gives the same as its per-channel one). float32 and hybrid weights as CONV_2D.
+    (TFLM's per-tensor path gives the same as its per-channel one). int16x8 with an int64 or int32 bias.
+    float32 and hybrid weights as CONV_2D.
     """
     (x_t, w_t), out_t = io_tensors(op, 2)
     x = batched_arg(op, args, 0)
     rows, in_features, out_features = fully_connected_geometry(op, x_t, w_t)
     w, x_zero_point, finish = _arithmetic(op, x_t, w_t, out_t, out_features, axis=0)
     n = x.shape[0]
-    dtype = exact_float(in_features) if x_t.dtype == np.int8 else np.float64
+    dtype = _accumulator_dtype(x_t, in_features)
     acc = (x.reshape(n * rows, in_features).astype(dtype) - dtype(x_zero_point)) @ w.astype(dtype).T
     return finish(acc).reshape((n,) + out_t.shape)

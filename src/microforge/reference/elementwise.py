@@ -1,9 +1,11 @@
-"""Reference kernels ADD and MUL (int8 and float32), bit-exact with TFLite Micro's reference kernels.
+"""Reference kernels ADD and MUL (int8, int16 and float32), bit-exact with TFLite Micro's reference kernels.
 
 Both broadcast their inputs numpy-style (shapes aligned at the trailing dimensions) and apply the fused
 activation. int8 ADD follows TFLM's add_common.cc: both inputs are shifted left by 20 bits, rescaled to
 twice the larger input scale, summed, and rescaled to the output. int8 MUL multiplies the centred
-inputs and rescales once by s1 * s2 / s_out.
+inputs and rescales once by s1 * s2 / s_out. int16 (zero points 0) does the same with a 15-bit shift for
+ADD: TFLM always takes this general path for int16 ADD, whatever pot_scale_int16 says (TFLite's
+power-of-two path is not in TFLM), so the option is accepted and ignored.
 """
 
 from __future__ import annotations
@@ -26,7 +28,8 @@ from microforge.reference.fixedpoint import (
 )
 from microforge.reference.registry import kernel
 
-ADD_LEFT_SHIFT = 20  # TFLM's headroom for int8 ADD (15 for int16)
+ADD_LEFT_SHIFT = {"int8": 20, "int16": 15}  # TFLM's headroom for ADD; 15 keeps int16 << 15 inside int32
+DTYPES = ("int8", "int16", "float32")
 FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 
@@ -54,7 +57,7 @@ def _multiplier_below_one(op: Op, real: float, what: str) -> tuple[int, int]:
     """TFLM's QuantizeMultiplierSmallerThanOneExp, which aborts unless 0 < real < 1."""
     if not 0.0 < real < 1.0:
         raise UnsupportedError(f"{op.where}: the {what} rescaling factor {real!r} is not below 1, "
-                               "which TFLM's int8 ADD requires")
+                               "which TFLM's quantized ADD requires")
     return multiplier_for(op, real, what + " rescaling factor")
 
 
@@ -75,15 +78,16 @@ def _float_op(op: Op, fn, x: np.ndarray, y: np.ndarray) -> np.ndarray:
 
 
 def _quantized_clamp(op: Op, out: Tensor, raw: np.ndarray) -> np.ndarray:
-    lo, hi = _activation_range(op, activation_range_quantized, out.scale, out.zero_point, np.int8)
-    return np.clip(raw, lo, hi).astype(np.int8)
+    lo, hi = _activation_range(op, activation_range_quantized, out.scale, out.zero_point, out.dtype)
+    return np.clip(raw, lo, hi).astype(out.dtype)
 
 
-@kernel("ADD")
+@kernel("ADD", dtypes=DTYPES)
 def add(op: Op, args: list) -> np.ndarray:
-    """ADD with broadcasting and fused activation; int8 with TFLM's per-input rescaling, or float32."""
+    """ADD with broadcasting and fused activation; int8 or int16 with TFLM's per-input rescaling
+    (int32 arithmetic, left shift 20 or 15), or float32."""
     check_arity(op, 2)
-    dtype = check_dtypes(op, ("int8", "float32"), [op.inputs[0], op.inputs[1], op.outputs[0]])
+    dtype = check_dtypes(op, DTYPES, [op.inputs[0], op.inputs[1], op.outputs[0]])
     x, y = _broadcast_inputs(op, args)
     if dtype == "float32":
         return _float_op(op, np.add, x, y)
@@ -93,19 +97,21 @@ def add(op: Op, args: list) -> np.ndarray:
     twice_max_scale = 2.0 * max(in1.scale, in2.scale)
     m1, s1 = _multiplier_below_one(op, in1.scale / twice_max_scale, f"'{in1.name}'")
     m2, s2 = _multiplier_below_one(op, in2.scale / twice_max_scale, f"'{in2.name}'")
-    mo, so = _multiplier_below_one(op, twice_max_scale / ((1 << ADD_LEFT_SHIFT) * out.scale), "output")
+    left_shift = ADD_LEFT_SHIFT[dtype]
+    mo, so = _multiplier_below_one(op, twice_max_scale / ((1 << left_shift) * out.scale), "output")
     # Shifting left first keeps the precision of the smaller-scale input through the rescaling.
-    scaled1 = multiply_by_quantized_multiplier((x.astype(np.int64) - in1.zero_point) << ADD_LEFT_SHIFT, m1, s1)
-    scaled2 = multiply_by_quantized_multiplier((y.astype(np.int64) - in2.zero_point) << ADD_LEFT_SHIFT, m2, s2)
+    scaled1 = multiply_by_quantized_multiplier((x.astype(np.int64) - in1.zero_point) << left_shift, m1, s1)
+    scaled2 = multiply_by_quantized_multiplier((y.astype(np.int64) - in2.zero_point) << left_shift, m2, s2)
     raw = multiply_by_quantized_multiplier(scaled1 + scaled2, mo, so) + out.zero_point
     return _quantized_clamp(op, out, raw)
 
 
-@kernel("MUL")
+@kernel("MUL", dtypes=DTYPES)
 def mul(op: Op, args: list) -> np.ndarray:
-    """MUL with broadcasting and fused activation; int8 rescaled once by s1 * s2 / s_out, or float32."""
+    """MUL with broadcasting and fused activation; int8 or int16 (int32 product) rescaled once by
+    s1 * s2 / s_out, or float32."""
     check_arity(op, 2)
-    dtype = check_dtypes(op, ("int8", "float32"), [op.inputs[0], op.inputs[1], op.outputs[0]])
+    dtype = check_dtypes(op, DTYPES, [op.inputs[0], op.inputs[1], op.outputs[0]])
     x, y = _broadcast_inputs(op, args)
     if dtype == "float32":
         return _float_op(op, np.multiply, x, y)

@@ -141,3 +141,22 @@ def activation_range_float(activation: str) -> tuple[float, float]:
     if activation not in ranges:
         raise ModelError(f"fused activation {activation} is not supported for float ops")
     return ranges[activation]
+
+
+def multiply_by_quantized_multiplier_int64(x, significand, shift) -> np.ndarray:
+    """TFLite's MultiplyByQuantizedMultiplier for an int64 accumulator (the int16x8 conv/FC path).
+
+    Not the int32 rule widened: TFLite first rounds the Q31 significand to Q15 ((m + 2^15) >> 16,
+    saturating at 0x7FFF), then does a single rounding right shift by 15 - shift bits (adding half,
+    flooring: halves go up, not away from zero), and truncates the result to int32 as C's cast does.
+    x must lie within +-2^47 and shift below 8 for TFLite's own precondition; numpy's int64 then
+    holds x * multiplier exactly.
+    """
+    x = np.asarray(x, dtype=np.int64)
+    significand = np.asarray(significand, dtype=np.int64)
+    shift = np.asarray(shift, dtype=np.int64)
+    if np.any(significand < 0) or np.any(shift > 7):
+        raise ModelError("int64 quantized multipliers must be non-negative with a shift below 8")
+    reduced = np.where(significand < 0x7FFF0000, (significand + (1 << 15)) >> 16, 0x7FFF)
+    total_shift = 15 - shift
+    return wrap_int32((x * reduced + (np.int64(1) << (total_shift - 1))) >> total_shift)

@@ -1,8 +1,9 @@
-"""PAD and PADV2, exact (a copy) like TFLite Micro's reference kernel.
+"""PAD and PADV2 (int8, int16, float32), exact (a copy) like TFLite Micro's reference kernel.
 
 paddings is a constant int32 or int64 tensor of shape [rank, 2]: (before, after) per dimension of the input,
 any rank. The padding value is PADV2's constant_values input when given; otherwise 0 for float32 and the
-output zero point (the quantized 0.0) for int8.
+output zero point (the quantized 0.0) for int8, and 0 for int16 (TFLM ignores its zero point; microforge
+requires it to be 0).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from microforge.reference.registry import kernel
 
 # TFLM requires input and output of a quantized PAD to share their quantization (the data is copied raw).
 SCALE_TOLERANCE = 1e-6
+QUANTIZED = (np.int8, np.int16)
 
 
 def _paddings(op: Op) -> np.ndarray:
@@ -48,8 +50,8 @@ def _pad_value(op: Op, args: list) -> np.ndarray:
     if value_t.dtype != x_t.dtype or value_t.size != 1:
         raise ModelError(f"{op.where}: constant_values '{value_t.name}' must be one {x_t.dtype} value, "
                          f"got {value_t.dtype} of shape {list(value_t.shape)}")
-    if x_t.dtype == np.int8:
-        # The value is written as raw int8, so it must be in the output's quantization.
+    if x_t.dtype in QUANTIZED:
+        # The value is written raw, so it must be in the output's quantization.
         q, out_q = value_t.quant, out_t.quant
         if q is None or out_q is None or not (np.array_equal(q.scale, out_q.scale)
                                               and np.array_equal(q.zero_point, out_q.zero_point)):
@@ -59,16 +61,16 @@ def _pad_value(op: Op, args: list) -> np.ndarray:
     return value.reshape(value.shape[0])
 
 
-@kernel("PAD", "PADV2")
+@kernel("PAD", "PADV2", dtypes=("int8", "int16", "float32"))
 def pad(op: Op, args: list) -> np.ndarray:
     """Pad every dimension with (before, after) elements of the padding value. Any layout and rank."""
     (x_t, _), out_t = io_tensors(op, 2)
-    if x_t.dtype not in (np.int8, np.float32) or out_t.dtype != x_t.dtype:
+    if x_t.dtype not in QUANTIZED + (np.float32,) or out_t.dtype != x_t.dtype:
         raise UnsupportedError(f"{op.where}: {x_t.dtype} input '{x_t.name}' with {out_t.dtype} output is not "
-                               f"supported (int8 or float32 only)")
+                               f"supported (int8, int16 or float32, the same in and out)")
     paddings = _paddings(op)
     check_output_shape(op, tuple(int(d) for d in np.add(x_t.shape, paddings.sum(axis=1))))
-    if x_t.dtype == np.int8:
+    if x_t.dtype in QUANTIZED:
         in_scale, in_zp = per_tensor_quant(op, x_t, "input")
         out_scale, out_zp = per_tensor_quant(op, out_t, "output")
         if abs(in_scale - out_scale) > SCALE_TOLERANCE or in_zp != out_zp:

@@ -1,10 +1,11 @@
-"""Reference kernel MEAN (int8 and float32), bit-exact with TFLite Micro's reduce kernels.
+"""Reference kernel MEAN (int8, int16 and float32), bit-exact with TFLite Micro's reduce kernels.
 
 The axes come from the constant int32 second input (negative axes allowed, duplicates ignored);
 keep_dims keeps the reduced dimensions with size 1. int8 follows TFLM's QuantizedMeanOrSum, which
 current TFLM uses whether or not input and output quantization are equal (older releases divided the raw
 sum with truncation when they were): the int32 sum minus zp_in * count, rescaled by s_in / s_out with
 1/count folded into the integer multiplier (shifted up by floor(log2(count)) bits first), plus zp_out.
+int16 takes the same steps (int32 sum) and clamps to int16.
 
 float32 sums in input order in float32 and divides by the count.
 """
@@ -27,7 +28,6 @@ from microforge.reference.checks import (
 from microforge.reference.fixedpoint import multiply_by_quantized_multiplier, wrap_int32
 from microforge.reference.registry import kernel
 
-INT8_MIN, INT8_MAX = -128, 127
 
 
 def _reduced_axes(op: Op) -> list[int]:
@@ -48,11 +48,12 @@ def _move_reduced_last(x: np.ndarray, axes: list[int]) -> np.ndarray:
     return moved.reshape(moved.shape[:1 + len(kept)] + (-1,))
 
 
-@kernel("MEAN")
+@kernel("MEAN", dtypes=("int8", "int16", "float32"))
 def mean(op: Op, args: list) -> np.ndarray:
-    """MEAN over the axes of the constant second input, with keep_dims; int8 (TFLM's rules) or float32."""
+    """MEAN over the axes of the constant second input, with keep_dims; int8 or int16 (TFLM's rules) or
+    float32."""
     check_arity(op, 2)
-    dtype = check_dtypes(op, ("int8", "float32"))
+    dtype = check_dtypes(op, ("int8", "int16", "float32"))
     src, out = op.inputs[0], op.outputs[0]
     axes = _reduced_axes(op)
     keep_dims = bool(op.options.get("keep_dims", False))
@@ -78,4 +79,5 @@ def mean(op: Op, args: list) -> np.ndarray:
     shift -= pre_shift
     centred = wrap_int32(total - src.zero_point * count)
     raw = multiply_by_quantized_multiplier(centred, multiplier, shift) + out.zero_point
-    return np.clip(raw, INT8_MIN, INT8_MAX).astype(np.int8).reshape(batch_shape)
+    info = np.iinfo(out.dtype)
+    return np.clip(raw, int(info.min), int(info.max)).astype(out.dtype).reshape(batch_shape)

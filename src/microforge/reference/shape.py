@@ -11,6 +11,7 @@ from microforge.reference.checks import (
     check_arity,
     check_dtypes,
     check_output_shape,
+    check_symmetric_int16,
     constant_ints,
     resolve_axis,
 )
@@ -96,8 +97,9 @@ def expand_dims(op: Op, args: list) -> np.ndarray:
 def concatenation(op: Op, args: list) -> np.ndarray:
     """CONCATENATION along `axis` (negative counts from the end).
 
-    int8 inputs must have the output's scale and zero point, as TFLM requires (it copies, never
-    requantizes); TFLite's converters give them all the output's quantization.
+    int8 and int16 inputs must have the output's scale and zero point (TFLM copies, never requantizes;
+    it checks this for int8 and zero point 0 for int16); TFLite's converters give them all the output's
+    quantization.
     """
     if not op.inputs:
         raise ModelError(f"{op.where}: has no inputs")
@@ -114,11 +116,17 @@ def concatenation(op: Op, args: list) -> np.ndarray:
             raise ModelError(f"{op.where}: cannot concatenate '{t.name}' {list(t.shape)} with "
                              f"'{first.name}' {list(first.shape)} along axis {axis}")
     out = op.outputs[0]
-    if out.dtype == np.int8:
+    # TFLM copies raw values: int8 inputs must share the output's quantization (TFLM checks it); quantized
+    # int16 ones need zero point 0 (TFLM checks) and, since nothing rescales them, the output's scale too.
+    # Unquantized int16 (plain integers) is copied as it is.
+    tensors = list(op.inputs) + [out]
+    if out.dtype == np.int8 or (out.dtype == np.int16 and any(t.quant is not None for t in tensors)):
+        for t in tensors:
+            check_symmetric_int16(op, t)
         for t in op.inputs:
             if t.quant is None or out.quant is None or not t.quant.equals(out.quant):
-                raise UnsupportedError(f"{op.where}: int8 input '{t.name}' must have the scale and zero point "
-                                       f"of the output '{out.name}' (TFLM does not requantize)")
+                raise UnsupportedError(f"{op.where}: {out.dtype} input '{t.name}' must have the scale and zero "
+                                       f"point of the output '{out.name}' (TFLM does not requantize)")
     shape = list(first.shape)
     shape[axis] = sum(t.shape[axis] for t in op.inputs)
     check_output_shape(op, tuple(shape))
