@@ -205,3 +205,29 @@ def test_cli_quantize_then_run(tmp_path):
     result = runner.invoke(app, ["quantize", str(tmp_path / "out.tflite"), "--calibration",
                                  str(tmp_path / "calib.npy"), "-o", str(tmp_path / "again.tflite")])
     assert result.exit_code == 2 and "already quantized" in result.output
+
+
+@pytest.mark.parametrize("name", ["kws", "ic", "ad"])
+def test_int16x8_models_run_in_tflm_bit_exact(name):
+    path = shared_model(FLOAT_MODELS[name])
+    x = float_inputs(microforge.load(path), 12)
+    model = robust.quantize(path, x[:8], scheme="int16x8")
+    activations = [op.outputs[0] for op in model.graph.ops]
+    assert all(t.dtype == np.int16 and t.zero_point == 0 for t in activations)
+    assert all(op.inputs[2].dtype == np.int64 for op in model.graph.ops
+               if op.type in ("CONV_2D", "DEPTHWISE_CONV_2D") and op.inputs[2] is not None)
+    assert_tflm_agrees(model, x[8:])
+
+
+def test_mixed_int8_int16_graph_runs_in_tflm_bit_exact():
+    """Every other weight layer in int16x8: QUANTIZE ops convert between the two, and TFLM agrees."""
+    from microforge.robust.quantizer import Scheme, quantize_graph
+
+    float_graph = microforge.load(shared_model(FLOAT_MODELS["ic"]))
+    weighted = [op.index for op in float_graph.ops if op.type in ("CONV_2D", "FULLY_CONNECTED")]
+    x = float_inputs(float_graph, 12)
+    model = quantize_graph(float_graph, x[:8], layer_schemes={i: Scheme.named("int16x8") for i in weighted[::2]})
+    dtypes = {op.outputs[0].dtype.name for op in model.graph.ops}
+    assert dtypes == {"int8", "int16"} and any(op.type == "QUANTIZE" for op in model.graph.ops)
+    assert model.graph.inputs[0].dtype == np.int8 and model.graph.outputs[0].dtype == np.int8
+    assert_tflm_agrees(model, x[8:])

@@ -203,8 +203,8 @@ class _Quantizer:
         scale = input_scale * weight_scale.astype(np.float64)
         if self.scheme.dynamic:  # its own power of two: the kernel aligns it to each inference's exponent
             scale = np.array([power_of_two(np.abs(float_values(t)).max(), bits=31)])
-        info = np.iinfo(self.scheme.bias)
-        q = np.clip(np.round(float_values(t) / scale), info.min, info.max).astype(self.scheme.bias)
+        bound = float(min(np.iinfo(self.scheme.bias).max, 2 ** 62))  # int64's limit is no exact float
+        q = np.clip(np.round(float_values(t) / scale), -bound, bound).astype(self.scheme.bias)
         return self.new_tensor(t.name, t.shape, self.scheme.bias, Quantization(scale.astype(np.float32),
                                                                                np.zeros(scale.size)), q)
 
