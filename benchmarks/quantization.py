@@ -194,7 +194,7 @@ def evaluate(float_graph, quant_graph, x: np.ndarray, labels, classifier: bool) 
 
 
 VARIANTS = [("int8", "per-channel", "minmax"), ("int8", "per-channel", "percentile"), ("int8", "per-channel", "mse"),
-            ("int8", "per-tensor", "minmax"), ("dynamic", "per-layer", "minmax")]
+            ("int8", "per-tensor", "minmax"), ("int16x8", "per-channel", "minmax"), ("dynamic", "per-layer", "minmax")]
 
 
 def measure_model(name: str, calibration: np.ndarray, evaluation: np.ndarray, labels=None,
