@@ -22,7 +22,9 @@ from hypothesis import strategies as st
 
 import microforge
 from microforge.codegen import compile_host, generate
+from microforge.codegen.emit import kernel_memory
 from microforge.codegen.lowering import LOWERINGS
+from microforge.graph.ir import Graph
 from microforge.errors import ModelError, UnsupportedError
 from microforge.graph.builder import GraphBuilder
 
@@ -419,7 +421,7 @@ def test_unsupported_types_and_depths_are_reported():
     fc = b.op("FULLY_CONNECTED", [x2, w2, None], [y2])
     b.build()
     with pytest.raises(UnsupportedError, match=r"op 0 \(CONV_2D\).*int16"):
-        LOWERINGS["CONV_2D"](conv, _StubContext())
+        kernel_memory(Graph([x, w, y], [conv], [x], [y]))
     with pytest.raises(UnsupportedError, match=r"op 1 \(FULLY_CONNECTED\).*int32 accumulator"):
         LOWERINGS["FULLY_CONNECTED"](fc, _StubContext())
 

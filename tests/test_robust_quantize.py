@@ -231,3 +231,12 @@ def test_mixed_int8_int16_graph_runs_in_tflm_bit_exact():
     assert dtypes == {"int8", "int16"} and any(op.type == "QUANTIZE" for op in model.graph.ops)
     assert model.graph.inputs[0].dtype == np.int8 and model.graph.outputs[0].dtype == np.int8
     assert_tflm_agrees(model, x[8:])
+
+
+def test_int16x8_models_are_refused_by_the_c_generator_with_every_op_named(tmp_path):
+    from microforge.codegen import generate
+
+    path = shared_model(FLOAT_MODELS["ad"])
+    model = robust.quantize(path, float_inputs(microforge.load(path), 4), scheme="int16x8")
+    with pytest.raises(UnsupportedError, match=r"(?s)op 0 \(FULLY_CONNECTED\): no C kernel for int16.*op 9 "):
+        generate(model.graph, tmp_path)
