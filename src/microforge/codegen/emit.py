@@ -29,7 +29,6 @@ CTYPES = {
     np.dtype(np.bool_): "uint8_t",
 }
 KERNEL_DIR = resources.files("microforge.codegen") / "kernels"
-COPYING_OPS = ("RESHAPE", "SQUEEZE", "EXPAND_DIMS", "CONCATENATION")  # any dtype: their C moves bytes
 
 
 def c_identifier(hint: str) -> str:
@@ -161,14 +160,19 @@ def _lowering(op: Op):
     return lowering_for(op)
 
 
+def _variant(op: Op) -> str:
+    from microforge.codegen.lowering import is_int16x8
+
+    if op.options.get("dynamic_fixed_point"):
+        return " in dynamic fixed point"
+    return " for int16 (int16x8)" if is_int16x8(op) else ""
+
+
 def unsupported_for_codegen(graph: Graph) -> list[str]:
     problems = []
     for op in graph.ops:
         if _lowering(op) is None:
-            variant = " in dynamic fixed point" if op.options.get("dynamic_fixed_point") else ""
-            problems.append(f"{op.where}: no C kernel yet{variant}")
-        elif op.type not in COPYING_OPS and any(t is not None and t.dtype == np.int16 for t in op.inputs + op.outputs):
-            problems.append(f"{op.where}: no C kernel for int16 (int16x8) yet")  # the reference has them
+            problems.append(f"{op.where}: no C kernel{_variant(op)} yet")
     return problems
 
 
@@ -178,9 +182,8 @@ def kernel_memory(graph: Graph, target: str = "portable") -> tuple[dict[int, int
     pointers; raises UnsupportedError listing every op without C."""
     probe = _ScratchProbe(graph, target, {}, {})
     scratch, overlaps, refused = {}, {}, unsupported_for_codegen(graph)
-    refused_ops = {line.split(":")[0] for line in refused}
     for op in graph.ops:
-        if _lowering(op) is None or op.where in refused_ops:
+        if _lowering(op) is None:
             continue
         probe.op = op
         try:

@@ -65,12 +65,21 @@ class EmitContext(Protocol):
 
 Lowering = Callable[[Op, EmitContext], Call]
 LOWERINGS: dict[str, Lowering] = {}
-# Lowerings of ops marked dynamic_fixed_point (codegen/ops/dynamic.py), as reference.registry does it.
+# Lowerings of ops marked dynamic_fixed_point (codegen/ops/dfp.py), as reference.registry does it.
 DYNAMIC_LOWERINGS: dict[str, Lowering] = {}
+# Lowerings of int16x8 ops: every op with an int16 activation (input or output) except those whose C only
+# moves bytes, whatever their type (COPYING_OPS, lowered by their ordinary lowering).
+INT16_LOWERINGS: dict[str, Lowering] = {}
+COPYING_OPS = ("RESHAPE", "SQUEEZE", "EXPAND_DIMS", "CONCATENATION")
 
 
-def lowering(*op_types: str, dynamic: bool = False):
-    table = DYNAMIC_LOWERINGS if dynamic else LOWERINGS
+def is_int16x8(op: Op) -> bool:
+    return op.type not in COPYING_OPS and any(
+        t is not None and not t.is_constant and t.dtype == np.int16 for t in op.inputs + op.outputs)
+
+
+def lowering(*op_types: str, dynamic: bool = False, int16: bool = False):
+    table = DYNAMIC_LOWERINGS if dynamic else INT16_LOWERINGS if int16 else LOWERINGS
 
     def register(fn: Lowering) -> Lowering:
         for op_type in op_types:
@@ -81,5 +90,8 @@ def lowering(*op_types: str, dynamic: bool = False):
 
 
 def lowering_for(op: Op) -> Lowering | None:
-    table = DYNAMIC_LOWERINGS if op.options.get("dynamic_fixed_point") else LOWERINGS
+    if op.options.get("dynamic_fixed_point"):
+        table = DYNAMIC_LOWERINGS
+    else:
+        table = INT16_LOWERINGS if is_int16x8(op) else LOWERINGS
     return table.get(op.type)
