@@ -5,22 +5,47 @@ void mf_lut_s8_f32(const float table[256], const int8_t *in, float *out, int32_t
     for (int32_t i = 0; i < count; ++i) out[i] = table[(uint8_t)in[i]];
 }
 
+/* TFLM's AffineQuantize before the zero point: in / scale in float32, rounded half away from zero in double.
+ * NaN becomes 0; beyond +-2^20 (far outside int16 whatever the zero point) it saturates, which also keeps
+ * the cast to int32 defined. */
+static int32_t mf_round_scaled(float value, float scale) {
+    const double d = (double)(value / scale); /* float32 division, as TFLM */
+    if (d != d) return 0;
+    if (d >= 1048576.0) return 1048576;
+    if (d <= -1048576.0) return -1048576;
+    /* std::round in double: floor(|d| + 0.5) with the sign of d (the cast truncates = floor) */
+    const int32_t magnitude = (int32_t)((d < 0.0 ? -d : d) + 0.5);
+    return d < 0.0 ? -magnitude : magnitude;
+}
+
 void mf_quantize_f32_s8(const float *in, int8_t *out, int32_t count, float scale, int32_t zero_point) {
+    for (int32_t i = 0; i < count; ++i)
+        out[i] = (int8_t)mf_clamp_i32(mf_round_scaled(in[i], scale) + zero_point, -128, 127);
+}
+
+void mf_quantize_f32_s16(const float *in, int16_t *out, int32_t count, float scale, int32_t zero_point) {
+    for (int32_t i = 0; i < count; ++i)
+        out[i] = (int16_t)mf_clamp_i32(mf_round_scaled(in[i], scale) + zero_point, -32768, 32767);
+}
+
+void mf_lut_s8_s16(const int16_t table[256], const int8_t *in, int16_t *out, int32_t count) {
+    for (int32_t i = 0; i < count; ++i) out[i] = table[(uint8_t)in[i]];
+}
+
+void mf_requantize_s16_s8(const int16_t *in, int8_t *out, int32_t count, const mf_requantize_params *p) {
     for (int32_t i = 0; i < count; ++i) {
-        const float scaled = in[i] / scale; /* float32 division, as TFLM */
-        const double d = (double)scaled;
-        int32_t rounded;
-        if (d != d) {
-            rounded = 0; /* NaN */
-        } else if (d >= 1024.0) {
-            rounded = 1024; /* saturates whatever the zero point; avoids an out-of-range cast */
-        } else if (d <= -1024.0) {
-            rounded = -1024;
-        } else {
-            /* std::round in double: floor(|d| + 0.5) with the sign of d (the cast truncates = floor) */
-            const int32_t magnitude = (int32_t)((d < 0.0 ? -d : d) + 0.5);
-            rounded = d < 0.0 ? -magnitude : magnitude;
-        }
-        out[i] = (int8_t)mf_clamp_i32(rounded + zero_point, -128, 127);
+        const int32_t q = mf_requantize(in[i] - p->input_zero_point, p->multiplier, p->shift);
+        out[i] = (int8_t)mf_clamp_i32(q + p->output_zero_point, -128, 127);
     }
+}
+
+void mf_requantize_s16_s16(const int16_t *in, int16_t *out, int32_t count, const mf_requantize_params *p) {
+    for (int32_t i = 0; i < count; ++i) {
+        const int32_t q = mf_requantize(in[i] - p->input_zero_point, p->multiplier, p->shift);
+        out[i] = (int16_t)mf_clamp_i32(q + p->output_zero_point, -32768, 32767);
+    }
+}
+
+void mf_dequantize_s16_f32(const int16_t *in, float *out, int32_t count, double scale, int32_t zero_point) {
+    for (int32_t i = 0; i < count; ++i) out[i] = (float)(scale * (double)(in[i] - zero_point));
 }
