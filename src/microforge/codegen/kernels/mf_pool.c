@@ -15,36 +15,46 @@ MF_INLINE void mf_pool_window(const mf_pool_params *p, int32_t oy, int32_t ox, i
 
 MF_INLINE float mf_pool_clamp_f32(float v, float lo, float hi) { return v < lo ? lo : (v > hi ? hi : v); }
 
-/* Both int8 poolings: one body, inlined into each kernel with `average` constant, so each compiles to its own
- * loop. Average: TFLM's rounding of the window sum (half away from zero); max: the largest value. */
-MF_INLINE void mf_pool_s8(const mf_pool_params *p, const int8_t *in, int8_t *out, int average) {
+/* The four integer poolings: one body, inlined into each kernel with `average` and `wide` (int16 rather than
+ * int8) constant, so each compiles to its own loop. Average: TFLM's rounding of the window sum (half away
+ * from zero; an int16 window sum stays far inside int32); max: the largest value. */
+MF_INLINE void mf_pool_int(const mf_pool_params *p, const void *in, void *out, int average, int wide) {
     const int32_t row = p->in_w * p->channels;
+    int32_t o = 0;
     for (int32_t b = 0; b < p->batches; ++b) {
-        const int8_t *image = in + b * p->in_h * row;
+        const int32_t image = b * p->in_h * row;
         for (int32_t oy = 0; oy < p->out_h; ++oy) {
             for (int32_t ox = 0; ox < p->out_w; ++ox) {
                 int32_t y0, y1, x0, x1;
                 mf_pool_window(p, oy, ox, &y0, &y1, &x0, &x1);
                 const int32_t count = (y1 - y0) * (x1 - x0);
                 for (int32_t c = 0; c < p->channels; ++c) {
-                    int32_t value = average ? 0 : -128;
+                    int32_t value = average ? 0 : (wide ? -32768 : -128);
                     for (int32_t y = y0; y < y1; ++y) {
-                        const int8_t *src = image + y * row + c;
-                        for (int32_t x = x0; x < x1; ++x)
-                            value = average ? value + src[x * p->channels] : mf_max_i32(value, src[x * p->channels]);
+                        for (int32_t x = x0; x < x1; ++x) {
+                            const int32_t i = image + y * row + x * p->channels + c;
+                            const int32_t v = wide ? ((const int16_t *)in)[i] : ((const int8_t *)in)[i];
+                            value = average ? value + v : mf_max_i32(value, v);
+                        }
                     }
                     if (average) /* C division truncates: round half away from zero on either sign */
                         value = count <= 0 ? 0 : value > 0 ? (value + count / 2) / count : (value - count / 2) / count;
-                    *out++ = (int8_t)mf_clamp_i32(value, p->act_min, p->act_max);
+                    value = mf_clamp_i32(value, p->act_min, p->act_max);
+                    if (wide) ((int16_t *)out)[o++] = (int16_t)value;
+                    else ((int8_t *)out)[o++] = (int8_t)value;
                 }
             }
         }
     }
 }
 
-void mf_avg_pool_s8(const mf_pool_params *p, const int8_t *in, int8_t *out) { mf_pool_s8(p, in, out, 1); }
+void mf_avg_pool_s8(const mf_pool_params *p, const int8_t *in, int8_t *out) { mf_pool_int(p, in, out, 1, 0); }
 
-void mf_max_pool_s8(const mf_pool_params *p, const int8_t *in, int8_t *out) { mf_pool_s8(p, in, out, 0); }
+void mf_max_pool_s8(const mf_pool_params *p, const int8_t *in, int8_t *out) { mf_pool_int(p, in, out, 0, 0); }
+
+void mf_avg_pool_s16(const mf_pool_params *p, const int16_t *in, int16_t *out) { mf_pool_int(p, in, out, 1, 1); }
+
+void mf_max_pool_s16(const mf_pool_params *p, const int16_t *in, int16_t *out) { mf_pool_int(p, in, out, 0, 1); }
 
 /* Both float32 poolings, as mf_pool_s8: average sums in float32 in window order (as TFLM), then divides. */
 MF_INLINE void mf_pool_f32(const mf_pool_params *p, const float *in, float *out, int average) {

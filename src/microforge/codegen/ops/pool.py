@@ -1,5 +1,5 @@
-"""Lowerings of AVERAGE_POOL_2D and MAX_POOL_2D (kernels in mf_pool.c): the window geometry and the
-fused-activation clamp are computed here, as the reference kernel computes them."""
+"""Lowerings of AVERAGE_POOL_2D and MAX_POOL_2D, int8, int16 and float32 (kernels in mf_pool.c): the window
+geometry and the fused-activation clamp are computed here, as the reference kernel computes them."""
 
 from __future__ import annotations
 
@@ -14,15 +14,16 @@ from microforge.reference.fixedpoint import activation_range_float
 
 
 @lowering("AVERAGE_POOL_2D", "MAX_POOL_2D")
+@lowering("AVERAGE_POOL_2D", "MAX_POOL_2D", int16=True)
 def lower_pool(op: Op, ctx: EmitContext) -> Call:
     reference_check(op)
     src, out = op.inputs[0], op.outputs[0]
     batches, h, w, c = src.shape
     win = window(op, h, w, int(op.options["filter_height"]), int(op.options["filter_width"]), dilated=False)
-    int8 = src.dtype == np.int8
+    suffix = {np.dtype(np.int8): "_s8", np.dtype(np.int16): "_s16"}.get(src.dtype, "_f32")
     act_min, act_max, f_min, f_max = -128, 127, 0.0, 0.0
-    if int8:
-        act_min, act_max = quantized_activation_range(op, out.scale, out.zero_point)
+    if suffix != "_f32":
+        act_min, act_max = quantized_activation_range(op, out.scale, out.zero_point, src.dtype.type)
     else:
         f_min, f_max = activation_range_float(activation_of(op))
     if out.size == 0:
@@ -33,5 +34,5 @@ def lower_pool(op: Op, ctx: EmitContext) -> Call:
         "pad_top": win.pad_top, "pad_left": win.pad_left, "act_min": act_min, "act_max": act_max,
         "f_min": f_min, "f_max": f_max,
     })
-    fn = ("mf_avg_pool" if op.type == "AVERAGE_POOL_2D" else "mf_max_pool") + ("_s8" if int8 else "_f32")
+    fn = ("mf_avg_pool" if op.type == "AVERAGE_POOL_2D" else "mf_max_pool") + suffix
     return Call(f"{fn}({p}, {ctx.tensor(src)}, {ctx.tensor(out)});", ("mf_pool.c",))

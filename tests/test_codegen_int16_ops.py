@@ -1,0 +1,96 @@
+"""int16x8 ops in C other than the convolutions: QUANTIZE and DEQUANTIZE (the conversions of int16x8 and mixed
+models) and the pools. The generated code equals the reference interpreter (bit-exact with TFLM,
+tests/test_kernels_int16.py) byte for byte on the host, under sanitizers, and on the emulated Cortex-M4."""
+
+import numpy as np
+import pytest
+
+import microforge
+from microforge.codegen import compile_host
+from microforge.codegen.validate import validate_target
+from microforge.graph.builder import GraphBuilder
+
+
+def conversion_chain(seed: int):
+    """float32 -> int16 -> int8 -> int16 -> int16 (another scale) -> float32: every int16 conversion kernel."""
+    rng = np.random.default_rng(seed)
+    shape = (1, 5, 7)
+    b = GraphBuilder()
+    x = b.input("x", shape, np.float32)
+    s16 = float(rng.uniform(1e-4, 1e-3))
+    a = b.activation("a16", shape, np.int16, scale=s16, zero_point=0)
+    b.op("QUANTIZE", [x], [a])
+    c = b.activation("c8", shape, np.int8, scale=float(rng.uniform(0.01, 0.05)), zero_point=int(rng.integers(-50, 50)))
+    b.op("QUANTIZE", [a], [c])
+    d = b.activation("d16", shape, np.int16, scale=s16 * float(rng.uniform(0.3, 3.0)), zero_point=0)
+    b.op("QUANTIZE", [c], [d])
+    e = b.activation("e16", shape, np.int16, scale=s16 * float(rng.choice([0.25, 1.7, 40.0])), zero_point=0)
+    b.op("QUANTIZE", [d], [e])
+    y = b.activation("y", shape, np.float32)
+    b.op("DEQUANTIZE", [e], [y])
+    b.output(y)
+    return b.build(), s16
+
+
+def chain_inputs(seed: int, s16: float, count: int = 6) -> np.ndarray:
+    rng = np.random.default_rng(seed + 100)
+    x = rng.normal(scale=40000 * s16, size=(count, 1, 5, 7)).astype(np.float32)
+    x[0, 0, 0, :4] = [np.nan, np.inf, -np.inf, 1e30]  # NaN reads as 0, infinities and huge values saturate
+    x[1, 0] = np.float32(s16) * (np.arange(35).reshape(5, 7) - 17 + 0.5)  # exact halves: rounding direction
+    return x
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_int16_conversions_on_the_host(seed):
+    graph, s16 = conversion_chain(seed)
+    x = chain_inputs(seed, s16)
+    np.testing.assert_array_equal(compile_host(graph, sanitize=seed == 0).run(x).view(np.uint32),
+                                  microforge.run(graph, x).view(np.uint32))
+
+
+def test_int16_conversions_on_cortex_m4():
+    graph, s16 = conversion_chain(7)
+    report = validate_target(graph, "qemu-m4", batches=[chain_inputs(7, s16)])
+    assert report["bit_exact"], report
+
+
+def pool_graph(seed: int):
+    """int16 average and max pooling side by side on one input: SAME or VALID windows, fused activations."""
+    rng = np.random.default_rng(seed)
+    h, w, c = (int(v) for v in rng.integers(2, 9, 3))
+    fh, fw, stride = int(rng.integers(1, 4)), int(rng.integers(1, 4)), int(rng.integers(1, 3))
+    padding = ["SAME", "VALID"][seed % 2]
+    out_h = -(-h // stride) if padding == "SAME" else (h - fh) // stride + 1
+    out_w = -(-w // stride) if padding == "SAME" else (w - fw) // stride + 1
+    scale = float(rng.uniform(1e-4, 1e-3))
+    b = GraphBuilder()
+    x = b.input("x", (1, h, w, c), np.int16, scale=scale, zero_point=0)
+    options = dict(filter_height=fh, filter_width=fw, stride_h=stride, stride_w=stride, padding=padding,
+                   fused_activation_function=["NONE", "RELU", "RELU6", "RELU_N1_TO_1"][seed % 4])
+    for op_type in ("AVERAGE_POOL_2D", "MAX_POOL_2D"):
+        y = b.activation(op_type.lower(), (1, out_h, out_w, c), np.int16, scale=scale, zero_point=0)
+        b.op(op_type, [x], [y], **options)
+        b.output(y)
+    return b.build()
+
+
+def pool_inputs(graph, seed: int, count: int = 5) -> np.ndarray:
+    rng = np.random.default_rng(seed + 200)
+    x = rng.integers(-32768, 32768, (count,) + graph.inputs[0].shape, dtype=np.int16)
+    x[0], x[1] = -32768, 32767  # window sums at the extremes
+    return x
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_int16_pools_on_the_host(seed):
+    graph = pool_graph(seed)
+    x = pool_inputs(graph, seed)
+    ours, theirs = compile_host(graph, sanitize=seed == 0).run(x), microforge.run(graph, x)
+    for a, b in zip(ours, theirs):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_int16_pools_on_cortex_m4():
+    graph = pool_graph(3)
+    report = validate_target(graph, "qemu-m4", batches=[pool_inputs(graph, 3)])
+    assert report["bit_exact"], report
