@@ -94,3 +94,38 @@ def test_int16_pools_on_cortex_m4():
     graph = pool_graph(3)
     report = validate_target(graph, "qemu-m4", batches=[pool_inputs(graph, 3)])
     assert report["bit_exact"], report
+
+
+def add_graph(seed: int):
+    """int16 ADD of two activations of one shape, then of a per-channel constant (broadcast), each with its own
+    scales and fused activation."""
+    rng = np.random.default_rng(seed)
+    shape = (1, int(rng.integers(1, 5)), int(rng.integers(1, 6)), int(rng.integers(1, 9)))
+    scale = lambda: float(rng.uniform(1e-4, 1e-3))  # noqa: E731
+    activation = ["NONE", "RELU", "RELU6", "RELU_N1_TO_1"]
+    b = GraphBuilder()
+    x1 = b.input("x1", shape, np.int16, scale=scale(), zero_point=0)
+    x2 = b.input("x2", shape, np.int16, scale=scale(), zero_point=0)
+    s = b.activation("sum", shape, np.int16, scale=scale(), zero_point=0)
+    b.op("ADD", [x1, x2], [s], fused_activation_function=activation[seed % 4])
+    bias = b.constant("bias", rng.integers(-32768, 32768, (shape[-1],), dtype=np.int16), scale=scale(), zero_point=0)
+    y = b.activation("y", shape, np.int16, scale=scale(), zero_point=0)
+    b.op("ADD", [s, bias], [y], fused_activation_function=activation[(seed + 1) % 4])
+    b.output(y)
+    return b.build()
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_int16_add_on_the_host(seed):
+    graph = add_graph(seed)
+    rng = np.random.default_rng(seed + 300)
+    x = [rng.integers(-32768, 32768, (5,) + t.shape, dtype=np.int16) for t in graph.inputs]
+    x[0][0], x[1][0] = 32767, 32767
+    x[0][1], x[1][1] = -32768, -32768
+    np.testing.assert_array_equal(compile_host(graph, sanitize=seed == 0).run(*x), microforge.run(graph, *x))
+
+
+def test_int16_add_on_cortex_m4():
+    graph = add_graph(2)
+    report = validate_target(graph, "qemu-m4", count=4)
+    assert report["bit_exact"], report

@@ -38,13 +38,18 @@ MF_INLINE int32_t mf_offset_clamp(int32_t v, int32_t offset, int32_t lo, int32_t
 
 MF_INLINE int32_t mf_add_s8_scale(int32_t x, int32_t offset, int32_t left_shift, int32_t multiplier,
                                   int32_t shift) {
-    /* |x + offset| <= 255, so the shift by 20 cannot overflow; multiply, as shifting negatives is UB */
+    /* |x + offset| <= 255 with a shift of 20 (int8), <= 32768 with 15 (int16): no overflow; multiply, as
+     * shifting negatives is UB */
     return mf_requantize((x + offset) * ((int32_t)1 << left_shift), multiplier, shift);
 }
 
-MF_INLINE int8_t mf_add_s8_finish(const mf_add_s8_params *p, int32_t scaled_a, int32_t scaled_b) {
+MF_INLINE int32_t mf_add_finish(const mf_add_s8_params *p, int32_t scaled_a, int32_t scaled_b) {
     const int32_t raw = mf_requantize(scaled_a + scaled_b, p->out_multiplier, p->out_shift);
-    return (int8_t)mf_offset_clamp(raw, p->out_offset, p->act_min, p->act_max);
+    return mf_offset_clamp(raw, p->out_offset, p->act_min, p->act_max);
+}
+
+MF_INLINE int8_t mf_add_s8_finish(const mf_add_s8_params *p, int32_t scaled_a, int32_t scaled_b) {
+    return (int8_t)mf_add_finish(p, scaled_a, scaled_b);
 }
 
 MF_INLINE int32_t mf_add_s8_scale_a(const mf_add_s8_params *p, int8_t x) {
@@ -69,6 +74,18 @@ MF_INLINE void mf_add_s8_row(const mf_add_s8_params *p, const int8_t *a, int32_t
 }
 
 MF_BCAST_DRIVER(mf_add_s8, mf_add_s8_params, int8_t, int8_t, int8_t)
+
+/* int16 ADD (int16x8 models): TFLM's general path with a left shift of 15, whatever the broadcast. */
+MF_INLINE void mf_add_s16_row(const mf_add_s8_params *p, const int16_t *a, int32_t sa, const int16_t *b,
+                              int32_t sb, int16_t *out, int32_t n) {
+    for (int32_t i = 0; i < n; ++i) {
+        const int32_t x = mf_add_s8_scale(a[i * sa], p->a_offset, p->left_shift, p->a_multiplier, p->a_shift);
+        const int32_t y = mf_add_s8_scale(b[i * sb], p->b_offset, p->left_shift, p->b_multiplier, p->b_shift);
+        out[i] = (int16_t)mf_add_finish(p, x, y);
+    }
+}
+
+MF_BCAST_DRIVER(mf_add_s16, mf_add_s8_params, int16_t, int16_t, int16_t)
 
 MF_INLINE void mf_add_s8_prescaled_row(const mf_add_s8_params *p, const int8_t *a, int32_t sa, const int32_t *b,
                                        int32_t sb, int8_t *out, int32_t n) {

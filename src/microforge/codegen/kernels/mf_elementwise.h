@@ -1,4 +1,4 @@
-/* ADD and MUL with numpy broadcasting: int8 (bit-exact with TFLite Micro) and float32.
+/* ADD and MUL with numpy broadcasting: int8 (bit-exact with TFLite Micro) and float32; ADD also int16.
  *
  * Broadcasting is resolved at generation time into an mf_bcast: the output's dimensions, with size-1
  * dimensions dropped and neighbours that broadcast alike merged, and per input the element stride of
@@ -9,7 +9,8 @@
  * int8 ADD follows TFLM: each input is centred, shifted left by 20 bits and rescaled to twice the larger
  * input scale, the sum is rescaled to the output. When the second input is a constant the generator
  * stores it already rescaled (int32, mf_add_s8_prescaled). int8 MUL rescales the product of the centred
- * inputs once. float32 clamps to [f_min, f_max] (finite: TFLM clamps to the float range even for NONE).
+ * inputs once. int16 ADD (int16x8) is TFLM's general path with a left shift of 15 and int16 clamps, in
+ * mf_add_s8_params. float32 clamps to [f_min, f_max] (finite: TFLM clamps to the float range even for NONE).
  */
 #ifndef MF_ELEMENTWISE_H
 #define MF_ELEMENTWISE_H
@@ -27,7 +28,7 @@ typedef struct {
 
 typedef struct {
     int32_t a_offset, b_offset;   /* minus the zero points */
-    int32_t left_shift;           /* 20 */
+    int32_t left_shift;           /* 20 (int8), 15 (int16) */
     int32_t a_multiplier, a_shift;
     int32_t b_multiplier, b_shift;
     int32_t out_multiplier, out_shift;
@@ -47,6 +48,7 @@ typedef struct {
 } mf_binary_f32_params;
 
 void mf_add_s8(const mf_add_s8_params *p, const mf_bcast *bc, const int8_t *a, const int8_t *b, int8_t *out);
+void mf_add_s16(const mf_add_s8_params *p, const mf_bcast *bc, const int16_t *a, const int16_t *b, int16_t *out);
 
 /* int8 ADD of two same-shape inputs through tables: an input's rescaled value depends on its byte alone,
  * so it is read from a 256-entry table (indexed by the byte as unsigned); the sum s of the two is

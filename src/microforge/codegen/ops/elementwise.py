@@ -7,6 +7,7 @@ made the second operand (both ops are commutative in TFLM's arithmetic: each inp
 rescaling); for int8 ADD it is stored already centred, shifted and rescaled as int32, which saves two of
 the three requantizations per element. A same-shape int8 ADD reads both rescalings from 256-entry tables
 and requantizes the sum in one SMMLAR, a form checked exhaustively at generation time (_add_tables).
+int16 ADD (int16x8) is TFLM's general path, left shift 15, on both inputs as they are.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import numpy as np
 from microforge.codegen.lowering import Call, EmitContext, lowering
 from microforge.codegen.ops.activations import reference_check, struct_name
 from microforge.errors import UnsupportedError
-from microforge.graph.ir import Op
+from microforge.graph.ir import Op, Tensor
 from microforge.reference.checks import activation_of
 from microforge.reference.fixedpoint import (
     activation_range_float,
@@ -26,7 +27,9 @@ from microforge.reference.fixedpoint import (
 )
 
 MAX_DIMS = 8  # MF_BCAST_MAX_DIMS
-ADD_LEFT_SHIFT = 20
+from microforge.reference.elementwise import ADD_LEFT_SHIFT as LEFT_SHIFTS
+
+ADD_LEFT_SHIFT = LEFT_SHIFTS["int8"]
 FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 
@@ -64,6 +67,53 @@ def broadcast_plan(a_shape: tuple[int, ...], b_shape: tuple[int, ...], out_shape
     return dims, a_strides, b_strides
 
 
+def _bcast(op: Op, ctx: EmitContext, a: Tensor, b: Tensor, out: Tensor):
+    """A function emitting the op's mf_bcast and returning it, to be called only by the kernels that take it
+    (unused constants fail -Werror)."""
+    dims, sa, sb = broadcast_plan(a.shape, b.shape, out.shape)
+    if len(dims) > MAX_DIMS:
+        raise UnsupportedError(f"{op.where}: broadcasting over {len(dims)} alternating dimensions "
+                               f"(at most {MAX_DIMS} are supported)")
+
+    def pad(values) -> list[int]:
+        values = [int(v) for v in values]
+        return values + [0] * (MAX_DIMS - len(values))
+
+    return lambda: ctx.struct("mf_bcast", struct_name(op, "bcast"),
+                              {"rank": len(dims), "dims": pad(dims), "a_strides": pad(sa), "b_strides": pad(sb)})
+
+
+def _add_multipliers(a: Tensor, b: Tensor, out: Tensor, left_shift: int) -> tuple[int, int, int, int, int, int]:
+    """TFLM's ADD rescalings: each input to twice the larger input scale, the sum to the output."""
+    twice_max_scale = 2.0 * max(a.scale, b.scale)
+    ma, sha = quantize_multiplier(a.scale / twice_max_scale)
+    mb, shb = quantize_multiplier(b.scale / twice_max_scale)
+    mo, sho = quantize_multiplier(twice_max_scale / ((1 << left_shift) * out.scale))
+    return ma, sha, mb, shb, mo, sho
+
+
+@lowering("ADD", int16=True)
+def lower_add_int16(op: Op, ctx: EmitContext) -> Call:
+    reference_check(op)
+    a, b = op.inputs
+    out = op.outputs[0]
+    if out.size == 0:
+        return Call("/* empty ADD */")
+    bcast = _bcast(op, ctx, a, b, out)
+    left_shift = LEFT_SHIFTS["int16"]
+    ma, sha, mb, shb, mo, sho = _add_multipliers(a, b, out, left_shift)
+    act_min, act_max = activation_range_quantized(op.options.get("fused_activation_function", "NONE"),
+                                                  out.scale, out.zero_point, np.int16)
+    p = ctx.struct("mf_add_s8_params", struct_name(op, "add"), {
+        "a_offset": -a.zero_point, "b_offset": -b.zero_point, "left_shift": left_shift,
+        "a_multiplier": ma, "a_shift": sha, "b_multiplier": mb, "b_shift": shb,
+        "out_multiplier": mo, "out_shift": sho, "out_offset": out.zero_point,
+        "act_min": act_min, "act_max": act_max})
+    same = a.shape == b.shape == out.shape  # one sequential loop: the output may sit on either input
+    return Call(f"mf_add_s16({p}, {bcast()}, {ctx.tensor(a)}, {ctx.tensor(b)}, {ctx.tensor(out)});",
+                ("mf_elementwise.c",), overlaps={0: 0, 1: 0} if same else {})
+
+
 @lowering("ADD", "MUL")
 def lower_binary(op: Op, ctx: EmitContext) -> Call:
     reference_check(op)
@@ -73,17 +123,7 @@ def lower_binary(op: Op, ctx: EmitContext) -> Call:
         a, b = b, a
     if out.size == 0:
         return Call(f"/* empty {op.type} */")
-    dims, sa, sb = broadcast_plan(a.shape, b.shape, out.shape)
-    if len(dims) > MAX_DIMS:
-        raise UnsupportedError(f"{op.where}: broadcasting over {len(dims)} alternating dimensions "
-                               f"(at most {MAX_DIMS} are supported)")
-    def pad(values) -> list[int]:
-        values = [int(v) for v in values]
-        return values + [0] * (MAX_DIMS - len(values))
-
-    def bcast() -> str:  # emitted only by the kernels that take it (unused constants fail -Werror)
-        return ctx.struct("mf_bcast", struct_name(op, "bcast"),
-                          {"rank": len(dims), "dims": pad(dims), "a_strides": pad(sa), "b_strides": pad(sb)})
+    bcast = _bcast(op, ctx, a, b, out)
 
     x, z = ctx.tensor(a), ctx.tensor(out)
     act = op.options.get("fused_activation_function", "NONE")
@@ -102,10 +142,7 @@ def lower_binary(op: Op, ctx: EmitContext) -> Call:
             "out_offset": out.zero_point, "act_min": act_min, "act_max": act_max})
         return Call(f"mf_mul_s8({p}, {bcast()}, {x}, {ctx.tensor(b)}, {z});", ("mf_elementwise.c",))
 
-    twice_max_scale = 2.0 * max(a.scale, b.scale)
-    ma, sha = quantize_multiplier(a.scale / twice_max_scale)
-    mb, shb = quantize_multiplier(b.scale / twice_max_scale)
-    mo, sho = quantize_multiplier(twice_max_scale / ((1 << ADD_LEFT_SHIFT) * out.scale))
+    ma, sha, mb, shb, mo, sho = _add_multipliers(a, b, out, ADD_LEFT_SHIFT)
     same = a.shape == b.shape == out.shape
     tables = _add_tables(-a.zero_point, ma, sha, -b.zero_point, mb, shb, mo, sho, out.zero_point, act_min,
                          act_max) if same else None
