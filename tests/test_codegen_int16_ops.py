@@ -129,3 +129,22 @@ def test_int16_add_on_cortex_m4():
     graph = add_graph(2)
     report = validate_target(graph, "qemu-m4", count=4)
     assert report["bit_exact"], report
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_int16_softmax_on_the_host_and_cortex_m4(seed):
+    rng = np.random.default_rng(seed + 400)
+    depth = [1, 10, 12, 37][seed]
+    b = GraphBuilder()
+    x = b.input("x", (1, int(rng.integers(1, 4)), depth), np.int16, scale=float(rng.uniform(1e-4, 2e-3)), zero_point=0)
+    y = b.activation("y", x.shape, np.int16, scale=1.0 / 32768, zero_point=0)
+    b.op("SOFTMAX", [x], [y], beta=float(rng.choice([1.0, 0.5, 2.0])))
+    b.output(y)
+    graph = b.build()
+    feed = rng.integers(-32768, 32768, (6,) + x.shape, dtype=np.int16)
+    feed[0], feed[1] = 0, -32768  # equal values: every exp is exp(0)
+    feed[2].flat[::2] = 32767
+    np.testing.assert_array_equal(compile_host(graph, sanitize=seed == 0).run(feed), microforge.run(graph, feed))
+    if seed == 3:
+        report = validate_target(graph, "qemu-m4", batches=[feed])
+        assert report["bit_exact"], report

@@ -124,3 +124,52 @@ void mf_logistic_f32(const float *in, float *out, int32_t count) {
         out[i] = x > 16.619047164916992188f ? 1.0f : (x < -9.0f ? expf(x) : 1.0f / (1.0f + expf(-x)));
     }
 }
+
+/* ---- int16 SOFTMAX ------------------------------------------------------------------------------------ */
+
+/* x >> n rounding toward minus infinity, for negative x too, without relying on how C shifts negatives. */
+MF_INLINE int64_t mf_floor_shift_i64(int64_t x, int n) {
+    return x >= 0 ? x >> n : -(((-x) + (((int64_t)1 << n) - 1)) >> n);
+}
+
+MF_INLINE int32_t mf_wrap_i16(int32_t x) { return ((x + 32768) & 0xFFFF) - 32768; }
+
+/* TFLite's int16 LUTLookup: the top 9 bits of value pick a step, the low 7 interpolate with rounding;
+ * the arithmetic wraps to int16 as TFLite's does. */
+MF_INLINE int32_t mf_lut_lookup_s16(const int16_t *table, int32_t value) {
+    const int32_t index = (value + 32768) >> 7; /* = 256 + floor(value / 128), value in [-32768, 32767] */
+    const int32_t base = table[index];
+    const int32_t slope = mf_wrap_i16(table[index + 1] - base);
+    const int32_t step = (int32_t)mf_floor_shift_i64((int64_t)slope * (value & 0x7F) + 64, 7);
+    return mf_wrap_i16(base + step);
+}
+
+MF_INLINE int32_t mf_leading_zeros_u32(uint32_t x) {
+    int32_t n = 0;
+    while (n < 32 && !(x & 0x80000000u)) { x <<= 1; ++n; }
+    return n;
+}
+
+void mf_softmax_s16(const mf_softmax_s16_params *p, const int16_t *in, int16_t *out) {
+    for (int32_t r = 0; r < p->rows; ++r, in += p->depth, out += p->depth) {
+        int32_t max = -32768;
+        for (int32_t i = 0; i < p->depth; ++i) max = mf_max_i32(max, in[i]);
+        int32_t total = 0; /* the generator checked that depth * 32767 fits */
+        for (int32_t i = 0; i < p->depth; ++i) {
+            const int32_t scaled = mf_requantize(in[i] - max, p->multiplier, p->shift);
+            const int32_t e = mf_lut_lookup_s16(p->exp_table, mf_clamp_i32(scaled + 32767, -32768, 32767));
+            out[i] = (int16_t)e; /* kept until the sum is known (each out[i] is written after in[i] is read) */
+            total += e;
+        }
+        const int32_t headroom_plus_one = mf_leading_zeros_u32((uint32_t)total);
+        /* total << (headroom_plus_one - 1) is below 2^31: shifted, below 2^17, fits int32 */
+        const int32_t shifted = (int32_t)(((((int64_t)total) << (headroom_plus_one - 1)) + (1 << 13)) >> 14);
+        const int32_t reciprocal = mf_lut_lookup_s16(
+            p->recip_table, mf_clamp_i32(shifted - ((1 << 15) + (1 << 16)), -32768, 32767));
+        const int32_t right_shift = 31 - headroom_plus_one;
+        for (int32_t i = 0; i < p->depth; ++i) {
+            const int64_t y = mf_floor_shift_i64((int64_t)out[i] * reciprocal + ((int64_t)1 << (right_shift - 1)), right_shift);
+            out[i] = (int16_t)(y < 0 ? 0 : y > 32767 ? 32767 : y);
+        }
+    }
+}

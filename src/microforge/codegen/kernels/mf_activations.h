@@ -27,6 +27,18 @@ typedef struct {
 
 void mf_softmax_s8(const mf_softmax_s8_params *p, const int8_t *in, int8_t *out);
 
+/* int16 -> int16 SOFTMAX (int16x8), TFLM's SoftmaxInt16: differences to the row maximum rescaled so that
+ * [-10, 0] spans 65535 steps, exp from an interpolated 513-entry table (Q0.15), the row's int32 sum normalised
+ * by its leading zeros and inverted through a second table of 1/(1+x), each exp times that shifted back with
+ * rounding into [0, 32767]. The generator builds both tables with the reference's float32 recipe. */
+typedef struct {
+    int32_t rows, depth;
+    int32_t multiplier, shift;          /* beta * input_scale / (10 / 65535) */
+    const int16_t *exp_table, *recip_table; /* [513] each */
+} mf_softmax_s16_params;
+
+void mf_softmax_s16(const mf_softmax_s16_params *p, const int16_t *in, int16_t *out);
+
 typedef struct {
     int32_t rows, depth;
     float beta;

@@ -137,6 +137,29 @@ def lower_softmax(op: Op, ctx: EmitContext) -> Call:
     return Call(f"mf_softmax_s8({p}, {ctx.tensor(src)}, {ctx.tensor(out)});", ("mf_activations.c",), notes=notes)
 
 
+@lowering("SOFTMAX", int16=True)
+def lower_softmax_int16(op: Op, ctx: EmitContext) -> Call:
+    reference_check(op)
+    src, out = op.inputs[0], op.outputs[0]
+    if src.dtype != np.int16 or out.dtype != np.int16:
+        raise UnsupportedError(f"{op.where}: SOFTMAX {src.dtype} -> {out.dtype} has no C kernel yet "
+                               "(int16 -> int16 has)")
+    if src.size == 0:
+        return Call("/* empty SOFTMAX */")
+    depth = src.shape[-1]
+    if depth * 32767 > 2**31 - 1:
+        raise UnsupportedError(f"{op.where}: rows of {depth} values can overflow the int32 sum of TFLM's "
+                               "int16 softmax")
+    beta = float(np.float32(op.options.get("beta", 1.0)))
+    multiplier, shift = multiplier_for(op, float(src.scale) * beta / (10.0 / 65535.0), "input multiplier beta * scale")
+    exp_lut, recip_lut = ref_activations._softmax_int16_luts()
+    p = ctx.struct("mf_softmax_s16_params", struct_name(op, "softmax"), {
+        "rows": src.size // depth, "depth": depth, "multiplier": multiplier, "shift": shift,
+        "exp_table": ctx.constant(struct_name(op, "exp"), exp_lut.astype(np.int16), "int16_t"),
+        "recip_table": ctx.constant(struct_name(op, "recip"), recip_lut.astype(np.int16), "int16_t")})
+    return Call(f"mf_softmax_s16({p}, {ctx.tensor(src)}, {ctx.tensor(out)});", ("mf_activations.c",))
+
+
 def _softmax_f32(op: Op, ctx: EmitContext) -> Call:
     reference_check(op)
     src, out = op.inputs[0], op.outputs[0]
