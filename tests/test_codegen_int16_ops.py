@@ -148,3 +148,20 @@ def test_int16_softmax_on_the_host_and_cortex_m4(seed):
     if seed == 3:
         report = validate_target(graph, "qemu-m4", batches=[feed])
         assert report["bit_exact"], report
+
+
+@pytest.mark.parametrize("op_type", ["RELU", "RELU6"])
+def test_int16_relu_on_the_host_and_cortex_m4(op_type):
+    rng = np.random.default_rng(500)
+    b = GraphBuilder()
+    x = b.input("x", (1, 3, 11), np.int16, scale=6.0 / 20000, zero_point=0)
+    out_scale = 6.0 / 20000 if op_type == "RELU6" else 6.0 / 20000 * 0.7  # RELU requantizes
+    y = b.activation("y", x.shape, np.int16, scale=out_scale, zero_point=0)
+    b.op(op_type, [x], [y])
+    b.output(y)
+    graph = b.build()
+    feed = rng.integers(-32768, 32768, (5,) + x.shape, dtype=np.int16)
+    feed[0], feed[1] = -32768, 32767
+    np.testing.assert_array_equal(compile_host(graph, sanitize=True).run(feed), microforge.run(graph, feed))
+    report = validate_target(graph, "qemu-m4", batches=[feed])
+    assert report["bit_exact"], report

@@ -12,6 +12,14 @@ void mf_clamp_s8(const int8_t *in, int8_t *out, int32_t count, int32_t lo, int32
     for (int32_t i = 0; i < count; ++i) out[i] = (int8_t)mf_clamp_i32(in[i], lo, hi);
 }
 
+void mf_clamp_s16(const int16_t *in, int16_t *out, int32_t count, int32_t lo, int32_t hi) {
+    for (int32_t i = 0; i < count; ++i) out[i] = (int16_t)mf_clamp_i32(in[i], lo, hi);
+}
+
+void mf_relu_s16(const int16_t *in, int16_t *out, int32_t count, int32_t multiplier, int32_t shift, int32_t lo) {
+    for (int32_t i = 0; i < count; ++i) out[i] = (int16_t)mf_clamp_i32(mf_requantize(in[i], multiplier, shift), lo, 32767);
+}
+
 /* ---- gemmlowp fixed point, as reference/activations.py --------------------------------------------- */
 
 MF_INLINE int32_t mf_wrapping_add(int32_t a, int32_t b) { return (int32_t)((uint32_t)a + (uint32_t)b); }

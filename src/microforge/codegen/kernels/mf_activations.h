@@ -19,6 +19,10 @@
 
 void mf_lut_s8(const int8_t table[256], const int8_t *in, int8_t *out, int32_t count);
 void mf_clamp_s8(const int8_t *in, int8_t *out, int32_t count, int32_t lo, int32_t hi);
+/* int16 (zero points 0): RELU6 clamps the raw input to its quantized 0 and 6, as for int8; RELU requantizes
+ * to the output scale (TFLite's MultiplyByQuantizedMultiplier) and clamps below at 0. */
+void mf_clamp_s16(const int16_t *in, int16_t *out, int32_t count, int32_t lo, int32_t hi);
+void mf_relu_s16(const int16_t *in, int16_t *out, int32_t count, int32_t multiplier, int32_t shift, int32_t lo);
 
 typedef struct {
     int32_t rows, depth;

@@ -171,6 +171,20 @@ def _softmax_f32(op: Op, ctx: EmitContext) -> Call:
     return Call(f"mf_softmax_f32({p}, {ctx.tensor(src)}, {ctx.tensor(out)});", ("mf_activations.c",))
 
 
+@lowering("RELU", "RELU6", int16=True)
+def lower_relu_int16(op: Op, ctx: EmitContext) -> Call:
+    reference_check(op)
+    src, out, x, y = _unary_io(op, ctx)
+    if src.size == 0:
+        return Call(f"/* empty {op.type} */")
+    if op.type == "RELU6":
+        six = min(max(quantize_in_float32(6.0, src.scale, src.zero_point), -32768), 32767)
+        return Call(f"mf_clamp_s16({x}, {y}, {src.size}, {src.zero_point}, {six});", ("mf_activations.c",))
+    multiplier, shift = multiplier_for(op, float(src.scale) / float(out.scale), "input/output scale ratio")
+    return Call(f"mf_relu_s16({x}, {y}, {src.size}, {multiplier}, {shift}, {max(-32768, out.zero_point)});",
+                ("mf_activations.c",))
+
+
 @lowering("LOGISTIC", "HARD_SWISH", "RELU", "RELU6")
 def lower_unary(op: Op, ctx: EmitContext) -> Call:
     reference_check(op)
