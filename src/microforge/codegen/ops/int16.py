@@ -1,0 +1,89 @@
+"""Lowerings of int16x8 ops (int16 activations, int8 weights) to mf_s16.c.
+
+As in ops/conv.py, everything constant is computed here with the reference kernels' own helpers
+(reference/conv.py, _int16x8_arithmetic), so the C does integer work only and is bit-exact with the
+reference interpreter and TFLite Micro:
+
+  FULLY_CONNECTED -> mf_fc_s16. With an int64 bias (or none) the kernel sums in int64 and applies
+  TFLite's int64 requantization, whose Q15 significand and total right shift are precomputed here; with
+  an int32 bias it sums in int32 (wrapping) and uses the int32 rule of the int8 kernels.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from microforge.codegen.lowering import Call, EmitContext, lowering
+from microforge.errors import UnsupportedError
+from microforge.graph.ir import Op
+from microforge.reference.checks import (
+    constant_data,
+    fully_connected_geometry,
+    io_tensors,
+    per_tensor_quant,
+    quantized_activation_range,
+)
+from microforge.reference.conv import (
+    _int16x8_arithmetic,
+    _kind,
+    _multipliers,
+    _quantized_bias,
+    _weight_scales,
+)
+
+SOURCES = ("mf_s16.c",)
+
+
+def _q15(significand: np.ndarray, shift: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The int64 requantization's (Q15 significand, total right shift) from TFLite's (Q31 significand,
+    shift), as multiply_by_quantized_multiplier_int64 derives them: the significand rounded to Q15
+    (saturating at 0x7FFF), and one shift by 15 - shift bits."""
+    reduced = np.where(significand < 0x7FFF0000, (significand + (1 << 15)) >> 16, 0x7FFF)
+    return reduced.astype(np.int64), (15 - shift).astype(np.int64)
+
+
+@lowering("FULLY_CONNECTED", int16=True)
+def lower_fully_connected_s16(op: Op, ctx: EmitContext) -> Call:
+    (x, w), out = io_tensors(op, 2)
+    rows, in_features, out_features = fully_connected_geometry(op, x, w)
+    if _kind(op, x, w, out) != "int16x8":
+        raise UnsupportedError(f"{op.where}: the int16 FULLY_CONNECTED kernel needs int16 input and output "
+                               f"with int8 weights")
+    # The reference's own checks (zero points, bias type and scale, multipliers TFLM accepts): the C is
+    # generated for exactly the ops the reference runs.
+    _int16x8_arithmetic(op, x, w, out, out_features, axis=0)
+    constant_data(op, w, "weights")  # the kernel reads the weights from flash
+    in_scale, _ = per_tensor_quant(op, x, "input")
+    out_scale, _ = per_tensor_quant(op, out, "output")
+    w_scales = _weight_scales(op, w, out_features, axis=0)
+    bias = _quantized_bias(op, out_features, in_scale, w_scales, out_scale, (np.int64, np.int32))
+    # PopulateConvolutionQuantizationParams, in double, as the reference does.
+    significand, shift = _multipliers(op, [in_scale * float(s) / out_scale for s in w_scales])
+    lo, hi = quantized_activation_range(op, out_scale, 0, np.int16)
+    int32_accumulator = bias is not None and bias[1] == np.int32
+    if not int32_accumulator:
+        significand, shift = _q15(significand, shift)
+    if bias is not None and not int32_accumulator and np.any(bias[0] == np.iinfo(np.int64).min):
+        # C has no literal for INT64_MIN; such a bias means nothing in a real model.
+        raise UnsupportedError(f"{op.where}: an int64 bias of -2^63 is not supported by the C kernel")
+    per_channel = not (np.all(significand == significand[0]) and np.all(shift == shift[0]))
+    if not per_channel:
+        significand, shift = significand[:1], shift[:1]
+
+    name = out.name
+    fields = dict(
+        weights=ctx.tensor(w),
+        rows=rows, in_features=in_features, out_features=out_features,
+        int32_accumulator=int(int32_accumulator),
+        bias64="0", bias32="0",
+        multiplier=ctx.constant(f"{name}_mult", significand.astype(np.int32), "int32_t"),
+        shift=ctx.constant(f"{name}_shift", shift.astype(np.int32), "int32_t"),
+        per_channel=int(per_channel), act_min=lo, act_max=hi,
+    )
+    if int32_accumulator:
+        fields["bias32"] = ctx.constant(f"{name}_bias", bias[0].astype(np.int32), "int32_t")
+    elif bias is not None:
+        fields["bias64"] = ctx.constant(f"{name}_bias", bias[0].astype(np.int64), "int64_t")
+    params = ctx.struct("mf_fc_s16_params", f"{name}_fc16", fields)
+    return Call(f"mf_fc_s16({params}, (const int16_t *){ctx.tensor(x)}, (int16_t *){ctx.tensor(out)});",
+                SOURCES)

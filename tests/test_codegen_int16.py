@@ -1,0 +1,133 @@
+"""The int16x8 C kernels (mf_s16.c) against the reference interpreter, byte for byte.
+
+One-op (and one chained) FULLY_CONNECTED graphs with int16 input and output, int8 weights per tensor or
+per channel, an int64, int32 or no bias, every fused activation, multipliers above one and far below
+one, one row or several; inputs start with samples at the int16 extremes. They run as host C, once
+under the address and undefined-behaviour sanitizers, and once on the emulated Cortex-M4. The MLPerf Tiny
+anomaly-detection model quantized int16x8 (all FULLY_CONNECTED) runs whole as host C.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from conftest import FLOAT_MODELS, shared_model
+
+import microforge
+from microforge import robust
+from microforge.codegen import compile_host
+from microforge.codegen.validate import validate_target
+from microforge.graph.builder import GraphBuilder
+
+ACTIVATIONS = ["NONE", "RELU", "RELU6", "RELU_N1_TO_1"]
+BATCH = 6
+
+
+def int16_input(rng, shape, limit=32768):
+    """Uniform int16 samples within +-limit; the first all at one extreme, the second alternating both."""
+    x = rng.integers(-limit, limit, (BATCH,) + tuple(shape), dtype=np.int16)
+    x[0] = rng.choice([-32768, 32767])
+    x[1].flat[:] = np.where(np.arange(x[1].size) % 2, 32767, -32768)
+    return x
+
+
+def add_fc(b, rng, x, in_scale, in_shape, out_features, bias_kind, per_channel, act, ratio, name):
+    """Append an int16x8 FULLY_CONNECTED reading x; returns (output tensor, its scale)."""
+    in_features = in_shape[-1]
+    scales = rng.uniform(0.002, 0.02, out_features if per_channel else 1).astype(np.float32)
+    w_scales = np.broadcast_to(scales, (out_features,))
+    w = b.constant(f"{name}_w", rng.integers(-127, 128, (out_features, in_features), dtype=np.int8),
+                   scale=scales, zero_point=0, axis=0)
+    bias = None
+    if bias_kind is not None:
+        magnitude = 64 if ratio == "large" else 2**23
+        values = rng.integers(-magnitude, magnitude, out_features, dtype=np.int64)
+        if bias_kind == "int64" and out_features > 1 and ratio != "large":
+            values[-1] = rng.choice([-1, 1]) * 2**34  # beyond int32: only the int64 path holds it
+        bias = b.constant(f"{name}_b", values.astype(np.int32 if bias_kind == "int32" else np.int64),
+                          scale=(np.float32(in_scale) * w_scales).astype(np.float32), zero_point=0)
+    product = float(in_scale) * float(np.mean(w_scales))
+    if ratio == "large":  # multipliers above one
+        out_scale = np.float32(product / rng.uniform(1.5, 10.0))
+    elif ratio == "small":  # long right shifts
+        out_scale = np.float32(product * rng.uniform(2.0**18, 2.0**22))
+    else:  # outputs spread over the int16 range
+        out_scale = np.float32(np.sqrt(in_features) * 18918.0 * 73.0 * product * rng.uniform(0.3, 3.0) / 16384)
+    keep = len(in_shape) == 3
+    out_shape = in_shape[:-1] + (out_features,) if keep else (in_shape[0], out_features)
+    y = b.activation(f"{name}_y", out_shape, np.int16, scale=out_scale, zero_point=0)
+    b.op("FULLY_CONNECTED", [x, w, bias], [y], fused_activation_function=act, keep_num_dims=keep)
+    return y, out_scale, out_shape
+
+
+def fc_graph(seed, bias_kind="int64", per_channel=True, ratio="typical"):
+    rng = np.random.default_rng(seed)
+    rows = int(rng.integers(1, 4))
+    in_features, out_features = int(rng.integers(1, 60)), int(rng.integers(1, 12))
+    in_shape = (1, rows, in_features) if seed % 2 else (rows, in_features)
+    b = GraphBuilder()
+    in_scale = np.float32(rng.uniform(1e-4, 2e-3))
+    x = b.input("x", in_shape, np.int16, scale=in_scale, zero_point=0)
+    y, _, _ = add_fc(b, rng, x, in_scale, in_shape, out_features, bias_kind, per_channel,
+                     ACTIVATIONS[seed % 4], ratio, "fc")
+    b.output(y)
+    return b.build(), int16_input(rng, in_shape, limit=8 if ratio == "large" else 32768)
+
+
+def fc_chain(seed=0):
+    """Three int16x8 FULLY_CONNECTED layers: int64, int32 and no bias; per channel and per tensor."""
+    rng = np.random.default_rng(seed)
+    b = GraphBuilder()
+    shape, scale = (2, 24), np.float32(1e-3)
+    x = b.input("x", shape, np.int16, scale=scale, zero_point=0)
+    for i, (bias_kind, per_channel, act) in enumerate([("int64", True, "RELU"), ("int32", False, "NONE"),
+                                                        (None, True, "RELU6")]):
+        x, scale, shape = add_fc(b, rng, x, scale, shape, int(rng.integers(8, 20)), bias_kind, per_channel,
+                                 act, "typical", f"fc{i}")
+    b.output(x)
+    return b.build(), int16_input(rng, (2, 24))
+
+
+def assert_host_matches(graph, x, sanitize=False):
+    expected = microforge.run(graph, x)
+    got = compile_host(graph, sanitize=sanitize).run(x)
+    assert got.dtype == np.int16
+    np.testing.assert_array_equal(got, expected)
+
+
+@pytest.mark.parametrize("bias_kind", ["int64", "int32", None])
+@pytest.mark.parametrize("per_channel", [False, True])
+def test_fully_connected_s16_is_bit_exact(bias_kind, per_channel):
+    for seed in range(4):  # one of each fused activation
+        assert_host_matches(*fc_graph(300 + seed, bias_kind, per_channel))
+
+
+@pytest.mark.parametrize("ratio", ["large", "small"])
+def test_fully_connected_s16_extreme_multipliers_are_bit_exact(ratio):
+    for seed in range(4):
+        assert_host_matches(*fc_graph(400 + seed, "int64" if seed % 2 else "int32", bool(seed % 2), ratio))
+
+
+def test_fully_connected_s16_chain_is_clean_under_the_sanitizers():
+    assert_host_matches(*fc_chain(), sanitize=True)
+
+
+def test_fully_connected_s16_chain_is_bit_exact_on_the_emulated_cortex_m4():
+    graph, _ = fc_chain(1)
+    report = validate_target(graph, "qemu-m4", count=4)
+    assert report["bit_exact"], report
+
+
+
+def test_int16x8_anomaly_detection_model_is_bit_exact_as_host_c():
+    path = shared_model(FLOAT_MODELS["ad"])
+    graph = microforge.load(path)
+    rng = np.random.default_rng(0)
+    floats = rng.normal(0.0, 1.0, (12,) + graph.inputs[0].shape[1:]).astype(np.float32)
+    model = robust.quantize(path, floats[:8], scheme="int16x8")
+    x_t = model.graph.inputs[0]
+    assert x_t.dtype == np.int16 and {op.type for op in model.graph.ops} == {"FULLY_CONNECTED"}
+    scale = float(x_t.quant.scale[0])
+    x = np.clip(np.round(floats[8:] / scale), -32768, 32767).astype(np.int16)
+    x[0] = 32767  # saturated inputs too
+    assert_host_matches(model.graph, x.reshape((len(x),) + tuple(x_t.shape)))
