@@ -3,8 +3,10 @@
 One-op (and one chained) FULLY_CONNECTED graphs with int16 input and output, int8 weights per tensor or
 per channel, an int64, int32 or no bias, every fused activation, multipliers above one and far below
 one, one row or several; inputs start with samples at the int16 extremes. They run as host C, once
-under the address and undefined-behaviour sanitizers, and once on the emulated Cortex-M4. The MLPerf Tiny
-anomaly-detection model quantized int16x8 (all FULLY_CONNECTED) runs whole as host C.
+under the address and undefined-behaviour sanitizers, and once on the emulated Cortex-M4. The convolutions
+(CONV_2D with groups, DEPTHWISE_CONV_2D with a depth multiplier, strides, dilations, padding) run here one
+op at a time, and inside the four MLPerf Tiny models quantized int16x8 by our quantizer, which run whole as
+host C (and the keyword model on the emulated Cortex-M4). int16 ops without C are refused by name.
 """
 
 from __future__ import annotations
@@ -119,15 +121,83 @@ def test_fully_connected_s16_chain_is_bit_exact_on_the_emulated_cortex_m4():
 
 
 
-def test_int16x8_anomaly_detection_model_is_bit_exact_as_host_c():
-    path = shared_model(FLOAT_MODELS["ad"])
+def int16x8_model(name: str, count: int = 4):
+    """An MLPerf Tiny float model quantized int16x8 by our quantizer, and int16 inputs for it (the first
+    saturated)."""
+    path = shared_model(FLOAT_MODELS[name])
     graph = microforge.load(path)
     rng = np.random.default_rng(0)
-    floats = rng.normal(0.0, 1.0, (12,) + graph.inputs[0].shape[1:]).astype(np.float32)
+    floats = rng.normal(0.0, 1.0, (8 + count,) + graph.inputs[0].shape[1:]).astype(np.float32)
     model = robust.quantize(path, floats[:8], scheme="int16x8")
     x_t = model.graph.inputs[0]
-    assert x_t.dtype == np.int16 and {op.type for op in model.graph.ops} == {"FULLY_CONNECTED"}
+    assert x_t.dtype == np.int16
     scale = float(x_t.quant.scale[0])
     x = np.clip(np.round(floats[8:] / scale), -32768, 32767).astype(np.int16)
-    x[0] = 32767  # saturated inputs too
-    assert_host_matches(model.graph, x.reshape((len(x),) + tuple(x_t.shape)))
+    x[0] = 32767
+    return model.graph, x.reshape((len(x),) + tuple(x_t.shape))
+
+
+@pytest.mark.parametrize("name", ["ad", "kws", "ic", "vww"])
+def test_int16x8_mlperf_models_are_bit_exact_as_host_c(name):
+    graph, x = int16x8_model(name)
+    assert_host_matches(graph, x)
+
+
+def test_int16x8_keyword_model_is_bit_exact_on_the_emulated_cortex_m4():
+    graph, x = int16x8_model("kws", 2)
+    report = validate_target(graph, "qemu-m4", batches=[x])
+    assert report["bit_exact"], report
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_convolutions_s16_on_the_host(seed):
+    """CONV_2D (groups 1 or 2, dilation) and DEPTHWISE_CONV_2D (depth multiplier 1 or 2), SAME and VALID."""
+    rng = np.random.default_rng(700 + seed)
+    depthwise = seed % 2 == 1
+    h, w = int(rng.integers(3, 8)), int(rng.integers(3, 8))
+    in_c = int(rng.choice([2, 4]))
+    kh, kw = int(rng.integers(1, 4)), int(rng.integers(1, 4))
+    stride, dilation = int(rng.integers(1, 3)), int(rng.choice([1, 2])) if seed >= 2 else 1
+    padding = ["SAME", "VALID"][(seed // 2) % 2]
+    groups = 1 if depthwise else int(rng.choice([1, 2]))
+    out_c = in_c * int(rng.choice([1, 2])) if depthwise else 2 * int(rng.integers(1, 4))
+    eff_h, eff_w = (kh - 1) * dilation + 1, (kw - 1) * dilation + 1
+    out_h = -(-h // stride) if padding == "SAME" else (h - eff_h) // stride + 1
+    out_w = -(-w // stride) if padding == "SAME" else (w - eff_w) // stride + 1
+    if out_h < 1 or out_w < 1:
+        out_h, out_w, padding = -(-h // stride), -(-w // stride), "SAME"
+    in_scale = float(rng.uniform(1e-4, 1e-3))
+    b = GraphBuilder()
+    x = b.input("x", (1, h, w, in_c), np.int16, scale=in_scale, zero_point=0)
+    w_shape = (1, kh, kw, out_c) if depthwise else (out_c, kh, kw, in_c // groups)
+    w_scales = rng.uniform(0.002, 0.02, out_c).astype(np.float32)
+    weights = b.constant("w", rng.integers(-127, 128, w_shape, dtype=np.int8), scale=w_scales, zero_point=0,
+                         axis=3 if depthwise else 0)
+    bias = b.constant("b", rng.integers(-2**20, 2**20, out_c, dtype=np.int64),
+                      scale=(np.float32(in_scale) * w_scales).astype(np.float32), zero_point=0)
+    y = b.activation("y", (1, out_h, out_w, out_c), np.int16,
+                     scale=in_scale * float(np.mean(w_scales)) * kh * kw * in_c * 30, zero_point=0)
+    options = dict(padding=padding, stride_h=stride, stride_w=stride, dilation_h_factor=dilation,
+                   dilation_w_factor=dilation, fused_activation_function=ACTIVATIONS[seed % 4])
+    if depthwise:
+        options["depth_multiplier"] = out_c // in_c
+    b.op("DEPTHWISE_CONV_2D" if depthwise else "CONV_2D", [x, weights, bias], [y], **options)
+    b.output(y)
+    graph = b.build()
+    assert_host_matches(graph, int16_input(rng, x.shape), sanitize=seed == 0)
+
+
+def test_int16_ops_without_c_are_refused_by_name(tmp_path):
+    from microforge.codegen import generate
+    from microforge.errors import UnsupportedError
+
+    b = GraphBuilder()
+    x = b.input("x", (1, 4, 4, 3), np.int16, scale=1e-3, zero_point=0)
+    m = b.activation("m", (1, 4, 4, 3), np.int16, scale=1e-3, zero_point=0)
+    b.op("MUL", [x, x], [m])
+    axes = b.constant("axes", np.array([1, 2], np.int32))
+    y = b.activation("y", (1, 1, 1, 3), np.int16, scale=1e-3, zero_point=0)
+    b.op("MEAN", [m, axes], [y], keep_dims=True)
+    b.output(y)
+    with pytest.raises(UnsupportedError, match=r"(?s)op 0 \(MUL\): no C kernel for int16.*op 1 \(MEAN\): no C kernel for int16"):
+        generate(b.build(), tmp_path)

@@ -231,17 +231,3 @@ def test_mixed_int8_int16_graph_runs_in_tflm_bit_exact():
     assert dtypes == {"int8", "int16"} and any(op.type == "QUANTIZE" for op in model.graph.ops)
     assert model.graph.inputs[0].dtype == np.int8 and model.graph.outputs[0].dtype == np.int8
     assert_tflm_agrees(model, x[8:])
-
-
-def test_int16x8_models_are_refused_by_the_c_generator_with_every_op_named(tmp_path):
-    from microforge.codegen import generate, ops  # noqa: F401  (ops: registers every lowering)
-    from microforge.codegen.lowering import lowering_for
-
-    # The AD model is all FULLY_CONNECTED, which has an int16x8 kernel now: KWS still has ops without one.
-    path = shared_model(FLOAT_MODELS["kws"])
-    model = robust.quantize(path, float_inputs(microforge.load(path), 4), scheme="int16x8")
-    with pytest.raises(UnsupportedError, match=r"op 0 \(CONV_2D\): no C kernel for int16") as err:
-        generate(model.graph, tmp_path)
-    refused = [op for op in model.graph.ops if lowering_for(op) is None]
-    assert refused and all(f"{op.where}: no C kernel for int16" in str(err.value) for op in refused)
-    assert "FULLY_CONNECTED" not in str(err.value)  # op 11 is lowered, so not named

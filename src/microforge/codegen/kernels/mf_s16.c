@@ -20,6 +20,21 @@ MF_INLINE int32_t mf_s16_requantize64(uint64_t acc, int32_t multiplier, int32_t 
     return mf_s16_wrap32((uint32_t)shifted);
 }
 
+/* bias + dot, requantized and clamped: output channel ch of an op whose sums of products are `dot`. */
+MF_INLINE int16_t mf_s16_finish(const mf_requant_s16 *q, int64_t dot, int32_t ch) {
+    const int32_t m = q->per_channel ? ch : 0;
+    int32_t out;
+    if (q->int32_accumulator) {
+        /* TFLM's int32 accumulator: the sum and bias wrap modulo 2^32. */
+        const int32_t acc = mf_s16_wrap32((uint32_t)dot + (uint32_t)q->bias32[ch]);
+        out = mf_requantize(acc, q->multiplier[m], q->shift[m]);
+    } else {
+        const uint64_t acc = (uint64_t)dot + (q->bias64 ? (uint64_t)q->bias64[ch] : 0u);
+        out = mf_s16_requantize64(acc, q->multiplier[m], q->shift[m]);
+    }
+    return (int16_t)mf_clamp_i32(out, q->act_min, q->act_max);
+}
+
 void mf_fc_s16(const mf_fc_s16_params *p, const int16_t *input, int16_t *output) {
     const int32_t in_f = p->in_features, out_f = p->out_features;
     for (int32_t r = 0; r < p->rows; ++r) {
@@ -30,17 +45,46 @@ void mf_fc_s16(const mf_fc_s16_params *p, const int16_t *input, int16_t *output)
             /* Each product is at most 2^22 in magnitude: int64 holds any realistic sum exactly. */
             int64_t dot = 0;
             for (int32_t i = 0; i < in_f; ++i) dot += (int32_t)x[i] * (int32_t)w[i];
-            const int32_t ch = p->per_channel ? oc : 0;
-            int32_t out;
-            if (p->int32_accumulator) {
-                /* TFLM's int32 accumulator: the sum and bias wrap modulo 2^32. */
-                const int32_t acc = mf_s16_wrap32((uint32_t)dot + (uint32_t)p->bias32[oc]);
-                out = mf_requantize(acc, p->multiplier[ch], p->shift[ch]);
-            } else {
-                const uint64_t acc = (uint64_t)dot + (p->bias64 ? (uint64_t)p->bias64[oc] : 0u);
-                out = mf_s16_requantize64(acc, p->multiplier[ch], p->shift[ch]);
+            y[oc] = mf_s16_finish(&p->q, dot, oc);
+        }
+    }
+}
+
+/* CONV_2D (groups >= 1) and DEPTHWISE_CONV_2D: one output pixel, one channel at a time; taps outside the
+ * input are skipped (the input zero point is 0, so they would add 0, as TFLM's skipped taps do). */
+void mf_conv_s16(const mf_conv_s16_params *p, const int16_t *input, int16_t *output) {
+    const int32_t group_in = p->depth_multiplier ? 1 : p->in_c / p->groups;
+    const int32_t group_out = p->depth_multiplier ? p->depth_multiplier : p->out_c / p->groups;
+    for (int32_t b = 0; b < p->batches; ++b) {
+        const int16_t *image = input + (size_t)b * p->in_h * p->in_w * p->in_c;
+        for (int32_t oy = 0; oy < p->out_h; ++oy) {
+            for (int32_t ox = 0; ox < p->out_w; ++ox) {
+                for (int32_t oc = 0; oc < p->out_c; ++oc) {
+                    const int32_t first_in = (oc / group_out) * group_in;
+                    int64_t dot = 0;
+                    for (int32_t ky = 0; ky < p->kh; ++ky) {
+                        const int32_t iy = oy * p->stride_h - p->pad_top + ky * p->dilation_h;
+                        if (iy < 0 || iy >= p->in_h) continue;
+                        for (int32_t kx = 0; kx < p->kw; ++kx) {
+                            const int32_t ix = ox * p->stride_w - p->pad_left + kx * p->dilation_w;
+                            if (ix < 0 || ix >= p->in_w) continue;
+                            const int16_t *x = image + ((size_t)iy * p->in_w + ix) * p->in_c + first_in;
+                            if (p->depth_multiplier) { /* weights [kh][kw][out_c] */
+                                dot += (int32_t)x[0] * p->weights[(ky * p->kw + kx) * p->out_c + oc];
+                            } else {                   /* weights [out_c][kh][kw][group_in] */
+                                const int8_t *w = p->weights + (((size_t)oc * p->kh + ky) * p->kw + kx) * group_in;
+                                int32_t part = 0; /* at most 2^22 per product: int32 holds 256 of them */
+                                for (int32_t ic = 0; ic < group_in; ++ic) {
+                                    part += (int32_t)x[ic] * w[ic];
+                                    if ((ic & 255) == 255) { dot += part; part = 0; }
+                                }
+                                dot += part;
+                            }
+                        }
+                    }
+                    *output++ = mf_s16_finish(&p->q, dot, oc);
+                }
             }
-            y[oc] = (int16_t)mf_clamp_i32(out, p->act_min, p->act_max);
         }
     }
 }

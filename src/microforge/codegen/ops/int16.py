@@ -4,9 +4,12 @@ As in ops/conv.py, everything constant is computed here with the reference kerne
 (reference/conv.py, _int16x8_arithmetic), so the C does integer work only and is bit-exact with the
 reference interpreter and TFLite Micro:
 
-  FULLY_CONNECTED -> mf_fc_s16. With an int64 bias (or none) the kernel sums in int64 and applies
-  TFLite's int64 requantization, whose Q15 significand and total right shift are precomputed here; with
-  an int32 bias it sums in int32 (wrapping) and uses the int32 rule of the int8 kernels.
+  FULLY_CONNECTED                          -> mf_fc_s16
+  CONV_2D (any groups), DEPTHWISE_CONV_2D  -> mf_conv_s16 (taps outside the input skipped: they add 0)
+
+Both requantize as mf_requant_s16 says. With an int64 bias (or none) the kernel sums in int64 and applies
+TFLite's int64 requantization, whose Q15 significand and total right shift are precomputed here; with an
+int32 bias it sums in int32 (wrapping) and uses the int32 rule of the int8 kernels.
 """
 
 from __future__ import annotations
@@ -15,7 +18,9 @@ import numpy as np
 
 from microforge.codegen.lowering import Call, EmitContext, lowering
 from microforge.errors import UnsupportedError
-from microforge.graph.ir import Op
+from microforge.codegen.emit import c_value
+from microforge.codegen.ops.activations import reference_check
+from microforge.graph.ir import Op, Tensor
 from microforge.reference.checks import (
     constant_data,
     fully_connected_geometry,
@@ -29,6 +34,7 @@ from microforge.reference.conv import (
     _multipliers,
     _quantized_bias,
     _weight_scales,
+    window,
 )
 
 SOURCES = ("mf_s16.c",)
@@ -42,21 +48,17 @@ def _q15(significand: np.ndarray, shift: np.ndarray) -> tuple[np.ndarray, np.nda
     return reduced.astype(np.int64), (15 - shift).astype(np.int64)
 
 
-@lowering("FULLY_CONNECTED", int16=True)
-def lower_fully_connected_s16(op: Op, ctx: EmitContext) -> Call:
-    (x, w), out = io_tensors(op, 2)
-    rows, in_features, out_features = fully_connected_geometry(op, x, w)
-    if _kind(op, x, w, out) != "int16x8":
-        raise UnsupportedError(f"{op.where}: the int16 FULLY_CONNECTED kernel needs int16 input and output "
-                               f"with int8 weights")
+def _requant(op: Op, ctx: EmitContext, x: Tensor, w: Tensor, out: Tensor, channels: int, axis: int) -> dict:
+    """The op's mf_requant_s16 fields: bias, multipliers and clamp, from the reference's own helpers."""
     # The reference's own checks (zero points, bias type and scale, multipliers TFLM accepts): the C is
     # generated for exactly the ops the reference runs.
-    _int16x8_arithmetic(op, x, w, out, out_features, axis=0)
+    _int16x8_arithmetic(op, x, w, out, channels, axis)
     constant_data(op, w, "weights")  # the kernel reads the weights from flash
     in_scale, _ = per_tensor_quant(op, x, "input")
     out_scale, _ = per_tensor_quant(op, out, "output")
-    w_scales = _weight_scales(op, w, out_features, axis=0)
-    bias = _quantized_bias(op, out_features, in_scale, w_scales, out_scale, (np.int64, np.int32))
+    w_scales = _weight_scales(op, w, channels, axis)
+    dtypes = (np.int64,) if op.type == "DEPTHWISE_CONV_2D" else (np.int64, np.int32)
+    bias = _quantized_bias(op, channels, in_scale, w_scales, out_scale, dtypes)
     # PopulateConvolutionQuantizationParams, in double, as the reference does.
     significand, shift = _multipliers(op, [in_scale * float(s) / out_scale for s in w_scales])
     lo, hi = quantized_activation_range(op, out_scale, 0, np.int16)
@@ -69,21 +71,51 @@ def lower_fully_connected_s16(op: Op, ctx: EmitContext) -> Call:
     per_channel = not (np.all(significand == significand[0]) and np.all(shift == shift[0]))
     if not per_channel:
         significand, shift = significand[:1], shift[:1]
-
     name = out.name
-    fields = dict(
-        weights=ctx.tensor(w),
-        rows=rows, in_features=in_features, out_features=out_features,
-        int32_accumulator=int(int32_accumulator),
-        bias64="0", bias32="0",
-        multiplier=ctx.constant(f"{name}_mult", significand.astype(np.int32), "int32_t"),
-        shift=ctx.constant(f"{name}_shift", shift.astype(np.int32), "int32_t"),
-        per_channel=int(per_channel), act_min=lo, act_max=hi,
-    )
+    q = dict(int32_accumulator=int(int32_accumulator), bias64="0", bias32="0",
+             multiplier=ctx.constant(f"{name}_mult", significand.astype(np.int32), "int32_t"),
+             shift=ctx.constant(f"{name}_shift", shift.astype(np.int32), "int32_t"),
+             per_channel=int(per_channel), act_min=lo, act_max=hi)
     if int32_accumulator:
-        fields["bias32"] = ctx.constant(f"{name}_bias", bias[0].astype(np.int32), "int32_t")
+        q["bias32"] = ctx.constant(f"{name}_bias", bias[0].astype(np.int32), "int32_t")
     elif bias is not None:
-        fields["bias64"] = ctx.constant(f"{name}_bias", bias[0].astype(np.int64), "int64_t")
-    params = ctx.struct("mf_fc_s16_params", f"{name}_fc16", fields)
-    return Call(f"mf_fc_s16({params}, (const int16_t *){ctx.tensor(x)}, (int16_t *){ctx.tensor(out)});",
-                SOURCES)
+        q["bias64"] = ctx.constant(f"{name}_bias", bias[0].astype(np.int64), "int64_t")
+    return q
+
+
+def _struct_field(fields: dict) -> str:
+    """A nested struct's initializer, for ctx.struct."""
+    return "{" + ", ".join(f".{k} = {c_value(v)}" for k, v in fields.items()) + "}"
+
+
+@lowering("FULLY_CONNECTED", int16=True)
+def lower_fully_connected_s16(op: Op, ctx: EmitContext) -> Call:
+    (x, w), out = io_tensors(op, 2)
+    rows, in_features, out_features = fully_connected_geometry(op, x, w)
+    if _kind(op, x, w, out) != "int16x8":
+        raise UnsupportedError(f"{op.where}: the int16 FULLY_CONNECTED kernel needs int16 input and output "
+                               f"with int8 weights")
+    q = _requant(op, ctx, x, w, out, out_features, axis=0)
+    params = ctx.struct("mf_fc_s16_params", f"{out.name}_fc16", dict(
+        weights=ctx.tensor(w), rows=rows, in_features=in_features, out_features=out_features,
+        q=_struct_field(q)))
+    return Call(f"mf_fc_s16({params}, {ctx.tensor(x)}, {ctx.tensor(out)});", SOURCES)
+
+
+@lowering("CONV_2D", "DEPTHWISE_CONV_2D", int16=True)
+def lower_conv_s16(op: Op, ctx: EmitContext) -> Call:
+    reference_check(op)  # shapes, options and types exactly as the interpreter checks them
+    (x, w), out = io_tensors(op, 2)
+    batches, in_h, in_w, in_c = x.shape
+    _, kh, kw, w_depth = w.shape
+    out_c = out.shape[-1]
+    depthwise = op.type == "DEPTHWISE_CONV_2D"
+    win = window(op, in_h, in_w, kh, kw, dilated=True)
+    q = _requant(op, ctx, x, w, out, out_c, axis=3 if depthwise else 0)
+    params = ctx.struct("mf_conv_s16_params", f"{out.name}_conv16", dict(
+        weights=ctx.tensor(w), batches=batches, in_h=in_h, in_w=in_w, in_c=in_c,
+        out_h=win.out_h, out_w=win.out_w, out_c=out_c, kh=kh, kw=kw,
+        stride_h=win.stride_h, stride_w=win.stride_w, dilation_h=win.dilation_h, dilation_w=win.dilation_w,
+        pad_top=win.pad_top, pad_left=win.pad_left, groups=1 if depthwise else in_c // w_depth,
+        depth_multiplier=out_c // in_c if depthwise else 0, q=_struct_field(q)))
+    return Call(f"mf_conv_s16({params}, {ctx.tensor(x)}, {ctx.tensor(out)});", SOURCES)
