@@ -231,3 +231,22 @@ def test_mixed_int8_int16_graph_runs_in_tflm_bit_exact():
     assert dtypes == {"int8", "int16"} and any(op.type == "QUANTIZE" for op in model.graph.ops)
     assert model.graph.inputs[0].dtype == np.int8 and model.graph.outputs[0].dtype == np.int8
     assert_tflm_agrees(model, x[8:])
+
+
+def test_mixed_search_widens_layers_until_the_target_and_measures_the_result_on_qemu_m4():
+    """An easy target keeps every layer int8; an unreachable one (inputs 4x the calibration range clip at the
+    int8 input) widens every weight layer in turn. Each result is TFLM-legal and measured on the core."""
+    from microforge.robust.mixed import choose_mixed
+
+    float_graph = microforge.load(shared_model(FLOAT_MODELS["kws"]))
+    samples = float_inputs(float_graph, 24)
+    x = samples.reshape((24,) + float_graph.inputs[0].shape)  # choose_mixed takes the model's batch-1 shape
+    easy = choose_mixed(float_graph, x[:8], x[8:], target=0.5)
+    assert easy.mixed.widened == [] and easy.mixed.quality >= 0.5
+    hard = choose_mixed(float_graph, x[:8], 4 * x[8:], target=1.0)
+    weighted = [op.index for op in float_graph.ops if op.type in ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED")]
+    assert set(weighted) <= set(hard.mixed.widened) and hard.mixed.quality < 1.0
+    assert len(hard.mixed.steps) == len(hard.mixed.widened) + 1
+    assert {t.dtype.name for t in hard.graph.tensors if not t.is_constant} >= {"int8", "int16"}
+    assert hard.mixed.instructions > easy.mixed.instructions > 0 and hard.mixed.arena_bytes > 0
+    assert_tflm_agrees(hard, samples[8:12])
