@@ -257,6 +257,23 @@ def _arithmetic(op: Op, x: Tensor, weights: Tensor, out: Tensor, channels: int, 
     return constant_data(op, weights, "weights"), in_zp, requantize
 
 
+def int16x8_constants(op: Op, x: Tensor, weights: Tensor, out: Tensor, channels: int, axis: int):
+    """An int16x8 op's (bias as (values, dtype) or None, multipliers, shifts, (clamp lo, hi)), checked as
+    TFLM checks them; shared with the C backend's lowering."""
+    in_scale, _ = per_tensor_quant(op, x, "input")
+    out_scale, _ = per_tensor_quant(op, out, "output")
+    w_scales = _weight_scales(op, weights, channels, axis)
+    dtypes = (np.int64,) if op.type == "DEPTHWISE_CONV_2D" else (np.int64, np.int32)
+    bias = _quantized_bias(op, channels, in_scale, w_scales, out_scale, dtypes)
+    # PopulateConvolutionQuantizationParams: (double)input_scale * (double)weight_scale / (double)output_scale
+    # (per-tensor FULLY_CONNECTED too: the tests show the TFLM package computes it so).
+    multiplier, shift = _multipliers(op, [in_scale * float(s) / out_scale for s in w_scales])
+    if not (bias is not None and bias[1] == np.int32) and np.any(shift > 7):
+        raise UnsupportedError(f"{op.where}: a requantization multiplier input_scale * weight_scale / "
+                               "output_scale of 128 or more is beyond TFLM's int16 kernels")
+    return bias, multiplier, shift, quantized_activation_range(op, out_scale, 0, np.int16)
+
+
 def _int16x8_arithmetic(op: Op, x: Tensor, weights: Tensor, out: Tensor, channels: int, axis: int):
     """int16 activations, int8 weights: (weights, input zero point 0, finish), bit-exact with TFLM.
 
@@ -267,19 +284,8 @@ def _int16x8_arithmetic(op: Op, x: Tensor, weights: Tensor, out: Tensor, channel
     Without a bias TFLM picks by the options' quantized_bias_type, which microforge does not read: its
     default (and what the writer emits) selects the int64 path.
     """
-    in_scale, _ = per_tensor_quant(op, x, "input")
-    out_scale, _ = per_tensor_quant(op, out, "output")
-    w_scales = _weight_scales(op, weights, channels, axis)
-    dtypes = (np.int64,) if op.type == "DEPTHWISE_CONV_2D" else (np.int64, np.int32)
-    bias = _quantized_bias(op, channels, in_scale, w_scales, out_scale, dtypes)
-    # PopulateConvolutionQuantizationParams: (double)input_scale * (double)weight_scale / (double)output_scale
-    # (per-tensor FULLY_CONNECTED too: the tests show the TFLM package computes it so).
-    multiplier, shift = _multipliers(op, [in_scale * float(s) / out_scale for s in w_scales])
+    bias, multiplier, shift, (lo, hi) = int16x8_constants(op, x, weights, out, channels, axis)
     int32_accumulator = bias is not None and bias[1] == np.int32
-    if not int32_accumulator and np.any(shift > 7):
-        raise UnsupportedError(f"{op.where}: a requantization multiplier input_scale * weight_scale / "
-                               "output_scale of 128 or more is beyond TFLM's int16 kernels")
-    lo, hi = quantized_activation_range(op, out_scale, 0, np.int16)
 
     def requantize(acc: np.ndarray) -> np.ndarray:
         acc = acc.astype(np.int64)

@@ -1,7 +1,7 @@
 """Lowerings of int16x8 ops (int16 activations, int8 weights) to mf_s16.c.
 
 As in ops/conv.py, everything constant is computed here with the reference kernels' own helpers
-(reference/conv.py, _int16x8_arithmetic), so the C does integer work only and is bit-exact with the
+(reference/conv.py, int16x8_constants), so the C does integer work only and is bit-exact with the
 reference interpreter and TFLite Micro:
 
   FULLY_CONNECTED                          -> mf_fc_s16
@@ -16,26 +16,13 @@ from __future__ import annotations
 
 import numpy as np
 
-from microforge.codegen.lowering import Call, EmitContext, lowering
-from microforge.errors import UnsupportedError
 from microforge.codegen.emit import c_value
+from microforge.codegen.lowering import Call, EmitContext, lowering
 from microforge.codegen.ops.activations import reference_check
+from microforge.errors import UnsupportedError
 from microforge.graph.ir import Op, Tensor
-from microforge.reference.checks import (
-    constant_data,
-    fully_connected_geometry,
-    io_tensors,
-    per_tensor_quant,
-    quantized_activation_range,
-)
-from microforge.reference.conv import (
-    _int16x8_arithmetic,
-    _kind,
-    _multipliers,
-    _quantized_bias,
-    _weight_scales,
-    window,
-)
+from microforge.reference.checks import constant_data, fully_connected_geometry, io_tensors
+from microforge.reference.conv import _kind, int16x8_constants, window
 
 SOURCES = ("mf_s16.c",)
 
@@ -50,18 +37,10 @@ def _q15(significand: np.ndarray, shift: np.ndarray) -> tuple[np.ndarray, np.nda
 
 def _requant(op: Op, ctx: EmitContext, x: Tensor, w: Tensor, out: Tensor, channels: int, axis: int) -> dict:
     """The op's mf_requant_s16 fields: bias, multipliers and clamp, from the reference's own helpers."""
-    # The reference's own checks (zero points, bias type and scale, multipliers TFLM accepts): the C is
-    # generated for exactly the ops the reference runs.
-    _int16x8_arithmetic(op, x, w, out, channels, axis)
+    # The reference's own constants and checks (zero points, bias type and scale, multipliers TFLM
+    # accepts): the C is generated for exactly the ops the reference runs.
+    bias, significand, shift, (lo, hi) = int16x8_constants(op, x, w, out, channels, axis)
     constant_data(op, w, "weights")  # the kernel reads the weights from flash
-    in_scale, _ = per_tensor_quant(op, x, "input")
-    out_scale, _ = per_tensor_quant(op, out, "output")
-    w_scales = _weight_scales(op, w, channels, axis)
-    dtypes = (np.int64,) if op.type == "DEPTHWISE_CONV_2D" else (np.int64, np.int32)
-    bias = _quantized_bias(op, channels, in_scale, w_scales, out_scale, dtypes)
-    # PopulateConvolutionQuantizationParams, in double, as the reference does.
-    significand, shift = _multipliers(op, [in_scale * float(s) / out_scale for s in w_scales])
-    lo, hi = quantized_activation_range(op, out_scale, 0, np.int16)
     int32_accumulator = bias is not None and bias[1] == np.int32
     if not int32_accumulator:
         significand, shift = _q15(significand, shift)
