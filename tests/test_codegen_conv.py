@@ -412,7 +412,7 @@ class _StubContext:
 def test_unsupported_types_and_depths_are_reported():
     b = GraphBuilder()
     x = b.input("x", (1, 4, 4, 2), np.int16, scale=0.1, zero_point=0)
-    w = b.constant("w", np.ones((3, 1, 1, 2), np.int8), scale=0.01, zero_point=0)
+    w = b.constant("w", np.ones((3, 1, 1, 2), np.int16), scale=0.01, zero_point=0)  # int16 weights: TFLM has none
     y = b.activation("y", (1, 4, 4, 3), np.int16, scale=0.1, zero_point=0)
     conv = b.op("CONV_2D", [x, w, None], [y])
     x2 = b.input("x2", (1, 140_000), np.int8, scale=0.1, zero_point=0)
