@@ -47,6 +47,26 @@ def test_random_graphs_on_the_host(seed):
                                   microforge.run(graph, x).view(np.uint32))
 
 
+@pytest.mark.parametrize("seed", NO_CONCATENATION)
+def test_cortex_m_kernels_on_the_host(seed):
+    """The Cortex-M4/M7 layers (the int8 kernels' inner loops feeding the dynamic output stage, their
+    weight layouts and overlapping plan), built for the host with the DSP instructions emulated in C."""
+    float_graph = dequantized(random_graph(seed))
+    graph = dynamic_model(float_graph, seed)
+    x = spread_inputs(float_graph, 6, seed + 2)
+    model = compile_host(graph, target="cortex-m4", cflags=["-O2", "-DMF_CONV_EMULATE_DSP"])
+    np.testing.assert_array_equal(model.run(x).view(np.uint32), microforge.run(graph, x).view(np.uint32))
+
+
+@pytest.mark.parametrize("name", ["kws", "ic"])
+def test_cortex_m_kernels_of_mlperf_models_are_sanitizer_clean(name):
+    float_graph = microforge.load(shared_model(FLOAT_MODELS[name]))
+    graph = dynamic_model(float_graph)
+    x = spread_inputs(float_graph, 2, 5)
+    model = compile_host(graph, target="cortex-m4", sanitize=True, cflags=["-O1", "-DMF_CONV_EMULATE_DSP"])
+    np.testing.assert_array_equal(model.run(x).view(np.uint32), microforge.run(graph, x).view(np.uint32))
+
+
 def test_sanitizers_find_nothing():
     float_graph = dequantized(random_graph(19))
     graph = dynamic_model(float_graph)

@@ -155,8 +155,8 @@ def test_a_wrong_backward_distance_is_caught(monkeypatch):
 
     graph = microforge.load(INT8_MODELS["kws"])
     honest = validate_target(graph, "host", count=10)
-    real = conv._depthwise_safe_distance
-    monkeypatch.setattr(conv, "_depthwise_safe_distance",
+    real = conv.depthwise_safe_distance
+    monkeypatch.setattr(conv, "depthwise_safe_distance",
                         lambda *args: SafeDistance(below=real(*args).below, above=0))
     lying = validate_target(graph, "host", count=10)
     assert honest["bit_exact"] and lying["arena_bytes"] < honest["arena_bytes"]

@@ -9,7 +9,7 @@ from conftest import FLOAT_MODELS, shared_model
 
 import microforge
 from microforge import robust
-from microforge.errors import UnsupportedError
+from microforge.errors import ModelError, UnsupportedError
 from microforge.graph.builder import GraphBuilder
 from microforge.reference.dynamic import DynamicValue
 from microforge.reference.interpreter import run_batched
@@ -112,6 +112,50 @@ def test_depthwise_segments_grow_their_shift_mid_tensor():
     expected, shift = segment_rule(acc)
     assert out.values.reshape(16, 2).tolist() == expected
     assert out.exponent[0] == 3 + 0 - shift and shift == 7
+
+
+def test_a_reversed_depthwise_visits_its_segments_from_the_last():
+    """The same rule in the other order (the last pixels, with the larger accumulators, come first), kept
+    through the model file; a reversed op of another type is refused."""
+    b = GraphBuilder()
+    x = b.input("x", (1, 4, 4, 2), np.int8)
+    w = b.constant("w", np.full((1, 1, 1, 2), 100, np.int8), scale=1.0, zero_point=0)
+    y = b.output(b.activation("y", (1, 4, 4, 2), np.int8, scale=1.0, zero_point=0))
+    b.op("DEPTHWISE_CONV_2D", [x, w, None], [y], dynamic_fixed_point=True, dynamic_reverse=True)
+    graph = microforge.load(microforge.write_tflite(b.build()))
+    op = graph.ops[0]
+    assert op.options.get("dynamic_reverse") is True
+    values = (np.arange(32) * 4 - 3).reshape(1, 1, 4, 4, 2).astype(np.int8)  # magnitudes grow in memory order
+    out = kernel_for(op).fn(op, [DynamicValue(values, np.array([3]))])
+    acc = [[int(v) * 100 for v in values[0, 0, i, j]] for i in range(4) for j in range(4)]
+    expected, shift = segment_rule(acc[::-1])
+    assert out.values.reshape(16, 2).tolist() == expected[::-1]
+    assert out.exponent[0] == 3 - shift
+    forward, _ = segment_rule(acc)
+    assert forward != expected[::-1]  # the order matters: this input tells them apart
+
+    c = GraphBuilder()
+    x = c.input("x", (1, 4), np.int8)
+    w = c.constant("w", np.ones((2, 4), np.int8), scale=1.0, zero_point=0)
+    y = c.output(c.activation("y", (1, 2), np.int8, scale=1.0, zero_point=0))
+    fc = c.op("FULLY_CONNECTED", [x, w, None], [y], dynamic_fixed_point=True, dynamic_reverse=True)
+    with pytest.raises(ModelError, match="only a DEPTHWISE_CONV_2D"):
+        kernel_for(fc).fn(fc, [DynamicValue(np.ones((1, 1, 4), np.int8), np.array([0]))])
+
+
+def test_unknown_custom_options_of_a_dynamic_op_are_refused(tmp_path):
+    float_graph = microforge.load(shared_model(FLOAT_MODELS["kws"]))
+    x = np.random.default_rng(0).normal(size=(4,) + float_graph.inputs[0].shape[1:]).astype(np.float32)
+    path = tmp_path / "dynamic.tflite"
+    robust.quantize(float_graph, x, scheme="dynamic").save(path)
+    data = bytearray(path.read_bytes())
+    marker = data.find(b"visit")
+    assert marker > 0, "the quantizer marks every other depthwise layer reversed"
+    data[marker:marker + 5] = b"viXit"
+    broken = tmp_path / "broken.tflite"
+    broken.write_bytes(bytes(data))
+    with pytest.raises(ModelError, match="unknown dynamic fixed-point options"):
+        microforge.load(broken)
 
 
 def test_add_aligns_exponents_and_caps_the_shift():

@@ -11,6 +11,7 @@ import struct
 from pathlib import Path
 
 import flatbuffers
+from flatbuffers import flexbuffers
 import numpy as np
 import tflite
 
@@ -219,9 +220,26 @@ def _read_ops(reader: _Reader, subgraph, tensors: list[Tensor], op_types) -> lis
         options = _read_options(reader, raw, op_type, where)
         if dynamic:
             options[schema.DYNAMIC_OPTION] = True
+            options.update(_dynamic_custom_options(reader, raw, where))
         ins = [tensors[t] if t >= 0 else None for t in input_ids]
         ops.append(Op(op_type, ins, [tensors[t] for t in output_ids], options, i, version))
     return ops
+
+
+def _dynamic_custom_options(reader: _Reader, raw, where: str) -> dict:
+    """A dynamic op's custom options: none, or schema.REVERSE_CUSTOM_OPTIONS."""
+    try:
+        length = reader.vector_length(raw.CustomOptionsLength(), 1, f"the custom options of {where}")
+        if length == 0:
+            return {}
+        content = flexbuffers.Loads(bytes(raw.CustomOptionsAsNumpy()))
+    except _ACCESSOR_ERRORS as exc:
+        raise reader.where_error(f"the custom options of {where}", exc) from None
+    except Exception as exc:  # flexbuffers raises what its parser meets
+        raise ModelError(f"{where}: its custom options are not a flexbuffer ({type(exc).__name__})") from None
+    if content != schema.REVERSE_CUSTOM_OPTIONS:
+        raise ModelError(f"{where}: unknown dynamic fixed-point options {content!r}")
+    return {schema.REVERSE_OPTION: True}
 
 
 def _read_options(reader: _Reader, raw, op_type: str, where: str) -> dict:

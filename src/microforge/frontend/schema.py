@@ -46,6 +46,11 @@ VECTOR_FIELDS = {"new_shape", "squeeze_dims"}
 # refuses the model by naming the op instead of running it with the wrong arithmetic.
 DYNAMIC_CUSTOM_PREFIX = "MICROFORGE_DYNAMIC_FIXED_POINT:"
 DYNAMIC_OPTION = "dynamic_fixed_point"
+# A dynamic DEPTHWISE_CONV_2D that visits its output segments from the last to the first (the segment rule
+# of reference/dynamic.py depends on the order), so that its C can run backward over its input: kept in
+# the CUSTOM op's custom_options as the flexbuffer map {"visit": "reverse"}.
+REVERSE_OPTION = "dynamic_reverse"
+REVERSE_CUSTOM_OPTIONS = {"visit": "reverse"}
 
 _POOL = ("Pool2DOptions", ("padding", "stride_w", "stride_h", "filter_width", "filter_height",
                            "fused_activation_function"))

@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib
 
 import flatbuffers
+from flatbuffers import flexbuffers
 import numpy as np
 import tflite
 
@@ -180,8 +181,13 @@ def _operator(builder: flatbuffers.Builder, op: Op, code_index: int) -> int:
     options = _options(builder, op)
     inputs = _vector(builder, "Operator", "inputs", [t.index if t is not None else -1 for t in op.inputs], "Int32")
     outputs = _vector(builder, "Operator", "outputs", [t.index for t in op.outputs], "Int32")
+    custom = None
+    if op.options.get(schema.REVERSE_OPTION):
+        custom = builder.CreateByteVector(bytes(flexbuffers.Dumps(schema.REVERSE_CUSTOM_OPTIONS)))
     om = _module("Operator")
     om.OperatorStart(builder)
+    if custom is not None:
+        om.OperatorAddCustomOptions(builder, custom)
     om.OperatorAddOpcodeIndex(builder, code_index)
     om.OperatorAddInputs(builder, inputs)
     om.OperatorAddOutputs(builder, outputs)

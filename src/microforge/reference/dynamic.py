@@ -19,8 +19,11 @@ From A to int8 (the same for every op with an accumulator): the output is cut in
     S_r = max(S_(r-1), s_r), and the segment is written as clamp(round(A_r / 2^S_r)) at once (halves away
     from zero). When the tensor is complete, S = S_last and every segment is shifted again by S - S_r
     (rounding), so all share one exponent e_out = ea - S. The C kernels need no accumulator buffer for
-    this, only one segment of int32 and a list of where S grew.
-AVERAGE_POOL_2D, MAX_POOL_2D, RESHAPE: TFLM's integer arithmetic on q; the exponent passes through.
+    this, only a block of segments of int32 and a list of where S grew.
+    A DEPTHWISE_CONV_2D marked dynamic_reverse (frontend.schema.REVERSE_OPTION) visits its segments from
+    the last to the first, the same rule in that order: its C then runs backward over the input, so that
+    its output can be planned over the upper part of its input, as TFLM-style int8 kernels alternate.
+AVERAGE_POOL_2D, MAX_POOL_2D, MEAN, PAD (with zeros), RESHAPE: TFLM's integer arithmetic on q; the exponent passes through.
 SOFTMAX: TFLM's int8 softmax with input scale 2^-e, e clamped to the range where TFLM has a multiplier
     for beta * 2^-e (for beta = 1: -3 to 25); its output is static int8 (1/256, -128).
 DEQUANTIZE: float32(q * 2^-e), exact.
@@ -33,6 +36,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from microforge.errors import ModelError, UnsupportedError
+from microforge.frontend.schema import REVERSE_OPTION
 from microforge.graph.ir import Op, Quantization, Tensor
 from microforge.reference.checks import check_output_shape, fully_connected_geometry
 from microforge.reference.conv import _conv_sum, exact_float, window, window_taps
@@ -104,14 +108,15 @@ def _bits(magnitude: np.ndarray) -> np.ndarray:
     return np.frexp(magnitude.astype(np.float64))[1].astype(np.int64)  # exact below 2^53; 0 for 0
 
 
-def to_int8(acc: np.ndarray, exponent: np.ndarray) -> DynamicValue:
-    """Accumulators (N, ..., C) with exponent (N,) -> int8 with one exponent per sample (the segment rule)."""
+def to_int8(acc: np.ndarray, exponent: np.ndarray, reverse: bool = False) -> DynamicValue:
+    """Accumulators (N, ..., C) with exponent (N,) -> int8 with one exponent per sample (the segment rule;
+    `reverse`: the segments are visited from the last to the first)."""
     n = len(acc)
     segments = acc.reshape(n, -1, acc.shape[-1]).astype(np.int64)
     need = np.maximum(0, _bits(np.abs(segments).max(axis=2)) - 7)
-    running = np.maximum.accumulate(need, axis=1)
+    running = np.maximum.accumulate(need[:, ::-1], axis=1)[:, ::-1] if reverse else np.maximum.accumulate(need, axis=1)
     written = np.clip(rounding_divide_by_pot(segments, running[:, :, None]), -128, 127)
-    final = running[:, -1]
+    final = running[:, 0] if reverse else running[:, -1]
     values = rounding_divide_by_pot(written, (final[:, None] - running)[:, :, None])
     return DynamicValue(values.reshape(acc.shape).astype(np.int8), exponent - final)
 
@@ -184,7 +189,10 @@ def weighted(op: Op, args: list) -> DynamicValue:
         aligned = shift_to(bias.data.astype(np.int64)[None, :], power_of_two_exponent(op, bias, "bias")
                            - exponent[:, None])
         acc = wrap_int32(acc + aligned.reshape((len(acc),) + (1,) * (acc.ndim - 2) + (-1,)))
-    return to_int8(_fused_clamp(op, acc, exponent), exponent)
+    reverse = bool(op.options.get(REVERSE_OPTION))
+    if reverse and op.type != "DEPTHWISE_CONV_2D":
+        raise ModelError(f"{op.where}: only a DEPTHWISE_CONV_2D may visit its segments in reverse")
+    return to_int8(_fused_clamp(op, acc, exponent), exponent, reverse)
 
 
 @kernel("ADD", dtypes=("int8",), dynamic=True)
@@ -219,7 +227,8 @@ def _per_exponent(op: Op, x: DynamicValue, rest: list):
     return pieces
 
 
-@kernel("AVERAGE_POOL_2D", "MAX_POOL_2D", "RESHAPE", "SQUEEZE", "EXPAND_DIMS", dtypes=("int8",), dynamic=True)
+@kernel("AVERAGE_POOL_2D", "MAX_POOL_2D", "MEAN", "PAD", "RESHAPE", "SQUEEZE", "EXPAND_DIMS", dtypes=("int8",),
+        dynamic=True)
 def same_exponent(op: Op, args: list) -> DynamicValue:
     """Integer arithmetic on q as TFLM does it for equal input and output scales; e passes through."""
     x = _dynamic_input(op, args)

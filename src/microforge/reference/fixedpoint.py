@@ -143,6 +143,14 @@ def activation_range_float(activation: str) -> tuple[float, float]:
     return ranges[activation]
 
 
+def q15_multiplier(significand, shift) -> tuple[np.ndarray, np.ndarray]:
+    """TFLite's int64-accumulator form of a (Q31 significand, shift) multiplier: the significand rounded to
+    Q15 ((m + 2^15) >> 16, saturating at 0x7FFF) and one total right shift of 15 - shift bits."""
+    significand = np.asarray(significand, dtype=np.int64)
+    reduced = np.where(significand < 0x7FFF0000, (significand + (1 << 15)) >> 16, 0x7FFF)
+    return reduced.astype(np.int64), (15 - np.asarray(shift, dtype=np.int64)).astype(np.int64)
+
+
 def multiply_by_quantized_multiplier_int64(x, significand, shift) -> np.ndarray:
     """TFLite's MultiplyByQuantizedMultiplier for an int64 accumulator (the int16x8 conv/FC path).
 
@@ -157,6 +165,5 @@ def multiply_by_quantized_multiplier_int64(x, significand, shift) -> np.ndarray:
     shift = np.asarray(shift, dtype=np.int64)
     if np.any(significand < 0) or np.any(shift > 7):
         raise ModelError("int64 quantized multipliers must be non-negative with a shift below 8")
-    reduced = np.where(significand < 0x7FFF0000, (significand + (1 << 15)) >> 16, 0x7FFF)
-    total_shift = 15 - shift
+    reduced, total_shift = q15_multiplier(significand, shift)
     return wrap_int32((x * reduced + (np.int64(1) << (total_shift - 1))) >> total_shift)

@@ -31,6 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from microforge.errors import InputError, ModelError, UnsupportedError
+from microforge.frontend.schema import REVERSE_OPTION
 from microforge.frontend.writer import write_tflite
 from microforge.graph.ir import Graph, Op, Quantization, Tensor
 from microforge.reference.dynamic import exponent_for
@@ -47,8 +48,8 @@ SAME_PARAMETERS = {"RESHAPE", "SQUEEZE", "EXPAND_DIMS", "MAX_POOL_2D", "AVERAGE_
 FIXED_OUTPUT = {"SOFTMAX", "LOGISTIC"}
 QUANTIZABLE = set(WEIGHT_OPS) | SAME_PARAMETERS | FIXED_OUTPUT | {
     "ADD", "MUL", "CONCATENATION", "MEAN", "HARD_SWISH", "RELU", "RELU6"}
-DYNAMIC_QUANTIZABLE = set(WEIGHT_OPS) | {"ADD", "AVERAGE_POOL_2D", "MAX_POOL_2D", "RESHAPE", "SQUEEZE",
-                                         "EXPAND_DIMS", "SOFTMAX"}
+DYNAMIC_QUANTIZABLE = set(WEIGHT_OPS) | {"ADD", "AVERAGE_POOL_2D", "MAX_POOL_2D", "MEAN", "PAD", "RESHAPE",
+                                         "SQUEEZE", "EXPAND_DIMS", "SOFTMAX"}
 
 
 @dataclass(frozen=True)
@@ -160,6 +161,7 @@ class _Quantizer:
         self.mapped: dict[int, Tensor] = {}  # float tensor index -> its quantized tensor
         self.converted: dict[tuple[int, str], Tensor] = {}  # (float tensor index, dtype) -> its QUANTIZE'd copy
         self.ranges: dict[str, tuple[float, float]] = {}
+        self.depthwise_seen = 0  # dynamic: the depthwise layers so far (see options)
 
     def new_tensor(self, name, shape, dtype, quant=None, data=None) -> Tensor:
         t = Tensor(name, shape, dtype, quant, data)
@@ -276,10 +278,20 @@ class _Quantizer:
         out = self.activation(op.outputs[0], scale, zero_point)
         if op.type == "CONCATENATION":
             inputs = [x if x.quant.equals(out.quant) else self.requantized(x, out.quant) for x in inputs]
-        self.ops.append(Op(op.type, inputs, [out], self.options(op.options), version=op.version))
+        self.ops.append(Op(op.type, inputs, [out], self.options(op.type, op.options), version=op.version))
 
-    def options(self, options: dict) -> dict:
-        return dict(options, dynamic_fixed_point=True) if self.scheme.dynamic else dict(options)
+    def options(self, op_type: str, options: dict) -> dict:
+        if not self.scheme.dynamic:
+            return dict(options)
+        options = dict(options, dynamic_fixed_point=True)
+        if op_type == "DEPTHWISE_CONV_2D":
+            # Every other depthwise layer visits its segments in reverse, so that its C runs backward and
+            # the plan can alternate the direction in which a chain of layers moves through the arena,
+            # as it does for int8 (a forward-only chain creeps down by a few rows at every depthwise).
+            if self.depthwise_seen % 2 == 0:
+                options[REVERSE_OPTION] = True
+            self.depthwise_seen += 1
+        return options
 
     def pad_value(self, op: Op, x: Tensor) -> Tensor:
         """PADV2's fill value on the input's grid (it must share the input's parameters)."""
@@ -302,7 +314,7 @@ class _Quantizer:
                 float_in = self.new_tensor(t.name, t.shape, np.float32)
                 q = self.new_tensor(f"{t.name}/quantized", t.shape, self.scheme.activation,
                                     Quantization([scale], [zero_point]))
-                self.ops.append(Op("QUANTIZE", [float_in], [q], self.options({})))
+                self.ops.append(Op("QUANTIZE", [float_in], [q], self.options("QUANTIZE", {})))
                 self.mapped[t.index] = q
                 graph_inputs.append(float_in)
             else:

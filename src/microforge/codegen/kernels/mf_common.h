@@ -62,4 +62,18 @@ MF_INLINE int32_t mf_smmlar(int32_t a, int32_t b, int32_t acc) {
 }
 #endif
 
+/* The taps (ky, kx) of output pixel (oy, ox) that lie inside the input, in kernel order, for any params
+ * struct p with the window fields (kh, kw, stride_*, dilation_*, pad_top, pad_left, in_h, in_w): the body
+ * runs with ky, kx, iy, ix set. The portable kernels that skip outside taps (their zero point is 0) share it. */
+#define MF_FOR_EACH_INSIDE_TAP(p, oy, ox, ...)                                                      \
+    for (int32_t ky = 0; ky < (p)->kh; ++ky) {                                                      \
+        const int32_t iy = (oy) * (p)->stride_h - (p)->pad_top + ky * (p)->dilation_h;              \
+        if (iy < 0 || iy >= (p)->in_h) continue;                                                     \
+        for (int32_t kx = 0; kx < (p)->kw; ++kx) {                                                  \
+            const int32_t ix = (ox) * (p)->stride_w - (p)->pad_left + kx * (p)->dilation_w;          \
+            if (ix < 0 || ix >= (p)->in_w) continue;                                                 \
+            __VA_ARGS__                                                                             \
+        }                                                                                           \
+    }
+
 #endif /* MF_COMMON_H */

@@ -340,7 +340,7 @@ void mf_fc_s8(const mf_fc_params *p, const int8_t *input, int8_t *output) {
  * rotated by 8 pair its bytes the same way.
  *
  * Weights and requantization constants are one stream of int32 words (laid out by the generator,
- * ops/conv.py _dsp_stream), read once per block of rows, in order:
+ * ops/conv.py dsp_stream), read once per block of rows, in order:
  *   rows kernel: per output channel, its bias 4 times (where the 4 accumulators start), its weight words
  *     (int8 depths 4g .. 4g + 3, little-endian; zeros past the depth), then {multiplier, L, E, K, M};
  *   cols kernel: per block of 4 channels (the last channel repeated to fill the last block), the 4 biases,
@@ -401,6 +401,11 @@ static void mf_mm_widen(const int8_t *x, int32_t depth, int32_t groups, int32_t 
     for (; s != end; s += stride) s[0] = s[1] = 0;
 }
 
+/* How a pass leaves its 4 results: requantized to int8 and clamped to [lo, hi] or to all of int8, or as the
+ * raw int32 accumulators (for dynamic fixed point: y then addresses int32 values, d1..d3 in bytes, and
+ * the stream holds no requantization constants). */
+enum { MF_MM_CLAMP = 0, MF_MM_FULL = 1, MF_MM_ACC = 2 };
+
 /* One call of a kernel: the widened rows s, the loop count, and where the outputs go. A pass writes its 4
  * results to y, y + d1, y + d2, y + d3 (the rows kernel: one channel of 4 rows; the cols kernel: 4
  * channels of the row), then advances y by 1 (rows) or 4 (cols), until y_end. The assembly copies the
@@ -438,6 +443,12 @@ void mf_mm_cols4_int8_full(const int32_t *stream, const mf_mm_job *job); /* *_in
 void mf_mm_cols4_int8_clamp(const int32_t *stream, const mf_mm_job *job);
 void mf_mm_cols4x2_int8_full(const int32_t *stream, const mf_mm_job *job);
 void mf_mm_cols4x2_int8_clamp(const int32_t *stream, const mf_mm_job *job);
+void mf_mm_rows4_acc(const int32_t *stream, const mf_mm_job *job); /* *_acc: MF_MM_ACC */
+void mf_mm_rows4x2_acc(const int32_t *stream, const mf_mm_job *job);
+void mf_mm_cols4_acc(const int32_t *stream, const mf_mm_job *job);
+void mf_mm_cols4x2_acc(const int32_t *stream, const mf_mm_job *job);
+void mf_mm_cols4_int8_acc(const int32_t *stream, const mf_mm_job *job);
+void mf_mm_cols4x2_int8_acc(const int32_t *stream, const mf_mm_job *job);
 
 __asm__(
     "    .syntax unified\n"
@@ -475,14 +486,15 @@ __asm__(
     "    push   {r2-r10}\n"
     "    mov    r12, r0\n"
     "    .endm\n"
-    /* Store r0-r3 at y, y + d1, y + d2, y + d3, advance y by \\step; loop to 1b until y_end; return. */
-    "    .macro mf_mm_exit name, step\n"
+    /* Store r0-r3 at y, y + d1, y + d2, y + d3 (\\store: strb, or str for accumulators), advance y by
+     * \\step; loop to 1b until y_end; return. */
+    "    .macro mf_mm_exit name, step, store\n"
     "    ldrd   r4, r5, [sp, #8]\n"
     "    ldrd   r6, r7, [sp, #16]\n"
-    "    strb   r1, [r4, r5]\n"
-    "    strb   r2, [r4, r6]\n"
-    "    strb   r3, [r4, r7]\n"
-    "    strb   r0, [r4], #\\step\n"
+    "    \\store   r1, [r4, r5]\n"
+    "    \\store   r2, [r4, r6]\n"
+    "    \\store   r3, [r4, r7]\n"
+    "    \\store   r0, [r4], #\\step\n"
     "    ldr    r5, [sp, #24]\n"
     "    str    r4, [sp, #8]\n"
     "    cmp    r4, r5\n"
@@ -521,6 +533,9 @@ __asm__(
     "    .endr\n"
     "    subs   lr, lr, #1\n"
     "    bne    2b\n"
+    "    .if \\clamp == 2\n"              /* accumulators: no constants in the stream */
+    "    mf_mm_exit \\name, 4, str\n"
+    "    .else\n"
     "    ldm    r12!, {r4-r8}\n"
     "    .if \\clamp\n"
     "    ldrd   r10, r11, [sp, #28]\n"
@@ -529,7 +544,8 @@ __asm__(
     "    mf_mm_req r1, \\clamp\n"
     "    mf_mm_req r2, \\clamp\n"
     "    mf_mm_req r3, \\clamp\n"
-    "    mf_mm_exit \\name, 1\n"
+    "    mf_mm_exit \\name, 1, strb\n"
+    "    .endif\n"
     "    .endm\n"
     /* Cols kernel, one group: r4, r5 = the row's widened words, r6-r9 the 4 channels' weight words. */
     "    .macro mf_mm_cols_mac acc, wr\n"
@@ -562,6 +578,9 @@ __asm__(
     "    .endr\n"
     "    subs   lr, lr, #1\n"
     "    bne    2b\n"
+    "    .if \\clamp == 2\n"
+    "    mf_mm_exit \\name, 16, str\n"
+    "    .else\n"
     "    .if \\clamp\n"
     "    ldrd   r10, r11, [sp, #28]\n"
     "    .endif\n"
@@ -573,7 +592,8 @@ __asm__(
     "    mf_mm_req r2, \\clamp\n"
     "    ldm    r12!, {r4-r8}\n"
     "    mf_mm_req r3, \\clamp\n"
-    "    mf_mm_exit \\name, 4\n"
+    "    mf_mm_exit \\name, 4, strb\n"
+    "    .endif\n"
     "    .endm\n"
     "    mf_mm_rows4 mf_mm_rows4_full, 0, 1\n"
     "    mf_mm_rows4 mf_mm_rows4_clamp, 1, 1\n"
@@ -586,43 +606,55 @@ __asm__(
     "    mf_mm_cols4 mf_mm_cols4_int8_full, 0, 1, 1\n"
     "    mf_mm_cols4 mf_mm_cols4_int8_clamp, 1, 1, 1\n"
     "    mf_mm_cols4 mf_mm_cols4x2_int8_full, 0, 2, 1\n"
-    "    mf_mm_cols4 mf_mm_cols4x2_int8_clamp, 1, 2, 1\n");
+    "    mf_mm_cols4 mf_mm_cols4x2_int8_clamp, 1, 2, 1\n"
+    "    mf_mm_rows4 mf_mm_rows4_acc, 2, 1\n"
+    "    mf_mm_rows4 mf_mm_rows4x2_acc, 2, 2\n"
+    "    mf_mm_cols4 mf_mm_cols4_acc, 2, 1, 0\n"
+    "    mf_mm_cols4 mf_mm_cols4x2_acc, 2, 2, 0\n"
+    "    mf_mm_cols4 mf_mm_cols4_int8_acc, 2, 1, 1\n"
+    "    mf_mm_cols4 mf_mm_cols4x2_int8_acc, 2, 2, 1\n");
 
-MF_INLINE void mf_mm_rows4(const int32_t *stream, const mf_mm_job *job, int full_range) {
-    if (job->x2)
-        (full_range ? mf_mm_rows4x2_full : mf_mm_rows4x2_clamp)(stream, job);
-    else
-        (full_range ? mf_mm_rows4_full : mf_mm_rows4_clamp)(stream, job);
+typedef void mf_mm_kernel(const int32_t *stream, const mf_mm_job *job);
+
+MF_INLINE void mf_mm_rows4(const int32_t *stream, const mf_mm_job *job, int mode) {
+    static mf_mm_kernel *const kernels[2][3] = {{mf_mm_rows4_clamp, mf_mm_rows4_full, mf_mm_rows4_acc},
+                                                {mf_mm_rows4x2_clamp, mf_mm_rows4x2_full, mf_mm_rows4x2_acc}};
+    kernels[job->x2][mode](stream, job);
 }
 
-MF_INLINE void mf_mm_cols4(const int32_t *stream, const mf_mm_job *job, int full_range, int narrow) {
-    if (narrow && job->x2)
-        (full_range ? mf_mm_cols4x2_int8_full : mf_mm_cols4x2_int8_clamp)(stream, job);
-    else if (narrow)
-        (full_range ? mf_mm_cols4_int8_full : mf_mm_cols4_int8_clamp)(stream, job);
-    else if (job->x2)
-        (full_range ? mf_mm_cols4x2_full : mf_mm_cols4x2_clamp)(stream, job);
-    else
-        (full_range ? mf_mm_cols4_full : mf_mm_cols4_clamp)(stream, job);
+MF_INLINE void mf_mm_cols4(const int32_t *stream, const mf_mm_job *job, int mode, int narrow) {
+    static mf_mm_kernel *const kernels[2][2][3] = {
+        {{mf_mm_cols4_clamp, mf_mm_cols4_full, mf_mm_cols4_acc},
+         {mf_mm_cols4x2_clamp, mf_mm_cols4x2_full, mf_mm_cols4x2_acc}},
+        {{mf_mm_cols4_int8_clamp, mf_mm_cols4_int8_full, mf_mm_cols4_int8_acc},
+         {mf_mm_cols4x2_int8_clamp, mf_mm_cols4x2_int8_full, mf_mm_cols4x2_int8_acc}}};
+    kernels[narrow][job->x2][mode](stream, job);
 }
 #else
 /* The same kernels in portable C (their reference, and what host builds of the *_dsp kernels run). */
 
 /* The output of accumulator a with k = {multiplier, L, E, K, M}. */
-MF_INLINE int32_t mf_mm_req(const int32_t *k, int32_t a, const mf_mm_job *job, int full_range) {
+MF_INLINE int32_t mf_mm_req(const int32_t *k, int32_t a, const mf_mm_job *job, int mode) {
     const int32_t r = mf_smmlar(mf_conv_wrap((uint32_t)a << k[1]), k[0], k[3] + ((a >> 31) & k[4])) >> k[2];
-    return mf_dsp_clamp(r, job->lo, job->hi, full_range);
+    return mf_dsp_clamp(r, job->lo, job->hi, mode == MF_MM_FULL);
 }
 
-MF_INLINE void mf_mm_store(const mf_mm_job *job, int8_t *y, const int32_t out[4]) {
+MF_INLINE void mf_mm_store(const mf_mm_job *job, int8_t *y, const int32_t out[4], int mode) {
+    if (mode == MF_MM_ACC) {
+        memcpy(y + job->d1, &out[1], 4);
+        memcpy(y + job->d2, &out[2], 4);
+        memcpy(y + job->d3, &out[3], 4);
+        memcpy(y, &out[0], 4);
+        return;
+    }
     y[job->d1] = (int8_t)out[1];
     y[job->d2] = (int8_t)out[2];
     y[job->d3] = (int8_t)out[3];
     y[0] = (int8_t)out[0];
 }
 
-static void mf_mm_rows4(const int32_t *w, const mf_mm_job *job, int full_range) {
-    for (int8_t *y = job->y; y != job->y_end; ++y) {
+static void mf_mm_rows4(const int32_t *w, const mf_mm_job *job, int mode) {
+    for (int8_t *y = job->y; y != job->y_end; y += mode == MF_MM_ACC ? 4 : 1) {
         int32_t a[4] = {w[0], w[1], w[2], w[3]};
         w += 4;
         const int32_t *s = job->s;
@@ -631,14 +663,14 @@ static void mf_mm_rows4(const int32_t *w, const mf_mm_job *job, int full_range) 
             for (int r = 0; r < 4; ++r) a[r] = mf_conv_smlad(s[2 * r + 1], w13, mf_conv_smlad(s[2 * r], w02, a[r]));
         }
         int32_t out[4];
-        for (int r = 0; r < 4; ++r) out[r] = mf_mm_req(w, a[r], job, full_range);
-        w += 5;
-        mf_mm_store(job, y, out);
+        for (int r = 0; r < 4; ++r) out[r] = mode == MF_MM_ACC ? a[r] : mf_mm_req(w, a[r], job, mode);
+        w += mode == MF_MM_ACC ? 0 : 5;
+        mf_mm_store(job, y, out, mode);
     }
 }
 
-static void mf_mm_cols4(const int32_t *w, const mf_mm_job *job, int full_range, int narrow) {
-    for (int8_t *y = job->y; y != job->y_end; y += 4) {
+static void mf_mm_cols4(const int32_t *w, const mf_mm_job *job, int mode, int narrow) {
+    for (int8_t *y = job->y; y != job->y_end; y += mode == MF_MM_ACC ? 16 : 4) {
         int32_t a[4] = {w[0], w[1], w[2], w[3]};
         w += 4;
         const int32_t *s = job->s;
@@ -648,8 +680,9 @@ static void mf_mm_cols4(const int32_t *w, const mf_mm_job *job, int full_range, 
                 a[c] = mf_conv_smlad(s1, mf_conv_sxtb16_ror8(w[c]), mf_conv_smlad(s0, mf_conv_sxtb16(w[c]), a[c]));
         }
         int32_t out[4];
-        for (int c = 0; c < 4; ++c, w += 5) out[c] = mf_mm_req(w, a[c], job, full_range);
-        mf_mm_store(job, y, out);
+        for (int c = 0; c < 4; ++c, w += mode == MF_MM_ACC ? 0 : 5)
+            out[c] = mode == MF_MM_ACC ? a[c] : mf_mm_req(w, a[c], job, mode);
+        mf_mm_store(job, y, out, mode);
     }
 }
 #endif
@@ -664,10 +697,13 @@ MF_INLINE void mf_mm_rows_job(mf_mm_job *job, int8_t *y, int32_t n, int32_t pitc
     job->y_end = y + outs;
 }
 
+/* The matrix product; with MF_MM_ACC, output is the int32 block buffer `acc` of mf_fc_acc_dsp, handed to
+ * the sink after each block. */
 MF_INLINE void mf_fc_s8_dsp_body(const mf_fc_params *p, const int8_t *input, int8_t *output, int32_t *scratch,
-                                 int full_range) {
+                                 int mode, mf_acc_sink *sink) {
     const int32_t depth = p->in_features, outs = p->out_features, rows = p->rows, groups = mf_mm_groups(depth);
     const int32_t *const stream = (const int32_t *)p->weights;
+    const int32_t u = mode == MF_MM_ACC ? 4 : 1; /* bytes per result */
     mf_mm_job job = mf_mm_job_of(scratch, groups, &p->q);
     if (rows == 1) { /* widened once (or, without scratch, word by word in every pass), four channels a pass */
         const int narrow = scratch == 0; /* then in_features % 8 == 0: no zero groups to read */
@@ -676,13 +712,14 @@ MF_INLINE void mf_fc_s8_dsp_body(const mf_fc_params *p, const int8_t *input, int
         else
             mf_mm_widen(input, depth, groups, scratch, 2);
         const int32_t whole = outs & ~3, last = outs - whole;
-        job.y = output, job.d1 = 1, job.d2 = 2, job.d3 = 3, job.y_end = output + whole;
-        if (whole) mf_mm_cols4(stream, &job, full_range, narrow);
+        job.y = output, job.d1 = u, job.d2 = 2 * u, job.d3 = 3 * u, job.y_end = output + u * whole;
+        if (whole) mf_mm_cols4(stream, &job, mode, narrow);
         if (last) { /* 1-3 channels, then repeats of the last one (the same bytes onto the same place) */
-            job.y = output + whole, job.d1 = last > 1, job.d2 = last > 2 ? 2 : last - 1, job.d3 = last - 1;
-            job.y_end = job.y + 4;
-            mf_mm_cols4(stream + (whole >> 2) * (24 + 4 * groups), &job, full_range, narrow);
+            job.y = output + u * whole, job.d1 = u * (last > 1), job.d2 = u * (last > 2 ? 2 : last - 1);
+            job.d3 = u * (last - 1), job.y_end = job.y + 4 * u;
+            mf_mm_cols4(stream + (whole >> 2) * ((mode == MF_MM_ACC ? 4 : 24) + 4 * groups), &job, mode, narrow);
         }
+        if (mode == MF_MM_ACC) sink->take(sink, (const int32_t *)(const void *)output, 1);
         return;
     }
     /* Blocks of four rows, each read whole (widened into scratch) before its outputs are written. */
@@ -690,16 +727,21 @@ MF_INLINE void mf_fc_s8_dsp_body(const mf_fc_params *p, const int8_t *input, int
         const int32_t n = rows - r < 4 ? rows - r : 4;
         for (int32_t k = 0; k < 4; ++k)
             mf_mm_widen(input + (r + (k < n ? k : n - 1)) * depth, depth, groups, scratch + 2 * k, 8);
-        mf_mm_rows_job(&job, output + r * outs, n, outs, outs);
-        mf_mm_rows4(stream, &job, full_range);
+        mf_mm_rows_job(&job, mode == MF_MM_ACC ? output : output + r * outs, n, u * outs, u * outs);
+        mf_mm_rows4(stream, &job, mode);
+        if (mode == MF_MM_ACC) sink->take(sink, (const int32_t *)(const void *)output, n);
     }
 }
 
 void mf_fc_s8_dsp(const mf_fc_params *p, const int8_t *input, int8_t *output, int32_t *scratch) {
     if (p->q.act_min == -128 && p->q.act_max == 127)
-        mf_fc_s8_dsp_body(p, input, output, scratch, 1);
+        mf_fc_s8_dsp_body(p, input, output, scratch, MF_MM_FULL, 0);
     else
-        mf_fc_s8_dsp_body(p, input, output, scratch, 0);
+        mf_fc_s8_dsp_body(p, input, output, scratch, MF_MM_CLAMP, 0);
+}
+
+void mf_fc_acc_dsp(const mf_fc_params *p, const int8_t *input, int32_t *acc, int32_t *scratch, mf_acc_sink *sink) {
+    mf_fc_s8_dsp_body(p, input, (int8_t *)(void *)acc, scratch, MF_MM_ACC, sink);
 }
 
 /* ------------------------------------------------------------------------------------------------------
@@ -848,7 +890,7 @@ static int mf_conv_widen_block(const mf_conv_params *p, const int8_t *x, const i
 }
 
 MF_INLINE void mf_conv_s8_dsp_body(const mf_conv_params *p, const int8_t *input, int8_t *output, int32_t *scratch,
-                                   int full_range) {
+                                   int mode, mf_acc_sink *sink) {
     const int32_t run = (p->kw * p->in_c + 3) >> 2, groups = mf_mm_groups(4 * run * p->kh);
     const int32_t pixels = p->out_h * p->out_w, outs = p->out_c, image = p->in_h * p->in_w * p->in_c;
     int8_t *const tmp = (int8_t *)(scratch + 8 * groups);
@@ -862,17 +904,28 @@ MF_INLINE void mf_conv_s8_dsp_body(const mf_conv_params *p, const int8_t *input,
             if (n < 4 || !mf_conv_widen_block(p, x, x + image, pix, scratch, groups))
                 for (int32_t k = 0; k < 4; ++k)
                     mf_conv_widen_patch(p, x, x + image, pix + (k < n ? k : n - 1), scratch + 2 * k, groups, tmp);
-            mf_mm_rows_job(&job, y + pix * outs, n, outs, outs);
-            mf_mm_rows4((const int32_t *)p->weights, &job, full_range);
+            if (mode == MF_MM_ACC) { /* output: the block's int32 accumulators (mf_conv_acc_dsp) */
+                mf_mm_rows_job(&job, output, n, 4 * outs, 4 * outs);
+                mf_mm_rows4((const int32_t *)p->weights, &job, mode);
+                sink->take(sink, (const int32_t *)(const void *)output, n);
+            } else {
+                mf_mm_rows_job(&job, y + pix * outs, n, outs, outs);
+                mf_mm_rows4((const int32_t *)p->weights, &job, mode);
+            }
         }
     }
 }
 
 void mf_conv_s8_dsp(const mf_conv_params *p, const int8_t *input, int8_t *output, int32_t *scratch) {
     if (p->q.act_min == -128 && p->q.act_max == 127)
-        mf_conv_s8_dsp_body(p, input, output, scratch, 1);
+        mf_conv_s8_dsp_body(p, input, output, scratch, MF_MM_FULL, 0);
     else
-        mf_conv_s8_dsp_body(p, input, output, scratch, 0);
+        mf_conv_s8_dsp_body(p, input, output, scratch, MF_MM_CLAMP, 0);
+}
+
+void mf_conv_acc_dsp(const mf_conv_params *p, const int8_t *input, int32_t *acc, int32_t *scratch,
+                     mf_acc_sink *sink) {
+    mf_conv_s8_dsp_body(p, input, (int8_t *)(void *)acc, scratch, MF_MM_ACC, sink);
 }
 
 /* ------------------------------------------------------------------------------------------------------
@@ -945,13 +998,13 @@ static void mf_dwconv_3x3_channels(const int8_t *r0, const int8_t *r1, const int
  * raster order, or reverse raster order with p->backward (the plan put the output over the top of the
  * input). For each output pixel, y its output, x the batch's input and iy0, ix0 its window's top-left
  * tap: INSIDE runs where the window lies in the input (r0: its first tap), BORDER elsewhere. */
-#define MF_DW3_FOR_EACH_PIXEL(p, input, output, INSIDE, BORDER)                                            \
+#define MF_DW3_FOR_EACH_PIXEL(p, input, output, y_pitch, INSIDE, BORDER)                                   \
     do {                                                                                                  \
-        const int32_t dir_ = (p)->backward ? -1 : 1, y_step_ = dir_ * (p)->in_c;                          \
+        const int32_t dir_ = (p)->backward ? -1 : 1, y_step_ = dir_ * (y_pitch);                          \
         const int32_t pixels_ = (p)->out_h * (p)->out_w;                                                  \
         for (int32_t b_ = 0; b_ < (p)->batches; ++b_) {                                                   \
             const int8_t *const x = (input) + b_ * (p)->in_h * (p)->in_w * (p)->in_c;                     \
-            int8_t *y = (output) + (b_ * pixels_ + ((p)->backward ? pixels_ - 1 : 0)) * (p)->in_c;        \
+            int8_t *y = (output) + (b_ * pixels_ + ((p)->backward ? pixels_ - 1 : 0)) * (y_pitch);        \
             for (int32_t i_ = 0, oy_ = (p)->backward ? (p)->out_h - 1 : 0; i_ < (p)->out_h; ++i_, oy_ += dir_) { \
                 const int32_t iy0 = oy_ * (p)->stride_h - (p)->pad_top;                                   \
                 const int rows_inside_ = iy0 >= 0 && iy0 + 2 * (p)->dilation_h < (p)->in_h;               \
@@ -996,7 +1049,7 @@ void mf_dwconv_3x3_s8(const mf_conv_params *p, const int8_t *input, int8_t *outp
     const int32_t col = p->dilation_w * p->in_c;            /* from one kernel column to the next */
     const int8_t *w = (const int8_t *)p->weights;
     int8_t patch[9 * MF_DW_CHUNK];
-    MF_DW3_FOR_EACH_PIXEL(p, input, output,
+    MF_DW3_FOR_EACH_PIXEL(p, input, output, p->in_c,
                           mf_dwconv_3x3_channels(r0, r0 + row, r0 + 2 * row, col, w, p->in_c, y, &p->q, 0),
                           mf_dwconv_3x3_border(p, x, iy0, ix0, y, patch));
 }
@@ -1102,13 +1155,27 @@ MF_INLINE int32_t mf_dw_out(const int32_t *f, int32_t a, int32_t lo, int32_t hi,
     "smlatt %[a3], %[v], %[wb], %[a3]\n\t"
 #endif
 
+/* The 4 accumulators of channels c .. c + 3 as int32 at y (MF_MM_ACC), or their requantized outputs. */
+#define MF_DW3_LEAVE(mode)                                 \
+    do {                                                   \
+        if ((mode) == MF_MM_ACC) {                         \
+            const int32_t a_[4] = {a0, a1, a2, a3};        \
+            memcpy(y, a_, sizeof a_);                      \
+        } else {                                           \
+            const int full_range = (mode) == MF_MM_FULL;   \
+            MF_DW3_STORE();                                \
+        }                                                  \
+    } while (0)
+
 /* Channels [0, n) of one output pixel whose window is inside the input: the tap (ky, kx) of channel c is
- * at r0 + ky * row + kx * col + c. */
+ * at r0 + ky * row + kx * col + c. With MF_MM_ACC, y is an int32 buffer of n accumulators and f unused. */
 MF_INLINE void mf_dw3_inside(const int8_t *r0, int32_t row, int32_t col, const int32_t *w, const int32_t *f,
-                             int32_t n, int8_t *y, int32_t lo, int32_t hi, int full_range) {
+                             int32_t n, int8_t *y, int32_t lo, int32_t hi, int mode) {
     MF_DW3_BOUNDS4(lo, hi);
-    for (int8_t *const end = y + n; y != end; r0 += 4, f += 20, y += 4) {
-        int32_t a0 = f[0], a1 = f[1], a2 = f[2], a3 = f[3];
+    const int32_t u = mode == MF_MM_ACC ? 4 : 1, f_step = mode == MF_MM_ACC ? 0 : 20;
+    for (int8_t *const end = y + u * n; y != end; r0 += 4, f += f_step, y += 4 * u) {
+        int32_t a0 = 0, a1 = 0, a2 = 0, a3 = 0;
+        if (mode != MF_MM_ACC) a0 = f[0], a1 = f[1], a2 = f[2], a3 = f[3];
 #if defined(__ARM_FEATURE_DSP)
         /* gcc spills around this many live values; with the taps addressed as [row pointer, col << k] it fits */
         int32_t v, e, wa, wb;
@@ -1137,7 +1204,7 @@ MF_INLINE void mf_dw3_inside(const int8_t *r0, int32_t row, int32_t col, const i
         MF_DW3_TAP(r + 2 * col, w[16], w[17]);
         w += 18;
 #endif
-        MF_DW3_STORE();
+        MF_DW3_LEAVE(mode);
     }
 }
 
@@ -1145,10 +1212,12 @@ MF_INLINE void mf_dw3_inside(const int8_t *r0, int32_t row, int32_t col, const i
  * point at p->zero_row, in_c bytes of the input zero point, so that every tap advances with the channels
  * alike. One more instruction per tap than inside (its pointer is loaded from t). */
 MF_INLINE void mf_dw3_border(const int8_t *const t[9], const int32_t *w, const int32_t *f, int32_t n, int8_t *y,
-                             int32_t lo, int32_t hi, int full_range) {
+                             int32_t lo, int32_t hi, int mode) {
     MF_DW3_BOUNDS4(lo, hi);
-    for (int32_t c = 0; c < n; c += 4, f += 20, y += 4) {
-        int32_t a0 = f[0], a1 = f[1], a2 = f[2], a3 = f[3];
+    const int32_t u = mode == MF_MM_ACC ? 4 : 1, f_step = mode == MF_MM_ACC ? 0 : 20;
+    for (int32_t c = 0; c < n; c += 4, f += f_step, y += 4 * u) {
+        int32_t a0 = 0, a1 = 0, a2 = 0, a3 = 0;
+        if (mode != MF_MM_ACC) a0 = f[0], a1 = f[1], a2 = f[2], a3 = f[3];
 #if defined(__ARM_FEATURE_DSP)
         int32_t v, e, wa, wb;
         const int8_t *tap;
@@ -1166,36 +1235,51 @@ MF_INLINE void mf_dw3_border(const int8_t *const t[9], const int32_t *w, const i
             MF_DW3_TAP(t[k] + c, w[2 * k], w[2 * k + 1]);
         w += 18;
 #endif
-        MF_DW3_STORE();
+        MF_DW3_LEAVE(mode);
     }
 }
 
 /* The tap pointers of a border pixel (outside taps: the zero-point row), then mf_dw3_border. */
 MF_INLINE void mf_dw3_border_pixel(const mf_conv_params *p, const int8_t *x, int32_t iy0, int32_t ix0, int8_t *y,
-                                   int full_range) {
+                                   int mode) {
     const int8_t *t[9];
     for (int32_t k = 0; k < 9; ++k) {
         const int32_t iy = iy0 + (k / 3) * p->dilation_h, ix = ix0 + (k % 3) * p->dilation_w;
         const int inside = iy >= 0 && iy < p->in_h && ix >= 0 && ix < p->in_w;
         t[k] = inside ? x + (iy * p->in_w + ix) * p->in_c : p->zero_row;
     }
-    mf_dw3_border(t, (const int32_t *)p->weights, p->q.dq, p->in_c, y, p->q.act_min, p->q.act_max, full_range);
+    mf_dw3_border(t, (const int32_t *)p->weights, p->q.dq, p->in_c, y, p->q.act_min, p->q.act_max, mode);
 }
 
-MF_INLINE void mf_dwconv_3x3_s8_dsp_body(const mf_conv_params *p, const int8_t *input, int8_t *output,
-                                        int full_range) {
+MF_INLINE void mf_dwconv_3x3_s8_dsp_body(const mf_conv_params *p, const int8_t *input, int8_t *output, int mode) {
     const int32_t c_count = p->in_c, lo = p->q.act_min, hi = p->q.act_max;
     const int32_t row = p->dilation_h * p->in_w * c_count, col = p->dilation_w * c_count;
     const int32_t *const w = (const int32_t *)p->weights, *const f = p->q.dq;
-    MF_DW3_FOR_EACH_PIXEL(p, input, output, mf_dw3_inside(r0, row, col, w, f, c_count, y, lo, hi, full_range),
-                          mf_dw3_border_pixel(p, x, iy0, ix0, y, full_range));
+    MF_DW3_FOR_EACH_PIXEL(p, input, output, c_count, mf_dw3_inside(r0, row, col, w, f, c_count, y, lo, hi, mode),
+                          mf_dw3_border_pixel(p, x, iy0, ix0, y, mode));
 }
 
 void mf_dwconv_3x3_s8_dsp(const mf_conv_params *p, const int8_t *input, int8_t *output) {
     if (p->q.act_min == -128 && p->q.act_max == 127)
-        mf_dwconv_3x3_s8_dsp_body(p, input, output, 1);
+        mf_dwconv_3x3_s8_dsp_body(p, input, output, MF_MM_FULL);
     else
-        mf_dwconv_3x3_s8_dsp_body(p, input, output, 0);
+        mf_dwconv_3x3_s8_dsp_body(p, input, output, MF_MM_CLAMP);
+}
+
+void mf_dwconv_3x3_acc_dsp(const mf_conv_params *p, const int8_t *input, int32_t *acc, mf_acc_sink *sink) {
+    const int32_t c_count = p->in_c, row = p->dilation_h * p->in_w * c_count, col = p->dilation_w * c_count;
+    const int32_t *const w = (const int32_t *)p->weights;
+    int8_t *const block = (int8_t *)(void *)acc;
+    /* every pixel's accumulators go to acc (a y pitch of 0), then to the sink; always forward */
+    MF_DW3_FOR_EACH_PIXEL(p, input, block, 0,
+                          {
+                              mf_dw3_inside(r0, row, col, w, 0, c_count, y, 0, 0, MF_MM_ACC);
+                              sink->take(sink, acc, 1);
+                          },
+                          {
+                              mf_dw3_border_pixel(p, x, iy0, ix0, y, MF_MM_ACC);
+                              sink->take(sink, acc, 1);
+                          });
 }
 
 /* ------------------------------------------------------------------------------------------------------

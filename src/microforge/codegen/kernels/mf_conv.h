@@ -98,6 +98,22 @@ void mf_dwconv_3x3_s8(const mf_conv_params *p, const int8_t *input, int8_t *outp
  * order, or in reverse raster order with p->backward (as mf_dwconv_3x3_s8). */
 void mf_dwconv_3x3_s8_dsp(const mf_conv_params *p, const int8_t *input, int8_t *output);
 
+/* Accumulators instead of int8 outputs, for dynamic fixed point (mf_dfp.c): the Cortex-M4/M7 kernels above
+ * with the same inner loops, weight layouts and order of reading, but the weight stream holds zero biases
+ * and no requantization constants (mf_fc_acc_dsp, mf_conv_acc_dsp), and the depthwise weights are not
+ * scaled (q unused). After every block (1 to 4 rows or pixels; one pixel for the depthwise) the raw int32
+ * sums of its output segments, out_c (out_features) values each, are in `acc` and handed to the sink, in
+ * increasing order; the sink writes the outputs. acc: 16 * out_c bytes (4 * out_c, rounded up to 4
+ * channels, for a single row; 4 * in_c for the depthwise). The input is read only before the sink gets the block that needed it, so the outputs
+ * may overlap the input as for the int8 kernels (the depthwise runs forward only). */
+typedef struct mf_acc_sink {
+    void (*take)(struct mf_acc_sink *self, const int32_t *acc, int32_t count);
+} mf_acc_sink;
+void mf_fc_acc_dsp(const mf_fc_params *p, const int8_t *input, int32_t *acc, int32_t *scratch, mf_acc_sink *sink);
+void mf_conv_acc_dsp(const mf_conv_params *p, const int8_t *input, int32_t *acc, int32_t *scratch,
+                     mf_acc_sink *sink);
+void mf_dwconv_3x3_acc_dsp(const mf_conv_params *p, const int8_t *input, int32_t *acc, mf_acc_sink *sink);
+
 /* float32 versions (weights float32; hybrid int8 weights are dequantized at generation time). */
 void mf_conv_f32(const mf_conv_params *p, const float *input, float *output);
 void mf_fc_f32(const mf_fc_params *p, const float *input, float *output);

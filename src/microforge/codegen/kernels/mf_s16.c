@@ -62,26 +62,20 @@ void mf_conv_s16(const mf_conv_s16_params *p, const int16_t *input, int16_t *out
                 for (int32_t oc = 0; oc < p->out_c; ++oc) {
                     const int32_t first_in = (oc / group_out) * group_in;
                     int64_t dot = 0;
-                    for (int32_t ky = 0; ky < p->kh; ++ky) {
-                        const int32_t iy = oy * p->stride_h - p->pad_top + ky * p->dilation_h;
-                        if (iy < 0 || iy >= p->in_h) continue;
-                        for (int32_t kx = 0; kx < p->kw; ++kx) {
-                            const int32_t ix = ox * p->stride_w - p->pad_left + kx * p->dilation_w;
-                            if (ix < 0 || ix >= p->in_w) continue;
-                            const int16_t *x = image + ((size_t)iy * p->in_w + ix) * p->in_c + first_in;
-                            if (p->depth_multiplier) { /* weights [kh][kw][out_c] */
-                                dot += (int32_t)x[0] * p->weights[(ky * p->kw + kx) * p->out_c + oc];
-                            } else {                   /* weights [out_c][kh][kw][group_in] */
-                                const int8_t *w = p->weights + (((size_t)oc * p->kh + ky) * p->kw + kx) * group_in;
-                                int32_t part = 0; /* at most 2^22 per product: int32 holds 256 of them */
-                                for (int32_t ic = 0; ic < group_in; ++ic) {
-                                    part += (int32_t)x[ic] * w[ic];
-                                    if ((ic & 255) == 255) { dot += part; part = 0; }
-                                }
-                                dot += part;
+                    MF_FOR_EACH_INSIDE_TAP(p, oy, ox, {
+                        const int16_t *x = image + ((size_t)iy * p->in_w + ix) * p->in_c + first_in;
+                        if (p->depth_multiplier) { /* weights [kh][kw][out_c] */
+                            dot += (int32_t)x[0] * p->weights[(ky * p->kw + kx) * p->out_c + oc];
+                        } else {                   /* weights [out_c][kh][kw][group_in] */
+                            const int8_t *w = p->weights + (((size_t)oc * p->kh + ky) * p->kw + kx) * group_in;
+                            int32_t part = 0; /* at most 2^22 per product: int32 holds 256 of them */
+                            for (int32_t ic = 0; ic < group_in; ++ic) {
+                                part += (int32_t)x[ic] * w[ic];
+                                if ((ic & 255) == 255) { dot += part; part = 0; }
                             }
+                            dot += part;
                         }
-                    }
+                    })
                     *output++ = mf_s16_finish(&p->q, dot, oc);
                 }
             }

@@ -25,7 +25,7 @@ targets, where the requantization constants of the *_dsp kernels are proven exac
   DEPTHWISE_CONV_2D 3x3, multiplier 1,   -> mf_dwconv_3x3_s8_dsp (SMLABB/SMLATT, int16 weights scaled by
     channels a multiple of 4                2^L, taps in assembly)
 with weights re-laid-out here (a stream of int32 words of int8 weights and requantization constants,
-_dsp_stream; int16 pairs for the depthwise).
+dsp_stream; int16 pairs for the depthwise).
 float32 (float weights, or hybrid int8 weights dequantized here): mf_conv_f32 (depthwise as one group per
 channel) / mf_fc_f32.
 """
@@ -162,7 +162,7 @@ class _Requant:
     def c(self, ctx: EmitContext, dq: np.ndarray | None = None, in_stream: bool = False) -> str:
         """The C initializer of the mf_requant_s8: for a *_dsp kernel (given its dq) only dq and the clamp,
         the other tables are left out of flash; `in_stream`: the clamp only (the matrix product's constants
-        are in its weight stream, _dsp_stream)."""
+        are in its weight stream, dsp_stream)."""
         n = self.name
         if dq is not None or in_stream:
             fields = {"bias": "0", "multiplier": "0", "shift": "0", "per_channel": 0, "fq": "0",
@@ -213,16 +213,26 @@ def _dsp_depthwise(w_data: np.ndarray, dq: np.ndarray) -> tuple[np.ndarray, np.n
     channels = w_data.shape[0]
     f = dq.reshape(channels, 6).astype(np.int64)
     left = f[:, 2]
-    scaled = w_data.astype(np.int64) << left[:, None]
-    if np.any(np.abs(scaled) > 32767):
+    weights = dsp_depthwise_words(w_data, left)
+    if weights is None:
         return None
-    halves = (scaled & 0xFFFF).astype(np.uint32).reshape(channels // 4, 4, 9)  # [group][c][tap]
-    words = np.stack([halves[:, 0] | (halves[:, 2] << 16), halves[:, 1] | (halves[:, 3] << 16)], axis=2)
-    weights = np.ascontiguousarray(words).reshape(-1).view(np.int32)  # [group][tap][2]
     per = f[:, [1, 3, 4, 5]].reshape(channels // 4, 16)
     bias = (f[:, 0] << left).reshape(channels // 4, 4)  # still inside int32: |bias| <= bound
     consts = np.concatenate([bias, per], axis=1).astype(np.int32).reshape(-1)
     return weights, consts
+
+
+def dsp_depthwise_words(w_data: np.ndarray, left: np.ndarray | int = 0) -> np.ndarray | None:
+    """The int16 weight pairs of the Cortex-M4/M7 3x3 depthwise kernels from w_data [channels][9], channel c
+    scaled by 2^left[c]: per group of 4 channels and tap the words (w_c0, w_c2), (w_c1, w_c3); None if a
+    scaled weight leaves int16."""
+    channels = w_data.shape[0]
+    scaled = w_data.astype(np.int64) << np.broadcast_to(np.asarray(left, np.int64), (channels,))[:, None]
+    if np.any(np.abs(scaled) > 32767):
+        return None
+    halves = (scaled & 0xFFFF).astype(np.uint32).reshape(channels // 4, 4, 9)  # [group][c][tap]
+    words = np.stack([halves[:, 0] | (halves[:, 2] << 16), halves[:, 1] | (halves[:, 3] << 16)], axis=2)
+    return np.ascontiguousarray(words).reshape(-1).view(np.int32)  # [group][tap][2]
 
 
 def _float_fields(op: Op, ctx: EmitContext, channels: int) -> dict:
@@ -236,7 +246,7 @@ def _float_fields(op: Op, ctx: EmitContext, channels: int) -> dict:
     }
 
 
-def _geometry(x: Tensor, out: Tensor, win: Window) -> dict:
+def conv_geometry(x: Tensor, out: Tensor, win: Window) -> dict:
     batches, h, w, c = x.shape
     return dict(batches=batches, in_h=h, in_w=w, in_c=c, out_h=win.out_h, out_w=win.out_w, out_c=out.shape[3],
                 kh=win.kh, kw=win.kw, stride_h=win.stride_h, stride_w=win.stride_w, dilation_h=win.dilation_h,
@@ -253,7 +263,7 @@ def _rows_safe_distance(rows: int, in_features: int, out_features: int, block: i
     return max(0, max(min(r + block, rows) * out_features - r * in_features for r in range(0, rows, block)))
 
 
-def _widened_rows_safe_distance(rows: int, in_features: int, out_features: int, narrow: bool = False) -> int:
+def widened_rows_safe_distance(rows: int, in_features: int, out_features: int, narrow: bool = False) -> int:
     """mf_fc_s8_dsp widens each block of four input rows (a short last block repeats its last row) into
     scratch before it writes the block's output rows: after the block ending at row e, outputs
     < e * out_features are written and inputs >= e * in_features are still to be read (none after the
@@ -264,46 +274,69 @@ def _widened_rows_safe_distance(rows: int, in_features: int, out_features: int, 
     return max([0] + [e * (out_features - in_features) for e in range(4, rows, 4)])
 
 
-def _dsp_stream(w_data: np.ndarray, dq: np.ndarray, cols: bool = False) -> np.ndarray:
+def dsp_stream(w_data: np.ndarray, dq: np.ndarray | None, cols: bool = False) -> np.ndarray:
     """[out][depth] int8 weights and their [out][6] dq {bias, multiplier, L, E, K, M} -> the int32 stream of
     the Cortex-M4/M7 matrix product (see mf_conv.c): weight words of int8 depths 4g .. 4g + 3, zeros past the
     depth up to an even number of groups. Rows kernel (mf_mm_rows4): per channel its bias 4 times, its
     words, then {multiplier, L, E, K, M}. Cols kernel (`cols`, mf_mm_cols4): per block of 4 channels (the
     last channel repeated to fill the last block) the 4 biases, per group the 4 channels' words, then the
-    4 channels' {multiplier, L, E, K, M}."""
+    4 channels' {multiplier, L, E, K, M}. dq None: the accumulator kernels' stream (zero biases, no
+    constants)."""
     outs, depth = w_data.shape
     groups = 2 * -(-depth // 8)
     padded = np.zeros((outs, groups * 4), np.int8)
     padded[:, :depth] = w_data
     words = padded.view("<i4").astype(np.int64)  # [out][groups]
-    f = dq.reshape(outs, 6).astype(np.int64)
+    f = dq.reshape(outs, 6).astype(np.int64) if dq is not None else np.zeros((outs, 1), np.int64)
     bias, rest = f[:, :1], f[:, 1:]
     if not cols:
         return np.concatenate([np.repeat(bias, 4, axis=1), words, rest], axis=1).astype(np.int32).reshape(-1)
     order = np.concatenate([np.arange(outs), np.full(-outs % 4, outs - 1)])
     blocks = len(order) // 4
     block_words = words[order].reshape(blocks, 4, groups).transpose(0, 2, 1).reshape(blocks, 4 * groups)
-    return np.concatenate([bias[order].reshape(blocks, 4), block_words, rest[order].reshape(blocks, 20)],
+    return np.concatenate([bias[order].reshape(blocks, 4), block_words,
+                           rest[order].reshape(blocks, 4 * rest.shape[1])],
                           axis=1).astype(np.int32).reshape(-1)
+
+
+def dsp_fc_scratch(rows: int, depth: int, outs: int) -> tuple[bool, int]:
+    """Whether mf_fc_s8_dsp reads a single row narrow (no scratch), and the bytes of its widened rows.
+
+    A single row whose widened copy would outweigh its input and output is widened again in every pass
+    instead (2 more instructions per 16 MACs, no scratch): AD's 640 -> 128 layer keeps 1,280 bytes out of
+    the arena. The kernel then reads whole words: only for depths of whole groups of 8. Otherwise the
+    widened rows are one (16 bytes per 8 depths), or a block of four."""
+    narrow = rows == 1 and depth % 8 == 0 and depth > outs
+    return narrow, 0 if narrow else (16 if rows == 1 else 64) * -(-depth // 8)
 
 
 def _dsp_fc(ctx: EmitContext, name: str, w_data: np.ndarray, rows: int, rq: "_Requant", x_ptr: str, y_ptr: str,
             notes: list[str]) -> Call:
     """mf_fc_s8_dsp for rows x in_features (int8) times w_data [out][in] (rq.dq set)."""
     outs, depth = w_data.shape
-    weights = ctx.constant(f"{name}_wdsp", _dsp_stream(w_data, rq.dq, cols=rows == 1), "int32_t")
+    weights = ctx.constant(f"{name}_wdsp", dsp_stream(w_data, rq.dq, cols=rows == 1), "int32_t")
     params = ctx.struct("mf_fc_params", f"{name}_mm", dict(
         weights=weights, rows=rows, in_features=depth, out_features=outs, q=rq.c(ctx, in_stream=True)))
-    # A single row whose widened copy would outweigh its input and output is widened again in every
-    # pass instead (2 more instructions per 16 MACs, no scratch): AD's 640 -> 128 layer keeps 1,280 bytes
-    # out of the arena. The kernel then reads whole words: only for depths of whole groups of 8.
-    narrow = rows == 1 and depth % 8 == 0 and depth > outs
-    # the widened rows: one (16 bytes per 8 depths), or a block of four
-    scratch_bytes = 0 if narrow else (16 if rows == 1 else 64) * -(-depth // 8)
+    narrow, scratch_bytes = dsp_fc_scratch(rows, depth, outs)
     scratch = "(int32_t *)0" if narrow else f"(int32_t *){ctx.scratch()}"
     return Call(f"mf_fc_s8_dsp({params}, {x_ptr}, {y_ptr}, {scratch});", SOURCES,
                 scratch_bytes=scratch_bytes, notes=notes,
-                overlaps={0: _widened_rows_safe_distance(rows, depth, outs, narrow)})
+                overlaps={0: widened_rows_safe_distance(rows, depth, outs, narrow)})
+
+
+def dsp_patch_weights(w_data: np.ndarray, kh: int, kw: int, c: int) -> tuple[np.ndarray, int]:
+    """Convolution weights [out][kh * kw * c] laid out as mf_conv_s8_dsp's patches: each kernel row's
+    kw * c values zero-padded to `run` whole words (mf_conv_widen_patch). Returns [out][kh * 4 * run], run."""
+    out_c = w_data.shape[0]
+    run = -(-kw * c // 4)
+    rows = np.zeros((out_c, kh, 4 * run), np.int8)
+    rows[:, :, :kw * c] = w_data.reshape(out_c, kh, kw * c)
+    return rows.reshape(out_c, kh * 4 * run), run
+
+
+def dsp_conv_scratch(depth: int, run: int) -> int:
+    """Bytes of mf_conv_s8_dsp's scratch: four widened patches of `depth` and a gathered kernel row."""
+    return 64 * -(-depth // 8) + 4 * run
 
 
 def _window_reach(win: Window, in_h: int, in_w: int) -> tuple[np.ndarray, np.ndarray]:
@@ -319,14 +352,14 @@ def _window_reach(win: Window, in_h: int, in_w: int) -> tuple[np.ndarray, np.nda
             (bottom[:, None] * in_w + right[None, :]).ravel().astype(np.int64))
 
 
-def _window_leaves_input(win: Window, in_h: int, in_w: int) -> bool:
+def window_leaves_input(win: Window, in_h: int, in_w: int) -> bool:
     """True when some window reaches past the input on any side: padding is read somewhere."""
     reach_h = (win.out_h - 1) * win.stride_h - win.pad_top + (win.kh - 1) * win.dilation_h
     reach_w = (win.out_w - 1) * win.stride_w - win.pad_left + (win.kw - 1) * win.dilation_w
     return win.pad_top > 0 or win.pad_left > 0 or reach_h >= in_h or reach_w >= in_w
 
 
-def _gathered_safe_distance(win: Window, in_h: int, in_w: int, in_c: int, out_c: int,
+def gathered_safe_distance(win: Window, in_h: int, in_w: int, in_c: int, out_c: int,
                             in_place: bool = False) -> int:
     """mf_conv_s8 takes the patches of two output pixels (raster order) into scratch, then writes those
     two pixels (mf_conv_s8_dsp four: every block end of four is one of two, so this distance holds). After
@@ -347,7 +380,7 @@ def _gathered_safe_distance(win: Window, in_h: int, in_w: int, in_c: int, out_c:
     return int(max(0, need.max(initial=0)))
 
 
-def _depthwise_safe_distance(win: Window, in_h: int, in_w: int, channels: int) -> SafeDistance:
+def depthwise_safe_distance(win: Window, in_h: int, in_w: int, channels: int) -> SafeDistance:
     """The 3x3 depthwise kernels write each pixel's channels (in increasing order, one or four at a time)
     right after reading them from all its taps. Forward (raster order), the write of channel c of pixel i
     may land on channel c of the first pixel its window reads, or lower, if no later window reads there.
@@ -387,7 +420,7 @@ def lower_conv_2d(op: Op, ctx: EmitContext) -> Call:
     if kind == "float32":
         weights = ctx.constant(f"{name}_w", _float_weights(op, w, 0).astype(np.float32), "float")
         params = ctx.struct("mf_conv_params", f"{name}_conv", dict(
-            weights=weights, **_geometry(x, out, win), groups=groups, depth_multiplier=1,
+            weights=weights, **conv_geometry(x, out, win), groups=groups, depth_multiplier=1,
             **_float_fields(op, ctx, out_c)))
         return Call(f"mf_conv_f32({params}, {_c_in(ctx, x, 'float')}, {ctx.tensor(out)});", SOURCES)
     w_data = constant_data(op, w, "weights")
@@ -399,20 +432,17 @@ def lower_conv_2d(op: Op, ctx: EmitContext) -> Call:
                        _c_in(ctx, x, "int8_t"), ctx.tensor(out),
                        ["1x1 convolution as a matrix product, SMLAD on widened rows"])
     if rq.dq is not None and groups == 1:
-        # a patch is its kernel rows, each zero-padded to whole words (mf_conv_widen_patch)
-        run = -(-kw * c // 4)
-        rows = np.zeros((out_c, kh, 4 * run), np.int8)
-        rows[:, :, :kw * c] = w_data.reshape(out_c, kh, kw * c)
-        depth = kh * 4 * run
-        weights = ctx.constant(f"{name}_wdsp", _dsp_stream(rows.reshape(out_c, depth), rq.dq), "int32_t")
+        patch_weights, run = dsp_patch_weights(w_data, kh, kw, c)
+        depth = patch_weights.shape[1]
+        weights = ctx.constant(f"{name}_wdsp", dsp_stream(patch_weights, rq.dq), "int32_t")
         params = ctx.struct("mf_conv_params", f"{name}_conv", dict(
-            weights=weights, **_geometry(x, out, win), groups=1, depth_multiplier=1,
+            weights=weights, **conv_geometry(x, out, win), groups=1, depth_multiplier=1,
             input_zero_point=x.zero_point, q=rq.c(ctx, in_stream=True)))
         # the block's patches are widened before any of its outputs is written, as in mf_conv_s8
-        overlaps = {0: _gathered_safe_distance(win, h, width, c, out_c)} if batches == 1 else {}
+        overlaps = {0: gathered_safe_distance(win, h, width, c, out_c)} if batches == 1 else {}
         return Call(f"mf_conv_s8_dsp({params}, {_c_in(ctx, x, 'int8_t')}, {ctx.tensor(out)}, "
                     f"(int32_t *){ctx.scratch()});", SOURCES,
-                    scratch_bytes=64 * -(-depth // 8) + 4 * run, overlaps=overlaps,
+                    scratch_bytes=dsp_conv_scratch(depth, run), overlaps=overlaps,
                     notes=["convolution on widened patches, SMLAD"])
     q = rq.c(ctx)
     weights = ctx.tensor(w)  # [out][kh][kw][in/groups]: TFLite's layout is the kernel's
@@ -423,7 +453,7 @@ def lower_conv_2d(op: Op, ctx: EmitContext) -> Call:
                     notes=["1x1 convolution as a matrix product"],
                     overlaps={0: _rows_safe_distance(batches * h * width, c, out_c)})
     params = ctx.struct("mf_conv_params", f"{name}_conv", dict(
-        weights=weights, **_geometry(x, out, win), groups=groups, depth_multiplier=1, input_zero_point=x.zero_point,
+        weights=weights, **conv_geometry(x, out, win), groups=groups, depth_multiplier=1, input_zero_point=x.zero_point,
         q=q))
     if _contiguous_patches(win, h, width, groups):
         scratch, scratch_bytes = "(int8_t *)0", 0
@@ -432,7 +462,7 @@ def lower_conv_2d(op: Op, ctx: EmitContext) -> Call:
         scratch = f"(int8_t *){ctx.scratch()}"
     # one-row kernels (kh == 1) read unpadded patches in place (mf_conv_patch); with groups, a later
     # group's patch would be read after an earlier group's outputs were written
-    overlaps = {0: _gathered_safe_distance(win, h, width, c, out_c, in_place=kh == 1)} \
+    overlaps = {0: gathered_safe_distance(win, h, width, c, out_c, in_place=kh == 1)} \
         if groups == 1 and batches == 1 else {}
     return Call(f"mf_conv_s8({params}, {_c_in(ctx, x, 'int8_t')}, {ctx.tensor(out)}, {scratch});", SOURCES,
                 scratch_bytes=scratch_bytes, overlaps=overlaps)
@@ -454,7 +484,7 @@ def lower_depthwise_conv_2d(op: Op, ctx: EmitContext) -> Call:
     check_output_shape(op, (batches, win.out_h, win.out_w, out_c))
     kind = _kind(op, x, w, out)
     name = out.name
-    geometry = _geometry(x, out, win)
+    geometry = conv_geometry(x, out, win)
     if kind == "float32":
         w_float = _float_weights(op, w, 3).reshape(kh * kw, out_c).T  # -> [out_c][kh * kw]
         weights = ctx.constant(f"{name}_w", np.ascontiguousarray(w_float).astype(np.float32), "float")
@@ -473,7 +503,7 @@ def lower_depthwise_conv_2d(op: Op, ctx: EmitContext) -> Call:
         weights = ctx.constant(f"{name}_wdsp", dsp[0], "int32_t")
         q = rq.c(ctx, dsp[1])
         kernel = "mf_dwconv_3x3_s8_dsp"
-        if _window_leaves_input(win, h, width):  # the taps outside read the zero point from flash
+        if window_leaves_input(win, h, width):  # the taps outside read the zero point from flash
             fields["zero_row"] = ctx.constant(f"{name}_zero_row", np.full(c, x.zero_point, np.int8), "int8_t")
     else:
         weights = ctx.constant(f"{name}_w", np.ascontiguousarray(w_data).astype(np.int8), "int8_t")
@@ -482,7 +512,7 @@ def lower_depthwise_conv_2d(op: Op, ctx: EmitContext) -> Call:
     params = ctx.struct("mf_conv_params", f"{name}_dw", dict(
         weights=weights, **geometry, groups=1, depth_multiplier=mult, input_zero_point=x.zero_point, q=q,
         backward=int(fast and ctx.runs_backward(x, out)), **fields))
-    overlaps = {0: _depthwise_safe_distance(win, h, width, c)} if fast and batches == 1 else {}
+    overlaps = {0: depthwise_safe_distance(win, h, width, c)} if fast and batches == 1 else {}
     return Call(f"{kernel}({params}, {_c_in(ctx, x, 'int8_t')}, {ctx.tensor(out)});", SOURCES,
                 notes=["3x3 depthwise, taps unrolled"] if fast else [], overlaps=overlaps)
 

@@ -10,14 +10,18 @@ from __future__ import annotations
 import numpy as np
 
 from microforge.codegen.lowering import LOWERINGS, Call, EmitContext, lowering
+from microforge.codegen.ops import conv
 from microforge.codegen.ops.activations import softmax_parameters, struct_name
 from microforge.errors import ModelError, UnsupportedError
+from microforge.frontend.schema import REVERSE_OPTION
 from microforge.graph.ir import Op
-from microforge.reference.checks import fully_connected_geometry
+from microforge.plan.lifetimes import SafeDistance
+from microforge.reference.checks import constant_data, fully_connected_geometry
 from microforge.reference.conv import window
 from microforge.reference.dynamic import _with_scale, power_of_two_exponent, softmax_exponents
 
-SOURCES = ("mf_dfp.c", "mf_activations.c")  # mf_dfp.c calls the int8 softmax of mf_activations.c
+SOURCES = ("mf_dfp.c", "mf_conv.c", "mf_activations.c")  # mf_dfp.c calls mf_conv.c's accumulator kernels and
+# the int8 softmax of mf_activations.c
 ACTIVATIONS = {"NONE": 0, "RELU": 1, "RELU6": 2}
 
 
@@ -28,20 +32,85 @@ def _activation(op: Op) -> int:
     return ACTIVATIONS[name]
 
 
-def _weights(op: Op, ctx: EmitContext) -> dict:
+def _output(op: Op, ctx: EmitContext, depth: int) -> str:
+    """The layer's mf_dfp_output: its bias and exponents, activation and segment depth."""
     w, bias = op.inputs[1], op.inputs[2] if len(op.inputs) > 2 else None
     if w.dtype != np.int8 or (bias is not None and bias.dtype != np.int32):
         raise UnsupportedError(f"{op.where}: dynamic fixed point needs int8 weights and int32 biases")
-    return dict(weights=ctx.tensor(w), bias=ctx.tensor(bias) if bias is not None else "0",
-                weight_exponent=power_of_two_exponent(op, w, "weights"),
-                bias_exponent=power_of_two_exponent(op, bias, "bias") if bias is not None else 0,
-                activation=_activation(op))
+    return ctx.struct("mf_dfp_output", struct_name(op, "dfp_out"), dict(
+        bias=ctx.tensor(bias) if bias is not None else "0",
+        weight_exponent=power_of_two_exponent(op, w, "weights"),
+        bias_exponent=power_of_two_exponent(op, bias, "bias") if bias is not None else 0,
+        activation=_activation(op), depth=depth, reverse=int(_reverse(op))))
 
 
-def _call(kernel: str, params: str, op: Op, ctx: EmitContext, scratch_bytes: int) -> Call:
+def _reverse(op: Op) -> bool:
+    """Whether the op visits its segments from the last to the first (reference/dynamic.py)."""
+    reverse = bool(op.options.get(REVERSE_OPTION))
+    if reverse and op.type != "DEPTHWISE_CONV_2D":
+        raise ModelError(f"{op.where}: only a DEPTHWISE_CONV_2D may visit its segments in reverse")
+    return reverse
+
+
+def _call(kernel: str, output: str, params: str, op: Op, ctx: EmitContext, scratch_bytes: int,
+          extra: str = "", **call) -> Call:
     x, out = op.inputs[0], op.outputs[0]
-    return Call(f"{kernel}({params}, {ctx.tensor(x)}, {ctx.exponent(x)}, {ctx.tensor(out)}, "
-                f"&{ctx.exponent(out)}, (int32_t *){ctx.scratch()});", SOURCES, scratch_bytes=scratch_bytes)
+    return Call(f"{kernel}({output}, {params}, {ctx.tensor(x)}, {ctx.exponent(x)}, {ctx.tensor(out)}, "
+                f"&{ctx.exponent(out)}, (int32_t *){ctx.scratch()}{extra});", SOURCES, scratch_bytes=scratch_bytes,
+                **call)
+
+
+# The Cortex-M4/M7 layers run mf_conv.c's int8 inner loops on the int8 kernels' weight layouts (with no
+# requantization constants: the accumulators go to the dynamic output stage), so they read the input in
+# the same order and allow the same overlaps of output and input. Scratch: the aligned biases (4 bytes
+# per channel) and the kernel's block of accumulators, then the kernel's own.
+
+def _dsp_pointwise(op: Op, ctx: EmitContext, w_data: np.ndarray, rows: int, notes: list[str]) -> Call:
+    outs, depth = w_data.shape
+    weights = ctx.constant(f"{op.outputs[0].name}_wdsp", conv.dsp_stream(w_data, None, cols=rows == 1), "int32_t")
+    params = ctx.struct("mf_fc_params", struct_name(op, "dfp_mm"), dict(
+        weights=weights, rows=rows, in_features=depth, out_features=outs, q="{ 0 }"))
+    narrow, kernel_bytes = conv.dsp_fc_scratch(rows, depth, outs)
+    # aligned biases (none for a single row: aligned value by value) and the block's accumulators
+    acc_bytes = 4 * -(-outs // 4) * 4 if rows == 1 else 20 * outs
+    kernel_scratch = "0" if narrow else f"(int32_t *)({ctx.scratch()} + {acc_bytes})"
+    # every input row is read before the output stage writes its block
+    return _call("mf_dfp_fc_dsp", _output(op, ctx, outs), params, op, ctx, acc_bytes + kernel_bytes,
+                 f", {kernel_scratch}", notes=notes,
+                 overlaps={0: conv.widened_rows_safe_distance(rows, depth, outs)})
+
+
+def _dsp_conv(op: Op, ctx: EmitContext, w_data: np.ndarray, win) -> Call:
+    x, out = op.inputs[0], op.outputs[0]
+    _, h, width, c = x.shape
+    out_c = out.shape[3]
+    patch_weights, run = conv.dsp_patch_weights(w_data, win.kh, win.kw, c)
+    weights = ctx.constant(f"{out.name}_wdsp", conv.dsp_stream(patch_weights, None), "int32_t")
+    params = ctx.struct("mf_conv_params", struct_name(op, "dfp_conv"), dict(
+        weights=weights, **conv.conv_geometry(x, out, win), groups=1, depth_multiplier=1, input_zero_point=0,
+        q="{ 0 }"))
+    scratch_bytes = 20 * out_c + conv.dsp_conv_scratch(patch_weights.shape[1], run)
+    return _call("mf_dfp_conv_dsp", _output(op, ctx, out_c), params, op, ctx, scratch_bytes,
+                 notes=["convolution on widened patches, SMLAD"],
+                 overlaps={0: conv.gathered_safe_distance(win, h, width, c, out_c)})
+
+
+def _dsp_depthwise(op: Op, ctx: EmitContext, w_data: np.ndarray, win) -> Call | None:
+    x, out = op.inputs[0], op.outputs[0]
+    _, h, width, c = x.shape
+    words = conv.dsp_depthwise_words(w_data)
+    fields = {}
+    if conv.window_leaves_input(win, h, width):  # the taps outside read zeros from flash
+        fields["zero_row"] = ctx.constant(f"{out.name}_zero_row", np.zeros(c, np.int8), "int8_t")
+    reverse = _reverse(op)
+    params = ctx.struct("mf_conv_params", struct_name(op, "dfp_dw"), dict(
+        weights=ctx.constant(f"{out.name}_wdsp", words, "int32_t"), **conv.conv_geometry(x, out, win), groups=1,
+        depth_multiplier=1, input_zero_point=0, q="{ 0 }", backward=int(reverse), **fields))
+    # The kernel runs in the order the rule visits the segments: backward for a reversed op.
+    distance = conv.depthwise_safe_distance(win, h, width, c)
+    overlap = SafeDistance(above=distance.above) if reverse else SafeDistance(below=distance.below)
+    return _call("mf_dfp_dwconv_3x3_dsp", _output(op, ctx, c), params, op, ctx, 8 * c,  # one pixel's acc
+                 notes=["3x3 depthwise, taps unrolled"], overlaps={0: overlap})
 
 
 @lowering("CONV_2D", "DEPTHWISE_CONV_2D", dynamic=True)
@@ -58,20 +127,32 @@ def lower_conv(op: Op, ctx: EmitContext) -> Call:
     out_c = out.shape[3]
     if out.shape != (1, win.out_h, win.out_w, out_c):
         raise ModelError(f"{op.where}: output '{out.name}' is declared {list(out.shape)}")
+    multiplier = int(op.options.get("depth_multiplier", 1)) if depthwise else 0
+    if ctx.target in conv.DSP_TARGETS:
+        w_data = constant_data(op, w, "weights")
+        if not depthwise and kh == kw == 1 and win.stride_h == win.stride_w == 1:
+            return _dsp_pointwise(op, ctx, w_data.reshape(out_c, c), h * width,
+                                  ["1x1 convolution as a matrix product, SMLAD on widened rows"])
+        if not depthwise:
+            return _dsp_conv(op, ctx, w_data, win)
+        if kh == kw == 3 and multiplier == 1 and c % 4 == 0:
+            return _dsp_depthwise(op, ctx, np.ascontiguousarray(w_data.reshape(9, out_c).T), win)
     params = ctx.struct("mf_dfp_conv_params", struct_name(op, "dfp"), dict(
-        **_weights(op, ctx), in_h=h, in_w=width, in_c=c, out_h=win.out_h, out_w=win.out_w, out_c=out_c,
+        weights=ctx.tensor(w), in_h=h, in_w=width, in_c=c, out_h=win.out_h, out_w=win.out_w, out_c=out_c,
         kh=kh, kw=kw, stride_h=win.stride_h, stride_w=win.stride_w, dilation_h=win.dilation_h,
-        dilation_w=win.dilation_w, pad_top=win.pad_top, pad_left=win.pad_left,
-        depth_multiplier=int(op.options.get("depth_multiplier", 1)) if depthwise else 0))
-    return _call("mf_dfp_conv", params, op, ctx, 8 * out_c)
+        dilation_w=win.dilation_w, pad_top=win.pad_top, pad_left=win.pad_left, depth_multiplier=multiplier))
+    return _call("mf_dfp_conv", _output(op, ctx, out_c), params, op, ctx, 8 * out_c)
 
 
 @lowering("FULLY_CONNECTED", dynamic=True)
 def lower_fully_connected(op: Op, ctx: EmitContext) -> Call:
     rows, in_features, out_features = fully_connected_geometry(op, op.inputs[0], op.inputs[1])
+    if ctx.target in conv.DSP_TARGETS:
+        w_data = constant_data(op, op.inputs[1], "weights")
+        return _dsp_pointwise(op, ctx, w_data.reshape(out_features, in_features), rows, [])
     params = ctx.struct("mf_dfp_fc_params", struct_name(op, "dfp"), dict(
-        **_weights(op, ctx), rows=rows, in_features=in_features, out_features=out_features))
-    return _call("mf_dfp_fc", params, op, ctx, 8 * out_features)
+        weights=ctx.tensor(op.inputs[1]), rows=rows, in_features=in_features, out_features=out_features))
+    return _call("mf_dfp_fc", _output(op, ctx, out_features), params, op, ctx, 8 * out_features)
 
 
 @lowering("ADD", dynamic=True)
@@ -82,17 +163,17 @@ def lower_add(op: Op, ctx: EmitContext) -> Call:
     depth = out.shape[-1] if out.shape else 1
     return Call(f"mf_dfp_add({ctx.tensor(a)}, {ctx.exponent(a)}, {ctx.tensor(b)}, {ctx.exponent(b)}, "
                 f"{ctx.tensor(out)}, &{ctx.exponent(out)}, {out.size}, {depth}, {_activation(op)}, "
-                f"(int32_t *){ctx.scratch()});", SOURCES, scratch_bytes=4 * depth)
+                f"(int32_t *){ctx.scratch()});", SOURCES, scratch_bytes=4 * depth,
+                overlaps={0: 0, 1: 0})  # each segment is read whole before it is written
 
 
-@lowering("AVERAGE_POOL_2D", "MAX_POOL_2D", "RESHAPE", "SQUEEZE", "EXPAND_DIMS", dynamic=True)
+@lowering("AVERAGE_POOL_2D", "MAX_POOL_2D", "MEAN", "PAD", "RESHAPE", "SQUEEZE", "EXPAND_DIMS", dynamic=True)
 def lower_same_exponent(op: Op, ctx: EmitContext) -> Call:
     if op.options.get("fused_activation_function", "NONE") not in ("NONE", "RELU"):
         raise UnsupportedError(f"{op.where}: fused {op.options['fused_activation_function']} is not supported "
                                "in dynamic fixed point")
-    call = LOWERINGS[op.type](_with_scale(op, 1.0), ctx)
+    call = LOWERINGS[op.type](_with_scale(op, 1.0), ctx)  # the same kernel: its overlaps hold
     call.statement += f"\n    {ctx.exponent(op.outputs[0])} = {ctx.exponent(op.inputs[0])};"
-    call.overlaps = {}
     return call
 
 

@@ -23,16 +23,9 @@ from microforge.errors import UnsupportedError
 from microforge.graph.ir import Op, Tensor
 from microforge.reference.checks import constant_data, fully_connected_geometry, io_tensors
 from microforge.reference.conv import _kind, int16x8_constants, window
+from microforge.reference.fixedpoint import q15_multiplier
 
 SOURCES = ("mf_s16.c",)
-
-
-def _q15(significand: np.ndarray, shift: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The int64 requantization's (Q15 significand, total right shift) from TFLite's (Q31 significand,
-    shift), as multiply_by_quantized_multiplier_int64 derives them: the significand rounded to Q15
-    (saturating at 0x7FFF), and one shift by 15 - shift bits."""
-    reduced = np.where(significand < 0x7FFF0000, (significand + (1 << 15)) >> 16, 0x7FFF)
-    return reduced.astype(np.int64), (15 - shift).astype(np.int64)
 
 
 def _requant(op: Op, ctx: EmitContext, x: Tensor, w: Tensor, out: Tensor, channels: int, axis: int) -> dict:
@@ -43,7 +36,7 @@ def _requant(op: Op, ctx: EmitContext, x: Tensor, w: Tensor, out: Tensor, channe
     constant_data(op, w, "weights")  # the kernel reads the weights from flash
     int32_accumulator = bias is not None and bias[1] == np.int32
     if not int32_accumulator:
-        significand, shift = _q15(significand, shift)
+        significand, shift = q15_multiplier(significand, shift)
     if bias is not None and not int32_accumulator and np.any(bias[0] == np.iinfo(np.int64).min):
         # C has no literal for INT64_MIN; such a bias means nothing in a real model.
         raise UnsupportedError(f"{op.where}: an int64 bias of -2^63 is not supported by the C kernel")
