@@ -90,11 +90,16 @@ def fc_chain(seed=0):
     return b.build(), int16_input(rng, (2, 24))
 
 
-def assert_host_matches(graph, x, sanitize=False):
+EMULATE_DSP = ["-O2", "-DMF_CONV_EMULATE_DSP"]  # the Cortex-M4/M7 SMLAD paths, emulated in C
+
+
+def assert_host_matches(graph, x, sanitize=False, dsp=True):
+    """The portable C, and (`dsp`) the same C on its DSP paths with the instructions emulated."""
     expected = microforge.run(graph, x)
-    got = compile_host(graph, sanitize=sanitize).run(x)
-    assert got.dtype == np.int16
-    np.testing.assert_array_equal(got, expected)
+    for cflags in [None] + ([EMULATE_DSP] if dsp else []):
+        got = compile_host(graph, sanitize=sanitize, cflags=cflags).run(x)
+        assert got.dtype == np.int16
+        np.testing.assert_array_equal(got, expected)
 
 
 @pytest.mark.parametrize("bias_kind", ["int64", "int32", None])
@@ -140,6 +145,22 @@ def int16x8_model(name: str, count: int = 4):
 @pytest.mark.parametrize("name", ["ad", "kws", "ic", "vww"])
 def test_int16x8_mlperf_models_are_bit_exact_as_host_c(name):
     graph, x = int16x8_model(name)
+    assert_host_matches(graph, x, dsp=name in ("kws", "ad"))
+
+
+def test_deep_int16_dot_products_keep_every_bit():
+    """A fully connected layer over 1,030 inputs, all at the extremes (each product 2^22): the DSP path
+    sums 256 products per int32 before it moves them to int64, so nothing wraps."""
+    rng = np.random.default_rng(5)
+    b = GraphBuilder()
+    in_scale = np.float32(1e-3)
+    x = b.input("x", (1, 1030), np.int16, scale=in_scale, zero_point=0)
+    y, _, _ = add_fc(b, rng, x, in_scale, (1, 1030), 6, "int64", True, "NONE", "typical", "deep")
+    b.output(y)
+    graph = b.build()
+    graph.ops[0].inputs[1].data[...] = -128
+    x = int16_input(rng, (1, 1030))
+    x[2] = -32768
     assert_host_matches(graph, x)
 
 

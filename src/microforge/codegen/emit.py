@@ -224,7 +224,7 @@ def generate(graph: Graph, out_dir: str | Path, target: str = "portable", strate
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     headers = ["mf_common.h"] + [s[:-2] + ".h" for s in sources if (KERNEL_DIR / (s[:-2] + ".h")).is_file()]
-    for name in headers + sources:
+    for name in headers + sources + ["mf_dsp.h"]:  # mf_dsp.h: the kernels' own (model.c does not include it)
         (out / name).write_bytes((KERNEL_DIR / name).read_bytes())
     (out / "model.h").write_text(_header(graph, arena_plan, ctx.constant_bytes))
     (out / "model.c").write_text(_model_c(graph, arena_plan, ctx, body, headers))

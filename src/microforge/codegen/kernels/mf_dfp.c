@@ -422,9 +422,14 @@ void mf_dfp_quantize(const float *in, int32_t count, int8_t *out, int32_t *out_e
     }
     const float scale = ldexpf(1.0f, (int)e);
     for (int32_t i = 0; i < count; ++i) {
-        const float v = in[i] * scale;
-        const float r = v != v ? 0.0f : roundf(v); /* NaN reads as 0 */
-        out[i] = (int8_t)(r > 127.0f ? 127 : (r < -128.0f ? -128 : (int32_t)r));
+        float v = in[i] * scale; /* exact: a power of two */
+        if (v != v) v = 0.0f;   /* NaN reads as 0 */
+        v = v > 127.0f ? 127.0f : (v < -128.0f ? -128.0f : v); /* clamping first rounds the same */
+        /* round half away from zero in float32 alone: |v| - (int)|v| is exact */
+        const float magnitude = v < 0.0f ? -v : v;
+        const int32_t whole = (int32_t)magnitude;
+        const int32_t rounded = whole + (magnitude - (float)whole >= 0.5f ? 1 : 0);
+        out[i] = (int8_t)(v < 0.0f ? -rounded : rounded);
     }
     *out_exponent = e;
 }
