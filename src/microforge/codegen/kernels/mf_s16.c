@@ -82,28 +82,51 @@ void mf_fc_s16(const mf_fc_s16_params *p, const int16_t *input, int16_t *output)
     }
 }
 
-/* CONV_2D (groups >= 1) and DEPTHWISE_CONV_2D: one output pixel, one channel at a time; taps outside the
- * input are skipped (the input zero point is 0, so they would add 0, as TFLM's skipped taps do). */
-void mf_conv_s16(const mf_conv_s16_params *p, const int16_t *input, int16_t *output) {
-    const int32_t group_in = p->depth_multiplier ? 1 : p->in_c / p->groups;
-    const int32_t group_out = p->depth_multiplier ? p->depth_multiplier : p->out_c / p->groups;
+/* CONV_2D (groups >= 1): per output pixel and group, its patch (kh x kw x in_c / groups, in the weights'
+ * order, 0 where a tap lies outside the input: the zero point) is gathered into scratch, then every output
+ * channel of the group is one dot product over it. */
+void mf_conv_s16(const mf_conv_s16_params *p, const int16_t *input, int16_t *output, int16_t *scratch) {
+    const int32_t group_in = p->in_c / p->groups, group_out = p->out_c / p->groups;
+    const int32_t depth = p->kh * p->kw * group_in;
     for (int32_t b = 0; b < p->batches; ++b) {
         const int16_t *image = input + (size_t)b * p->in_h * p->in_w * p->in_c;
         for (int32_t oy = 0; oy < p->out_h; ++oy) {
-            for (int32_t ox = 0; ox < p->out_w; ++ox) {
-                for (int32_t oc = 0; oc < p->out_c; ++oc) {
-                    const int32_t first_in = (oc / group_out) * group_in;
-                    int64_t dot = 0;
+            for (int32_t ox = 0; ox < p->out_w; ++ox, output += p->out_c) {
+                for (int32_t g = 0; g < p->groups; ++g) {
+                    memset(scratch, 0, (size_t)depth * sizeof *scratch);
                     MF_FOR_EACH_INSIDE_TAP(p, oy, ox, {
-                        const int16_t *x = image + ((size_t)iy * p->in_w + ix) * p->in_c + first_in;
-                        if (p->depth_multiplier) { /* weights [kh][kw][out_c] */
-                            dot += (int32_t)x[0] * p->weights[(ky * p->kw + kx) * p->out_c + oc];
-                        } else {                   /* weights [out_c][kh][kw][group_in] */
-                            const int8_t *w = p->weights + (((size_t)oc * p->kh + ky) * p->kw + kx) * group_in;
-                            dot += mf_s16_dot(x, w, group_in);
-                        }
+                        memcpy(scratch + (ky * p->kw + kx) * group_in,
+                               image + ((size_t)iy * p->in_w + ix) * p->in_c + g * group_in,
+                               (size_t)group_in * sizeof *scratch);
                     })
-                    *output++ = mf_s16_finish(&p->q, dot, oc);
+                    for (int32_t oc = g * group_out; oc < (g + 1) * group_out; ++oc)
+                        output[oc] = mf_s16_finish(&p->q, mf_s16_dot(scratch, p->weights + (size_t)oc * depth, depth), oc);
+                }
+            }
+        }
+    }
+}
+
+/* DEPTHWISE_CONV_2D: per output pixel, the offsets of its taps inside the input (into scratch), then each
+ * output channel sums over them; at most 256 taps of 2^22 each fit its int32 sum (the generator checks). */
+void mf_dwconv_s16(const mf_conv_s16_params *p, const int16_t *input, int16_t *output, int32_t *scratch) {
+    const int32_t mult = p->depth_multiplier;
+    for (int32_t b = 0; b < p->batches; ++b) {
+        const int16_t *image = input + (size_t)b * p->in_h * p->in_w * p->in_c;
+        for (int32_t oy = 0; oy < p->out_h; ++oy) {
+            for (int32_t ox = 0; ox < p->out_w; ++ox, output += p->out_c) {
+                int32_t taps = 0; /* scratch: [taps][2] = {input offset, weight row} */
+                MF_FOR_EACH_INSIDE_TAP(p, oy, ox, {
+                    scratch[2 * taps] = (iy * p->in_w + ix) * p->in_c;
+                    scratch[2 * taps + 1] = (ky * p->kw + kx) * p->out_c;
+                    ++taps;
+                })
+                for (int32_t oc = 0; oc < p->out_c; ++oc) {
+                    const int16_t *x = image + oc / mult;
+                    const int8_t *w = p->weights + oc;
+                    int32_t sum = 0;
+                    for (int32_t t = 0; t < taps; ++t) sum += (int32_t)x[scratch[2 * t]] * w[scratch[2 * t + 1]];
+                    output[oc] = mf_s16_finish(&p->q, sum, oc);
                 }
             }
         }

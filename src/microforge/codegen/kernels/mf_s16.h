@@ -53,7 +53,11 @@ typedef struct {
     mf_requant_s16 q;
 } mf_conv_s16_params;
 
-/* Input and output must not overlap. */
-void mf_conv_s16(const mf_conv_s16_params *p, const int16_t *input, int16_t *output);
+/* CONV_2D; scratch: kh * kw * in_c / groups int16 (one patch). Each pixel is written after its patches are
+ * read (ops/int16.py declares how the output may overlap the input). */
+void mf_conv_s16(const mf_conv_s16_params *p, const int16_t *input, int16_t *output, int16_t *scratch);
+/* DEPTHWISE_CONV_2D (kh * kw <= 256); scratch: 8 * kh * kw bytes. Each pixel is written after its taps
+ * are read. */
+void mf_dwconv_s16(const mf_conv_s16_params *p, const int16_t *input, int16_t *output, int32_t *scratch);
 
 #endif /* MF_S16_H */

@@ -360,18 +360,19 @@ def window_leaves_input(win: Window, in_h: int, in_w: int) -> bool:
 
 
 def gathered_safe_distance(win: Window, in_h: int, in_w: int, in_c: int, out_c: int,
-                            in_place: bool = False) -> int:
+                            in_place: bool = False, block: int = 2) -> int:
     """mf_conv_s8 takes the patches of two output pixels (raster order) into scratch, then writes those
     two pixels (mf_conv_s8_dsp four: every block end of four is one of two, so this distance holds). After
     writing pixels < e they still read input pixels from the first one a later window reads, so the
     outputs may land on input pixels below that. `in_place`: mf_conv_s8 with one-row kernels reads a patch
     that is one run of the input where it lies while it writes the block's outputs: then the block's own
-    windows count too."""
+    windows count too. `block`: pixels read before they are written (1 for the int16 kernels); in_c and
+    out_c are the bytes of an input and an output pixel."""
     first, _ = _window_reach(win, in_h, in_w)
     pixels = len(first)
     later_first = np.minimum.accumulate(first[::-1])[::-1]  # [q]: the lowest input pixel read from q on
-    starts = np.arange(0, pixels, 2)
-    ends = np.minimum(starts + 2, pixels)
+    starts = np.arange(0, pixels, block)
+    ends = np.minimum(starts + block, pixels)
     if in_place:
         need = ends * out_c - later_first[starts] * in_c
     else:

@@ -19,6 +19,7 @@ import numpy as np
 from microforge.codegen.emit import c_value
 from microforge.codegen.lowering import Call, EmitContext, lowering
 from microforge.codegen.ops.activations import reference_check
+from microforge.codegen.ops.conv import gathered_safe_distance
 from microforge.errors import UnsupportedError
 from microforge.graph.ir import Op, Tensor
 from microforge.reference.checks import constant_data, fully_connected_geometry, io_tensors
@@ -90,4 +91,14 @@ def lower_conv_s16(op: Op, ctx: EmitContext) -> Call:
         stride_h=win.stride_h, stride_w=win.stride_w, dilation_h=win.dilation_h, dilation_w=win.dilation_w,
         pad_top=win.pad_top, pad_left=win.pad_left, groups=1 if depthwise else in_c // w_depth,
         depth_multiplier=out_c // in_c if depthwise else 0, q=_struct_field(q)))
-    return Call(f"mf_conv_s16({params}, {ctx.tensor(x)}, {ctx.tensor(out)});", SOURCES)
+    # Each output pixel is written after everything its window reads (a group's patch: with groups, a
+    # later group would be read after the pixel's first outputs are written).
+    overlaps = {0: gathered_safe_distance(win, in_h, in_w, 2 * in_c, 2 * out_c, block=1)} \
+        if batches == 1 and (depthwise or w_depth == in_c) else {}
+    if depthwise:
+        if kh * kw > 256:
+            raise UnsupportedError(f"{op.where}: the int16 depthwise kernel sums at most 256 taps in int32")
+        return Call(f"mf_dwconv_s16({params}, {ctx.tensor(x)}, {ctx.tensor(out)}, (int32_t *){ctx.scratch()});",
+                    SOURCES, scratch_bytes=8 * kh * kw, overlaps=overlaps)
+    return Call(f"mf_conv_s16({params}, {ctx.tensor(x)}, {ctx.tensor(out)}, (int16_t *){ctx.scratch()});",
+                SOURCES, scratch_bytes=2 * kh * kw * w_depth, overlaps=overlaps)
