@@ -165,3 +165,34 @@ def test_int16_relu_on_the_host_and_cortex_m4(op_type):
     np.testing.assert_array_equal(compile_host(graph, sanitize=True).run(feed), microforge.run(graph, feed))
     report = validate_target(graph, "qemu-m4", batches=[feed])
     assert report["bit_exact"], report
+
+
+def pad_mean_graph(seed: int):
+    """int16 PAD (zeros around the image) then MEAN over the spatial axes (MobileNetV2's head), and a MEAN
+    over the channels at another output scale."""
+    rng = np.random.default_rng(seed)
+    h, w, c = int(rng.integers(2, 6)), int(rng.integers(2, 6)), int(rng.integers(1, 5))
+    s = float(rng.uniform(1e-4, 1e-3))
+    b = GraphBuilder()
+    x = b.input("x", (1, h, w, c), np.int16, scale=s, zero_point=0)
+    pads = b.constant("pads", np.array([[0, 0], [1, 2], [0, 1], [0, 0]], np.int32))
+    padded = b.activation("padded", (1, h + 3, w + 1, c), np.int16, scale=s, zero_point=0)
+    b.op("PAD", [x, pads], [padded])
+    spatial = b.constant("spatial", np.array([1, 2], np.int32))
+    y = b.output(b.activation("y", (1, 1, 1, c), np.int16, scale=s * float(rng.uniform(0.2, 2.0)), zero_point=0))
+    b.op("MEAN", [padded, spatial], [y], keep_dims=True)
+    channels = b.constant("channels", np.array([-1], np.int32))
+    z = b.output(b.activation("z", (1, h + 3, w + 1), np.int16, scale=s * 0.7, zero_point=0))
+    b.op("MEAN", [padded, channels], [z], keep_dims=False)
+    return b.build()
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_int16_pad_and_mean_on_the_host(seed):
+    graph = pad_mean_graph(seed)
+    rng = np.random.default_rng(seed + 7)
+    x = rng.integers(-32768, 32768, (5,) + graph.inputs[0].shape, dtype=np.int16)
+    x[0] = 32767
+    ours, theirs = compile_host(graph, sanitize=seed == 0).run(x), microforge.run(graph, x)
+    for a, b in zip(ours, theirs):
+        np.testing.assert_array_equal(a, b)

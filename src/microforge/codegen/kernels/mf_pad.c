@@ -24,6 +24,11 @@ void mf_pad_s8(const mf_pad_params *p, const int8_t *in, int8_t *out, int8_t val
     if (p->row_bytes > 0) mf_pad_copy_rows(p, (const uint8_t *)in, (uint8_t *)out);
 }
 
+void mf_pad_s16(const mf_pad_params *p, const int16_t *in, int16_t *out, int16_t value) {
+    for (int32_t i = 0; i < p->out_elements; ++i) out[i] = value;
+    if (p->row_bytes > 0) mf_pad_copy_rows(p, (const uint8_t *)in, (uint8_t *)out);
+}
+
 void mf_pad_f32(const mf_pad_params *p, const float *in, float *out, float value) {
     for (int32_t i = 0; i < p->out_elements; ++i) out[i] = value;
     if (p->row_bytes > 0) mf_pad_copy_rows(p, (const uint8_t *)in, (uint8_t *)out);

@@ -21,6 +21,7 @@ typedef struct {
 } mf_pad_params;
 
 void mf_pad_s8(const mf_pad_params *p, const int8_t *in, int8_t *out, int8_t value);
+void mf_pad_s16(const mf_pad_params *p, const int16_t *in, int16_t *out, int16_t value);
 void mf_pad_f32(const mf_pad_params *p, const float *in, float *out, float value);
 
 #endif /* MF_PAD_H */

@@ -1,8 +1,8 @@
-/* MEAN over any set of axes: int8 (TFLite Micro's QuantizedMeanOrSum, bit-exact) and float32.
+/* MEAN over any set of axes: int8 and int16 (TFLite Micro's QuantizedMeanOrSum, bit-exact) and float32.
  *
  * The generator splits the input into merged "kept" and "reduced" dimension groups (element strides in
  * the input). Each output element (kept dimensions, row-major, which is the output's layout) sums its
- * reduced elements in input order. int8: int32 sum (wrapping like TFLM), minus zp_in * count, rescaled by
+ * reduced elements in input order. int8 and int16: int32 sum (wrapping like TFLM), minus zp_in * count, rescaled by
  * s_in / s_out with 1/count folded into the multiplier, plus zp_out, saturated. float32: sum in input
  * order in float32, divided by the count.
  */
@@ -23,6 +23,7 @@ typedef struct {
 } mf_mean_params;
 
 void mf_mean_s8(const mf_mean_params *p, const int8_t *in, int8_t *out);
+void mf_mean_s16(const mf_mean_params *p, const int16_t *in, int16_t *out);
 void mf_mean_f32(const mf_mean_params *p, const float *in, float *out);
 
 #endif /* MF_REDUCE_H */

@@ -30,6 +30,7 @@ def merged_dims(shape: tuple[int, ...], paddings: np.ndarray) -> list[tuple[int,
     return merged or [(1, 0, 0)]
 
 
+@lowering("PAD", "PADV2", int16=True)
 @lowering("PAD", "PADV2")
 def lower_pad(op: Op, ctx: EmitContext) -> Call:
     reference_check(op)
@@ -58,14 +59,14 @@ def lower_pad(op: Op, ctx: EmitContext) -> Call:
         "row_bytes": dims[-1][0] * itemsize if src.size else 0,
         "out_elements": out.size,
     })
-    int8 = src.dtype == np.int8
+    integer = src.dtype in (np.int8, np.int16)
     value_t = op.inputs[2] if len(op.inputs) > 2 else None
     if value_t is None:
-        value = str(out.zero_point) if int8 else "0.0f"
+        value = str(out.zero_point) if integer else "0.0f"
     elif value_t.is_constant:
         v = np.asarray(value_t.data).reshape(-1)[0]
-        value = str(int(v)) if int8 else float_literal(v)
+        value = str(int(v)) if integer else float_literal(v)
     else:
         value = f"{ctx.tensor(value_t)}[0]"
-    fn = "mf_pad_s8" if int8 else "mf_pad_f32"
+    fn = {np.dtype(np.int8): "mf_pad_s8", np.dtype(np.int16): "mf_pad_s16"}.get(src.dtype, "mf_pad_f32")
     return Call(f"{fn}({p}, {ctx.tensor(src)}, {ctx.tensor(out)}, {value});", ("mf_pad.c",))

@@ -37,6 +37,7 @@ def dimension_groups(shape: tuple[int, ...], axes: set[int]):
     return groups[False] or [[1, 0]], groups[True] or [[1, 0]]
 
 
+@lowering("MEAN", int16=True)
 @lowering("MEAN")
 def lower_mean(op: Op, ctx: EmitContext) -> Call:
     reference_check(op)
@@ -49,7 +50,7 @@ def lower_mean(op: Op, ctx: EmitContext) -> Call:
         return Call("/* empty MEAN */")
     count = int(np.prod([src.shape[d] for d in axes], dtype=np.int64))
     multiplier = shift = zp_count = out_zp = 0
-    if src.dtype == np.int8:
+    if src.dtype in (np.int8, np.int16):
         multiplier, shift = multiplier_for(op, float(src.scale) / float(out.scale), "input/output scale ratio")
         pre_shift = min(count.bit_length() - 1, 32, 31 + shift)
         multiplier = (multiplier << pre_shift) // count
@@ -67,5 +68,5 @@ def lower_mean(op: Op, ctx: EmitContext) -> Call:
         "in_zp_times_count": zp_count, "multiplier": multiplier, "shift": shift, "out_zero_point": out_zp,
         "count": float(np.float32(count)),
     })
-    fn = "mf_mean_s8" if src.dtype == np.int8 else "mf_mean_f32"
+    fn = {np.dtype(np.int8): "mf_mean_s8", np.dtype(np.int16): "mf_mean_s16"}.get(src.dtype, "mf_mean_f32")
     return Call(f"{fn}({p}, {ctx.tensor(src)}, {ctx.tensor(out)});", ("mf_reduce.c",))
