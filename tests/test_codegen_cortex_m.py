@@ -83,3 +83,59 @@ def test_add_through_tables_is_exact_on_every_input_pair(seed, act, target, tmp_
     assert "mf_add_s8_table(" in (tmp_path / "model.c").read_text()
     report = validate_target(graph, target, batches=batches)
     assert report["bit_exact"], report
+
+
+def unprovable_chain(seed: int = 3) -> GraphBuilder:
+    """conv 3x3 -> 3x3 depthwise -> 3x3 depthwise -> 1x1 conv -> fully connected, int8 per channel, each
+    with a channel whose bias is near 2^30: the kernels' short requantization cannot be proven exact for
+    every input, so the Cortex-M code takes the accumulator kernels with TFLite's requantization in full."""
+    rng = np.random.default_rng(seed)
+    b = GraphBuilder()
+    scale, zp = np.float32(0.05), 5
+    x = b.input("x", (1, 6, 7, 4), np.int8, scale=scale, zero_point=zp)
+
+    def layer(kind, x, scale, shape, out_shape, i):
+        channels = shape[0] if kind != "DEPTHWISE_CONV_2D" else shape[-1]
+        w_scales = rng.uniform(0.005, 0.02, channels).astype(np.float32)
+        weights = b.constant(f"w{i}", rng.integers(-128, 128, shape, dtype=np.int8), scale=w_scales, zero_point=0,
+                             axis=3 if kind == "DEPTHWISE_CONV_2D" else 0)
+        values = rng.integers(-3000, 3000, channels).astype(np.int64)
+        values[1] = rng.choice([-1, 1]) * (2**30 - int(rng.integers(0, 1000)))
+        bias = b.constant(f"b{i}", values.astype(np.int32), scale=(scale * w_scales).astype(np.float32), zero_point=0)
+        out_scale, out_zp = np.float32(rng.uniform(0.5, 2.0)), int(rng.integers(-20, 20))
+        y = b.activation(f"y{i}", out_shape, np.int8, scale=out_scale, zero_point=out_zp)
+        options = {} if kind == "FULLY_CONNECTED" else dict(padding="SAME", stride_h=1, stride_w=1)
+        if kind == "DEPTHWISE_CONV_2D":
+            options["depth_multiplier"] = 1
+        b.op(kind, [x, weights, bias], [y], fused_activation_function="RELU" if i % 2 else "NONE", **options)
+        return y, out_scale
+
+    x, scale = layer("CONV_2D", x, scale, (8, 3, 3, 4), (1, 6, 7, 8), 0)
+    x, scale = layer("DEPTHWISE_CONV_2D", x, scale, (1, 3, 3, 8), (1, 6, 7, 8), 1)
+    x, scale = layer("DEPTHWISE_CONV_2D", x, scale, (1, 3, 3, 8), (1, 6, 7, 8), 2)
+    x, scale = layer("CONV_2D", x, scale, (8, 1, 1, 8), (1, 6, 7, 8), 3)
+    flat = b.activation("flat", (1, 6 * 7 * 8), np.int8, scale=float(x.scale), zero_point=int(x.zero_point))
+    b.op("RESHAPE", [x], [flat], new_shape=[1, 6 * 7 * 8])
+    x, scale = layer("FULLY_CONNECTED", flat, scale, (5, 6 * 7 * 8), (1, 5), 4)
+    b.output(x)
+    return b
+
+
+def test_layers_without_a_provable_short_requantization_stay_on_the_dsp_kernels(tmp_path):
+    from microforge.codegen import compile_host
+    import microforge
+
+    graph = unprovable_chain().build()
+    generate(graph, tmp_path, target="cortex-m4")
+    source = (tmp_path / "model.c").read_text()
+    for kernel in ("mf_conv_s8_exact_dsp", "mf_dwconv_3x3_s8_exact_dsp", "mf_fc_s8_exact_dsp"):
+        assert kernel in source
+    rng = np.random.default_rng(0)
+    x = rng.integers(-128, 128, (6,) + graph.inputs[0].shape, dtype=np.int8)
+    x[0], x[1] = 127, -128
+    expected = microforge.run(graph, x)
+    for flags in (["-O2"], ["-O2", "-DMF_CONV_EMULATE_DSP"]):
+        got = compile_host(graph, target="cortex-m4", sanitize=True, cflags=flags).run(x)
+        np.testing.assert_array_equal(got, expected)
+    report = validate_target(graph, "qemu-m4", batches=[x])
+    assert report["bit_exact"], report

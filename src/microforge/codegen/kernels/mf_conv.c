@@ -1206,6 +1206,47 @@ void mf_dwconv_3x3_acc_dsp(const mf_conv_params *p, const int8_t *input, int32_t
 }
 
 /* ------------------------------------------------------------------------------------------------------
+ * int8 with TFLite's requantization in full (mf_requant_s8 bias, multiplier, shift) on the accumulator
+ * kernels: for the layers whose short requantization could not be proven exact. */
+
+typedef struct {
+    mf_acc_sink sink; /* first: the kernels call sink.take */
+    const mf_requant_s8 *q;
+    int8_t *out;
+    int32_t depth;
+    int32_t next, step; /* the next segment to write, and +1 forward or -1 backward */
+} mf_s8_writer;
+
+static void mf_s8_take(mf_acc_sink *sink, const int32_t *acc, int32_t count) {
+    mf_s8_writer *w = (mf_s8_writer *)(void *)sink;
+    for (int32_t k = 0; k < count; ++k, acc += w->depth, w->next += w->step) {
+        int8_t *const y = w->out + w->next * w->depth;
+        for (int32_t c = 0; c < w->depth; ++c) y[c] = mf_conv_out_s8(w->q, c, acc[c]);
+    }
+}
+
+MF_INLINE mf_s8_writer mf_s8_writer_of(const mf_requant_s8 *q, int8_t *out, int32_t depth, int32_t first, int32_t step) {
+    const mf_s8_writer w = {{mf_s8_take}, q, out, depth, first, step};
+    return w;
+}
+
+void mf_fc_s8_exact_dsp(const mf_fc_params *p, const int8_t *input, int8_t *output, int32_t *acc, int32_t *scratch) {
+    mf_s8_writer w = mf_s8_writer_of(&p->q, output, p->out_features, 0, 1);
+    mf_fc_acc_dsp(p, input, acc, scratch, &w.sink);
+}
+
+void mf_conv_s8_exact_dsp(const mf_conv_params *p, const int8_t *input, int8_t *output, int32_t *acc, int32_t *scratch) {
+    mf_s8_writer w = mf_s8_writer_of(&p->q, output, p->out_c, 0, 1);
+    mf_conv_acc_dsp(p, input, acc, scratch, &w.sink);
+}
+
+void mf_dwconv_3x3_s8_exact_dsp(const mf_conv_params *p, const int8_t *input, int8_t *output, int32_t *acc) {
+    const int32_t pixels = p->out_h * p->out_w;
+    mf_s8_writer w = mf_s8_writer_of(&p->q, output, p->out_c, p->backward ? pixels - 1 : 0, p->backward ? -1 : 1);
+    mf_dwconv_3x3_acc_dsp(p, input, acc, &w.sink);
+}
+
+/* ------------------------------------------------------------------------------------------------------
  * float32: TFLM's reference order (taps, then channels; the bias added after the sum), float accumulators. */
 
 MF_INLINE float mf_conv_clamp_f32(float v, float lo, float hi) {

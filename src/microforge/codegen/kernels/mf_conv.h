@@ -114,6 +114,16 @@ void mf_conv_acc_dsp(const mf_conv_params *p, const int8_t *input, int32_t *acc,
                      mf_acc_sink *sink);
 void mf_dwconv_3x3_acc_dsp(const mf_conv_params *p, const int8_t *input, int32_t *acc, mf_acc_sink *sink);
 
+/* int8 layers on the accumulator kernels above with TFLite's requantization in full (q's bias, multiplier
+ * and shift; dq unused): the Cortex-M4/M7 path of the layers whose short requantization (mf_requant_s8.dq)
+ * is not proven exact. The weights are laid out as for mf_fc_acc_dsp and co, the input zero point is
+ * folded into q.bias as everywhere; acc as for those, scratch the kernel's own. The batch must be 1
+ * for the convolutions. */
+void mf_fc_s8_exact_dsp(const mf_fc_params *p, const int8_t *input, int8_t *output, int32_t *acc, int32_t *scratch);
+void mf_conv_s8_exact_dsp(const mf_conv_params *p, const int8_t *input, int8_t *output, int32_t *acc,
+                          int32_t *scratch);
+void mf_dwconv_3x3_s8_exact_dsp(const mf_conv_params *p, const int8_t *input, int8_t *output, int32_t *acc);
+
 /* float32 versions (weights float32; hybrid int8 weights are dequantized at generation time). */
 void mf_conv_f32(const mf_conv_params *p, const float *input, float *output);
 void mf_fc_f32(const mf_fc_params *p, const float *input, float *output);

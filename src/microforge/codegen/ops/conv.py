@@ -339,6 +339,79 @@ def dsp_conv_scratch(depth: int, run: int) -> int:
     return 64 * -(-depth // 8) + 4 * run
 
 
+@dataclass
+class AccumulatorLayer:
+    """One layer on mf_conv.c's accumulator kernels (mf_fc_acc_dsp and co): the params struct (C pointer),
+    the bytes of its block of accumulators and of the kernel's own scratch, and how its output may
+    overlap its input. Shared by the exact int8 path and dynamic fixed point (ops/dfp.py)."""
+
+    params: str
+    acc_bytes: int
+    kernel_bytes: int
+    narrow: bool
+    overlaps: dict
+    notes: list[str]
+
+
+def accumulator_matrix(ctx: EmitContext, name: str, w_data: np.ndarray, rows: int, q: str) -> AccumulatorLayer:
+    """rows x in_features times w_data [out][in] (1x1 convolutions and fully connected layers)."""
+    outs, depth = w_data.shape
+    weights = ctx.constant(f"{name}_wacc", dsp_stream(w_data, None, cols=rows == 1), "int32_t")
+    params = ctx.struct("mf_fc_params", f"{name}_acc", dict(
+        weights=weights, rows=rows, in_features=depth, out_features=outs, q=q))
+    narrow, kernel_bytes = dsp_fc_scratch(rows, depth, outs)
+    acc_bytes = 4 * (-(-outs // 4) * 4 if rows == 1 else 4 * outs)
+    # every input row is read before the output stage gets its block
+    return AccumulatorLayer(params, acc_bytes, kernel_bytes, narrow,
+                            {0: widened_rows_safe_distance(rows, depth, outs)},
+                            ["matrix product, SMLAD on widened rows"])
+
+
+def accumulator_conv(ctx: EmitContext, name: str, x: Tensor, out: Tensor, win: Window, w_data: np.ndarray, q: str,
+                     zero_point: int) -> AccumulatorLayer:
+    """A convolution of one image with one group on widened patches (zero_point read outside the input)."""
+    _, h, width, c = x.shape
+    out_c = out.shape[3]
+    patch_weights, run = dsp_patch_weights(w_data, win.kh, win.kw, c)
+    weights = ctx.constant(f"{name}_wacc", dsp_stream(patch_weights, None), "int32_t")
+    params = ctx.struct("mf_conv_params", f"{name}_acc", dict(
+        weights=weights, **conv_geometry(x, out, win), groups=1, depth_multiplier=1, input_zero_point=zero_point,
+        q=q))
+    return AccumulatorLayer(params, 16 * out_c, dsp_conv_scratch(patch_weights.shape[1], run), False,
+                            {0: gathered_safe_distance(win, h, width, c, out_c)},
+                            ["convolution on widened patches, SMLAD"])
+
+
+def accumulator_depthwise(ctx: EmitContext, name: str, x: Tensor, out: Tensor, win: Window, w_data: np.ndarray,
+                          q: str, zero_point: int, direction: str) -> AccumulatorLayer:
+    """A 3x3 depthwise convolution of one image, multiplier 1, channels a multiple of 4, w_data [c][9].
+    direction: "either" (the plan picks: backward over the upper part of the input), "forward" or
+    "backward" (fixed)."""
+    _, h, width, c = x.shape
+    fields = {}
+    if window_leaves_input(win, h, width):  # the taps outside read the zero point from flash
+        fields["zero_row"] = ctx.constant(f"{name}_zero_row", np.full(c, zero_point, np.int8), "int8_t")
+    backward = direction == "backward" or (direction == "either" and ctx.runs_backward(x, out))
+    params = ctx.struct("mf_conv_params", f"{name}_acc", dict(
+        weights=ctx.constant(f"{name}_wacc", dsp_depthwise_words(w_data), "int32_t"), **conv_geometry(x, out, win),
+        groups=1, depth_multiplier=1, input_zero_point=zero_point, q=q, backward=int(backward), **fields))
+    distance = depthwise_safe_distance(win, h, width, c)
+    overlap = {"either": distance, "forward": SafeDistance(below=distance.below),
+               "backward": SafeDistance(above=distance.above)}[direction]
+    return AccumulatorLayer(params, 4 * c, 0, False, {0: overlap}, ["3x3 depthwise, taps unrolled"])
+
+
+def _exact_call(kernel: str, layer: AccumulatorLayer, ctx: EmitContext, x: Tensor, out: Tensor) -> Call:
+    """An int8 layer on the accumulator kernels with TFLite's requantization in full."""
+    scratch = ctx.scratch()
+    kernel_scratch = "" if kernel == "mf_dwconv_3x3_s8_exact_dsp" else \
+        ", (int32_t *)0" if layer.narrow else f", (int32_t *)({scratch} + {layer.acc_bytes})"
+    return Call(f"{kernel}({layer.params}, {_c_in(ctx, x, 'int8_t')}, {ctx.tensor(out)}, (int32_t *){scratch}"
+                f"{kernel_scratch});", SOURCES, scratch_bytes=layer.acc_bytes + layer.kernel_bytes,
+                overlaps=layer.overlaps,
+                notes=layer.notes + ["full requantization (the short one is not exact for every input)"])
+
+
 def _window_reach(win: Window, in_h: int, in_w: int) -> tuple[np.ndarray, np.ndarray]:
     """Per output pixel in raster order, the first and the last input pixel (raster index) its window
     reads: the top-left and bottom-right taps, clipped into the input. Clipping can only widen the range
@@ -446,6 +519,12 @@ def lower_conv_2d(op: Op, ctx: EmitContext) -> Call:
                     scratch_bytes=dsp_conv_scratch(depth, run), overlaps=overlaps,
                     notes=["convolution on widened patches, SMLAD"])
     q = rq.c(ctx)
+    if ctx.target in DSP_TARGETS and groups == 1 and batches == 1:
+        if pointwise:
+            layer = accumulator_matrix(ctx, name, w_data.reshape(out_c, c), h * width, q)
+            return _exact_call("mf_fc_s8_exact_dsp", layer, ctx, x, out)
+        layer = accumulator_conv(ctx, name, x, out, win, w_data, q, x.zero_point)
+        return _exact_call("mf_conv_s8_exact_dsp", layer, ctx, x, out)
     weights = ctx.tensor(w)  # [out][kh][kw][in/groups]: TFLite's layout is the kernel's
     if pointwise:
         params = ctx.struct("mf_fc_params", f"{name}_pw", dict(
@@ -506,6 +585,10 @@ def lower_depthwise_conv_2d(op: Op, ctx: EmitContext) -> Call:
         kernel = "mf_dwconv_3x3_s8_dsp"
         if window_leaves_input(win, h, width):  # the taps outside read the zero point from flash
             fields["zero_row"] = ctx.constant(f"{name}_zero_row", np.full(c, x.zero_point, np.int8), "int8_t")
+    elif ctx.target in DSP_TARGETS and fast and c % 4 == 0 and batches == 1:
+        layer = accumulator_depthwise(ctx, name, x, out, win, np.ascontiguousarray(w_data), rq.c(ctx), x.zero_point,
+                                      "either")
+        return _exact_call("mf_dwconv_3x3_s8_exact_dsp", layer, ctx, x, out)
     else:
         weights = ctx.constant(f"{name}_w", np.ascontiguousarray(w_data).astype(np.int8), "int8_t")
         q = rq.c(ctx)
@@ -537,6 +620,9 @@ def lower_fully_connected(op: Op, ctx: EmitContext) -> Call:
         return _dsp_fc(ctx, name, w_data.reshape(out_features, in_features), rows, rq,
                        _c_in(ctx, x, "int8_t"), ctx.tensor(out), [])
     q = rq.c(ctx)
+    if ctx.target in DSP_TARGETS:
+        layer = accumulator_matrix(ctx, name, w_data.reshape(out_features, in_features), rows, q)
+        return _exact_call("mf_fc_s8_exact_dsp", layer, ctx, x, out)
     params = ctx.struct("mf_fc_params", f"{name}_fc", dict(weights=ctx.tensor(w), **shape, q=q))
     return Call(f"mf_fc_s8({params}, {_c_in(ctx, x, 'int8_t')}, {ctx.tensor(out)});", SOURCES,
                 overlaps={0: _rows_safe_distance(rows, in_features, out_features)})

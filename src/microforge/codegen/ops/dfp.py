@@ -15,7 +15,6 @@ from microforge.codegen.ops.activations import softmax_parameters, struct_name
 from microforge.errors import ModelError, UnsupportedError
 from microforge.frontend.schema import REVERSE_OPTION
 from microforge.graph.ir import Op
-from microforge.plan.lifetimes import SafeDistance
 from microforge.reference.checks import constant_data, fully_connected_geometry
 from microforge.reference.conv import window
 from microforge.reference.dynamic import _with_scale, power_of_two_exponent, softmax_exponents
@@ -60,57 +59,35 @@ def _call(kernel: str, output: str, params: str, op: Op, ctx: EmitContext, scrat
                 **call)
 
 
-# The Cortex-M4/M7 layers run mf_conv.c's int8 inner loops on the int8 kernels' weight layouts (with no
-# requantization constants: the accumulators go to the dynamic output stage), so they read the input in
-# the same order and allow the same overlaps of output and input. Scratch: the aligned biases (4 bytes
-# per channel) and the kernel's block of accumulators, then the kernel's own.
+# The Cortex-M4/M7 layers run mf_conv.c's accumulator kernels (the int8 kernels' inner loops and weight
+# layouts, conv.accumulator_*), so they read the input in the same order and allow the same overlaps of
+# output and input. Scratch: the aligned biases (4 bytes per channel; none for a single row, aligned value
+# by value) and the kernel's block of accumulators, then the kernel's own.
 
-def _dsp_pointwise(op: Op, ctx: EmitContext, w_data: np.ndarray, rows: int, notes: list[str]) -> Call:
-    outs, depth = w_data.shape
-    weights = ctx.constant(f"{op.outputs[0].name}_wdsp", conv.dsp_stream(w_data, None, cols=rows == 1), "int32_t")
-    params = ctx.struct("mf_fc_params", struct_name(op, "dfp_mm"), dict(
-        weights=weights, rows=rows, in_features=depth, out_features=outs, q="{ 0 }"))
-    narrow, kernel_bytes = conv.dsp_fc_scratch(rows, depth, outs)
-    # aligned biases (none for a single row: aligned value by value) and the block's accumulators
-    acc_bytes = 4 * -(-outs // 4) * 4 if rows == 1 else 20 * outs
-    kernel_scratch = "0" if narrow else f"(int32_t *)({ctx.scratch()} + {acc_bytes})"
-    # every input row is read before the output stage writes its block
-    return _call("mf_dfp_fc_dsp", _output(op, ctx, outs), params, op, ctx, acc_bytes + kernel_bytes,
-                 f", {kernel_scratch}", notes=notes,
-                 overlaps={0: conv.widened_rows_safe_distance(rows, depth, outs)})
+def _dsp_pointwise(op: Op, ctx: EmitContext, w_data: np.ndarray, rows: int) -> Call:
+    outs = w_data.shape[0]
+    layer = conv.accumulator_matrix(ctx, struct_name(op, "dfp"), w_data, rows, "{ 0 }")
+    biases = 0 if rows == 1 else 4 * outs
+    kernel_scratch = "0" if layer.narrow else f"(int32_t *)({ctx.scratch()} + {biases + layer.acc_bytes})"
+    return _call("mf_dfp_fc_dsp", _output(op, ctx, outs), layer.params, op, ctx,
+                 biases + layer.acc_bytes + layer.kernel_bytes, f", {kernel_scratch}", notes=layer.notes,
+                 overlaps=layer.overlaps)
 
 
 def _dsp_conv(op: Op, ctx: EmitContext, w_data: np.ndarray, win) -> Call:
     x, out = op.inputs[0], op.outputs[0]
-    _, h, width, c = x.shape
-    out_c = out.shape[3]
-    patch_weights, run = conv.dsp_patch_weights(w_data, win.kh, win.kw, c)
-    weights = ctx.constant(f"{out.name}_wdsp", conv.dsp_stream(patch_weights, None), "int32_t")
-    params = ctx.struct("mf_conv_params", struct_name(op, "dfp_conv"), dict(
-        weights=weights, **conv.conv_geometry(x, out, win), groups=1, depth_multiplier=1, input_zero_point=0,
-        q="{ 0 }"))
-    scratch_bytes = 20 * out_c + conv.dsp_conv_scratch(patch_weights.shape[1], run)
-    return _call("mf_dfp_conv_dsp", _output(op, ctx, out_c), params, op, ctx, scratch_bytes,
-                 notes=["convolution on widened patches, SMLAD"],
-                 overlaps={0: conv.gathered_safe_distance(win, h, width, c, out_c)})
+    layer = conv.accumulator_conv(ctx, struct_name(op, "dfp"), x, out, win, w_data, "{ 0 }", 0)
+    return _call("mf_dfp_conv_dsp", _output(op, ctx, out.shape[3]), layer.params, op, ctx,
+                 4 * out.shape[3] + layer.acc_bytes + layer.kernel_bytes, notes=layer.notes, overlaps=layer.overlaps)
 
 
-def _dsp_depthwise(op: Op, ctx: EmitContext, w_data: np.ndarray, win) -> Call | None:
+def _dsp_depthwise(op: Op, ctx: EmitContext, w_data: np.ndarray, win) -> Call:
     x, out = op.inputs[0], op.outputs[0]
-    _, h, width, c = x.shape
-    words = conv.dsp_depthwise_words(w_data)
-    fields = {}
-    if conv.window_leaves_input(win, h, width):  # the taps outside read zeros from flash
-        fields["zero_row"] = ctx.constant(f"{out.name}_zero_row", np.zeros(c, np.int8), "int8_t")
-    reverse = _reverse(op)
-    params = ctx.struct("mf_conv_params", struct_name(op, "dfp_dw"), dict(
-        weights=ctx.constant(f"{out.name}_wdsp", words, "int32_t"), **conv.conv_geometry(x, out, win), groups=1,
-        depth_multiplier=1, input_zero_point=0, q="{ 0 }", backward=int(reverse), **fields))
-    # The kernel runs in the order the rule visits the segments: backward for a reversed op.
-    distance = conv.depthwise_safe_distance(win, h, width, c)
-    overlap = SafeDistance(above=distance.above) if reverse else SafeDistance(below=distance.below)
-    return _call("mf_dfp_dwconv_3x3_dsp", _output(op, ctx, c), params, op, ctx, 8 * c,  # one pixel's acc
-                 notes=["3x3 depthwise, taps unrolled"], overlaps={0: overlap})
+    # the kernel runs in the order the rule visits the segments: backward for a reversed op
+    direction = "backward" if _reverse(op) else "forward"
+    layer = conv.accumulator_depthwise(ctx, struct_name(op, "dfp"), x, out, win, w_data, "{ 0 }", 0, direction)
+    return _call("mf_dfp_dwconv_3x3_dsp", _output(op, ctx, x.shape[3]), layer.params, op, ctx,
+                 4 * x.shape[3] + layer.acc_bytes, notes=layer.notes, overlaps=layer.overlaps)
 
 
 @lowering("CONV_2D", "DEPTHWISE_CONV_2D", dynamic=True)
@@ -131,8 +108,7 @@ def lower_conv(op: Op, ctx: EmitContext) -> Call:
     if ctx.target in conv.DSP_TARGETS:
         w_data = constant_data(op, w, "weights")
         if not depthwise and kh == kw == 1 and win.stride_h == win.stride_w == 1:
-            return _dsp_pointwise(op, ctx, w_data.reshape(out_c, c), h * width,
-                                  ["1x1 convolution as a matrix product, SMLAD on widened rows"])
+            return _dsp_pointwise(op, ctx, w_data.reshape(out_c, c), h * width)
         if not depthwise:
             return _dsp_conv(op, ctx, w_data, win)
         if kh == kw == 3 and multiplier == 1 and c % 4 == 0:
@@ -149,7 +125,7 @@ def lower_fully_connected(op: Op, ctx: EmitContext) -> Call:
     rows, in_features, out_features = fully_connected_geometry(op, op.inputs[0], op.inputs[1])
     if ctx.target in conv.DSP_TARGETS:
         w_data = constant_data(op, op.inputs[1], "weights")
-        return _dsp_pointwise(op, ctx, w_data.reshape(out_features, in_features), rows, [])
+        return _dsp_pointwise(op, ctx, w_data.reshape(out_features, in_features), rows)
     params = ctx.struct("mf_dfp_fc_params", struct_name(op, "dfp"), dict(
         weights=ctx.tensor(op.inputs[1]), rows=rows, in_features=in_features, out_features=out_features))
     return _call("mf_dfp_fc", _output(op, ctx, out_features), params, op, ctx, 8 * out_features)
