@@ -178,6 +178,34 @@ def test_add_aligns_exponents_and_caps_the_shift():
         assert list(out.values[n, 0]) == expected[0] and out.exponent[n] == ea - shift
 
 
+def test_add_of_one_size_in_two_shapes_is_elementwise():
+    """(1, 1, 1, 3) + (3,), as converters write the 1x1 stages of residual networks: the same sum as two
+    operands of one shape; other sizes are refused."""
+    b = GraphBuilder()
+    a_t = b.input("a", (1, 1, 1, 3), np.int8)
+    c_t = b.input("c", (3,), np.int8)
+    y = b.output(b.activation("y", (1, 1, 1, 3), np.int8, scale=1.0, zero_point=0))
+    op = b.op("ADD", [a_t, c_t], [y], dynamic_fixed_point=True)
+    a = DynamicValue(np.array([100, -50, 3], np.int8).reshape(1, 1, 1, 1, 3), np.array([2]))
+    c = DynamicValue(np.array([20, 7, -128], np.int8).reshape(1, 3), np.array([5]))
+    out = kernel_for(op).fn(op, [a, c])
+    same = GraphBuilder()
+    a2, c2 = same.input("a", (1, 3), np.int8), same.input("c", (1, 3), np.int8)
+    y2 = same.output(same.activation("y", (1, 3), np.int8, scale=1.0, zero_point=0))
+    op2 = same.op("ADD", [a2, c2], [y2], dynamic_fixed_point=True)
+    ref = kernel_for(op2).fn(op2, [DynamicValue(a.values.reshape(1, 1, 3), a.exponent),
+                                   DynamicValue(c.values.reshape(1, 1, 3), c.exponent)])
+    assert out.values.reshape(-1).tolist() == ref.values.reshape(-1).tolist() and out.exponent[0] == ref.exponent[0]
+    assert out.values.shape == (1, 1, 1, 1, 3)
+    d = GraphBuilder()
+    a3, c3 = d.input("a", (1, 2, 3), np.int8), d.input("c", (3,), np.int8)
+    y3 = d.output(d.activation("y", (1, 2, 3), np.int8, scale=1.0, zero_point=0))
+    op3 = d.op("ADD", [a3, c3], [y3], dynamic_fixed_point=True)
+    with pytest.raises(UnsupportedError, match="broadcasting ADD"):
+        kernel_for(op3).fn(op3, [DynamicValue(np.zeros((1, 1, 2, 3), np.int8), np.array([0])),
+                                 DynamicValue(np.zeros((1, 3), np.int8), np.array([0]))])
+
+
 @pytest.mark.parametrize("name", ["kws", "ic", "ad"])
 def test_dynamic_models_track_the_float_model_at_any_input_scale(name):
     path = shared_model(FLOAT_MODELS[name])

@@ -198,8 +198,14 @@ def weighted(op: Op, args: list) -> DynamicValue:
 @kernel("ADD", dtypes=("int8",), dynamic=True)
 def add(op: Op, args: list) -> DynamicValue:
     a, b = _dynamic_input(op, args, 0), _dynamic_input(op, args, 1)
-    if op.inputs[0].shape != op.inputs[1].shape:
+    out = op.outputs[0]
+    if not op.inputs[0].size == op.inputs[1].size == out.size:
         raise UnsupportedError(f"{op.where}: broadcasting ADD is not supported in dynamic fixed point")
+    # Operands of one size but other shapes ((1, 1, 1, C) and (C,), as converters write the 1x1 stages of
+    # residual networks) hold their values in the same order: the sum is elementwise.
+    n = len(a)
+    a = DynamicValue(a.values.reshape((n,) + out.shape), a.exponent)
+    b = DynamicValue(b.values.reshape((n,) + out.shape), b.exponent)
     exponent = np.minimum(np.maximum(a.exponent, b.exponent), np.minimum(a.exponent, b.exponent) + ADD_ALIGN_LIMIT)
 
     def aligned(v: DynamicValue) -> np.ndarray:

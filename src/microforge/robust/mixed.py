@@ -7,7 +7,8 @@ the least cost on the chip.
    (robust.assess of the all-int8 model), that is, where quantization error is born rather than carried.
 3. Widen layers in order of that loss per extra instruction, one at a time, until the model's quality
    (accuracy relative to float where there are labels, else top-1 agreement with float) on the
-   evaluation data reaches the target. Every candidate is an ordinary TFLite model with QUANTIZE ops
+   evaluation data reaches the target. A widening is kept only if it raises the quality, or leaves it
+   and cuts the output error by a tenth at least; otherwise it is undone. Every candidate is an ordinary TFLite model with QUANTIZE ops
    between the int8 and int16 parts, so TFLM runs it.
 The result is measured on the emulated core (instructions per inference, the generated C's arena).
 """
@@ -38,10 +39,14 @@ class MixedChoice:
     steps: list[dict] = field(default_factory=list)
 
 
-def _quality(float_graph: Graph, model: QuantizedModel, x: np.ndarray, labels) -> float:
-    report = assess_graphs(float_graph, model.graph, x, labels)
-    m = report.model
-    return m["relative_accuracy"] if m["relative_accuracy"] is not None else m["top1_agreement"]
+def _score(float_graph: Graph, model: QuantizedModel, x: np.ndarray, labels) -> tuple[float, float]:
+    """(quality, output MAE): accuracy relative to float where there are labels, else top-1 agreement."""
+    m = assess_graphs(float_graph, model.graph, x, labels).model
+    return m["relative_accuracy"] if m["relative_accuracy"] is not None else m["top1_agreement"], m["output_mae"]
+
+
+# A widening that leaves the quality where it was is kept only if it cuts the output error this much.
+ERROR_CUT = 0.9
 
 
 def _op_costs(model: QuantizedModel, target: str) -> dict[str, int]:
@@ -90,15 +95,18 @@ def choose_mixed(float_graph: Graph, calibration: np.ndarray, evaluation: np.nda
 
     order = sorted(candidates, key=lambda i: loss[i] / extra(i), reverse=True)
     widened, model = [], narrow
-    quality = _quality(float_graph, model, evaluation, labels)
-    steps = [{"widened": [], "quality": quality}]
+    quality, error = _score(float_graph, model, evaluation, labels)
+    steps = [{"widened": [], "quality": quality, "output_mae": error, "kept": True}]
     for index in order:
         if quality >= target:
             break
-        widened.append(index)
-        model = build(widened)
-        quality = _quality(float_graph, model, evaluation, labels)
-        steps.append({"widened": list(widened), "quality": quality})
+        trial = build(widened + [index])
+        trial_quality, trial_error = _score(float_graph, trial, evaluation, labels)
+        kept = trial_quality > quality or (trial_quality == quality and trial_error <= ERROR_CUT * error)
+        steps.append({"widened": widened + [index], "quality": trial_quality, "output_mae": trial_error,
+                      "kept": kept})
+        if kept:
+            widened, model, quality, error = widened + [index], trial, trial_quality, trial_error
     from microforge.codegen.validate import validate_target
 
     measured = validate_target(model.graph, profile_target, count=1)
