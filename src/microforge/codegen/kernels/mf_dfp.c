@@ -14,17 +14,20 @@
 #define MF_DFP_MAX_STEPS 34 /* the running shift grows from 0 to at most 25, one step at a time at least */
 
 /* x * 2^-shift: a rounding shift right (halves away from zero) for shift > 0, a saturating shift left
- * otherwise; in 64 bits, as the reference computes it. */
-static int32_t mf_dfp_shift_to(int32_t x, int32_t shift) {
+ * otherwise; as the reference computes it in 64 bits, here in 32 (gemmlowp's rounding divide is the same
+ * rounding) but for shifts beyond 31. */
+MF_INLINE int32_t mf_dfp_shift_to(int32_t x, int32_t shift) {
     if (shift > 0) {
+        if (shift <= 31) return mf_rounding_divide_by_pot(x, (int)shift);
         const int k = shift > 62 ? 62 : shift;
         const int64_t v = x;
         const int64_t half = ((int64_t)1 << k) >> 1;
         return (int32_t)((v + half - (v < 0 ? 1 : 0)) >> k);
     }
     const int k = -shift > 31 ? 31 : -shift;
-    const int64_t v = (int64_t)x * ((int64_t)1 << k);
-    return v > INT32_MAX ? INT32_MAX : (v < INT32_MIN ? INT32_MIN : (int32_t)v);
+    if (x > (INT32_MAX >> k)) return INT32_MAX;
+    if (x < (INT32_MIN >> k)) return INT32_MIN;
+    return (int32_t)((uint32_t)x << k);
 }
 
 /* ---- the segment rule ------------------------------------------------------------------------------ */
@@ -207,26 +210,34 @@ MF_INLINE void mf_dfp_segment(mf_dfp_rule *rule, int32_t index, const int32_t *a
 
 static void mf_dfp_take(mf_acc_sink *sink, const int32_t *acc, int32_t count) {
     mf_dfp_writer *w = (mf_dfp_writer *)(void *)sink;
+    /* each case its own copy of the loops, with the bias and the activation known */
+#define MF_DFP_SEGMENT(bias)                                                                               \
+    do {                                                                                                   \
+        if (w->activation == MF_DFP_RELU)                                                                  \
+            mf_dfp_segment(&w->rule, w->next, acc, bias, MF_DFP_RELU, 0, out, w->depth);                   \
+        else if (w->activation == MF_DFP_RELU6)                                                            \
+            mf_dfp_segment(&w->rule, w->next, acc, bias, MF_DFP_RELU6, w->six, out, w->depth);             \
+        else                                                                                               \
+            mf_dfp_segment(&w->rule, w->next, acc, bias, MF_DFP_NONE, 0, out, w->depth);                   \
+    } while (0)
     for (int32_t k = 0; k < count; ++k, acc += w->depth, ++w->next) {
         int8_t *const out = w->out + (w->last >= 0 ? w->last - w->next : w->next) * w->depth;
-        if (!w->bias)
-            mf_dfp_segment(&w->rule, w->next, acc, 0, w->activation, w->six, out, w->depth);
-        else if (w->activation == MF_DFP_RELU)
-            mf_dfp_segment(&w->rule, w->next, acc, w->bias, MF_DFP_RELU, 0, out, w->depth);
-        else if (w->activation == MF_DFP_RELU6)
-            mf_dfp_segment(&w->rule, w->next, acc, w->bias, MF_DFP_RELU6, w->six, out, w->depth);
+        if (w->bias)
+            MF_DFP_SEGMENT(w->bias);
         else
-            mf_dfp_segment(&w->rule, w->next, acc, w->bias, MF_DFP_NONE, 0, out, w->depth);
+            MF_DFP_SEGMENT((const int32_t *)0);
     }
+#undef MF_DFP_SEGMENT
 }
 
 /* For a single row: its accumulators take the bias aligned value by value (a few instructions more per
  * value, but no table of aligned biases as long as the row); acc is the writer's own scratch. */
 static void mf_dfp_take_aligning(mf_acc_sink *sink, const int32_t *acc, int32_t count) {
     mf_dfp_writer *w = (mf_dfp_writer *)(void *)sink;
-    int32_t *const a = (int32_t *)(uintptr_t)acc;
-    for (int32_t i = 0; i < w->depth * count; ++i)
-        a[i] = (int32_t)((uint32_t)a[i] + (uint32_t)mf_dfp_shift_to(w->raw_bias[i % w->depth], w->bias_shift));
+    int32_t *a = (int32_t *)(uintptr_t)acc;
+    for (int32_t k = 0; k < count; ++k, a += w->depth)
+        for (int32_t i = 0; i < w->depth; ++i)
+            a[i] = (int32_t)((uint32_t)a[i] + (uint32_t)mf_dfp_shift_to(w->raw_bias[i], w->bias_shift));
     mf_dfp_take(sink, acc, count);
 }
 
@@ -435,5 +446,11 @@ void mf_dfp_quantize(const float *in, int32_t count, int8_t *out, int32_t *out_e
 }
 
 void mf_dfp_dequantize(const int8_t *in, int32_t in_exponent, int32_t count, float *out) {
-    for (int32_t i = 0; i < count; ++i) out[i] = ldexpf((float)in[i], (int)-in_exponent);
+    if (in_exponent < -126 || in_exponent > 126) { /* 2^-e itself would leave the normal floats */
+        for (int32_t i = 0; i < count; ++i) out[i] = ldexpf((float)in[i], (int)-in_exponent);
+        return;
+    }
+    /* q * 2^-e rounds like ldexpf(q, -e): both are the exact product rounded once */
+    const float scale = ldexpf(1.0f, (int)-in_exponent);
+    for (int32_t i = 0; i < count; ++i) out[i] = (float)in[i] * scale;
 }
