@@ -233,6 +233,26 @@ def test_mixed_int8_int16_graph_runs_in_tflm_bit_exact():
     assert_tflm_agrees(model, x[8:])
 
 
+def test_a_widened_first_layer_reads_the_float_input_quantized_to_int16():
+    """With float input, the model's own QUANTIZE writes int16 when the layer reading the input is widened,
+    so that layer gets int16 precision, not int8 converted; TFLM runs it byte-identical to our interpreter."""
+    from microforge.robust.quantizer import Scheme, quantize_graph
+
+    float_graph = microforge.load(shared_model(FLOAT_MODELS["kws"]))
+    x = float_inputs(float_graph, 12)
+    first = float_graph.ops[0].index
+    model = quantize_graph(float_graph, x[:8], io="float", layer_schemes={first: Scheme.named("int16x8")})
+    graph = model.graph
+    assert graph.inputs[0].dtype == np.float32
+    assert graph.ops[0].type == "QUANTIZE" and graph.ops[0].outputs[0].dtype == np.int16
+    assert graph.ops[1].inputs[0] is graph.ops[0].outputs[0]  # no int8 step between
+    data = model.to_tflite()
+    batch = x[8:].reshape((4,) + float_graph.inputs[0].shape)
+    ours = microforge.run(microforge.load(data), x[8:])
+    theirs = tflm_run(data, [batch])[0]
+    assert_same(ours, theirs.reshape(ours.shape))
+
+
 def test_mixed_search_widens_layers_until_the_target_and_measures_the_result_on_qemu_m4():
     """An easy target keeps every layer int8; an unreachable one (inputs 4x the calibration range clip at the
     int8 input) tries every weight layer in turn and keeps only the widenings that help. Each result is

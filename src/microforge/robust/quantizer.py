@@ -309,6 +309,12 @@ class _Quantizer:
     def build(self) -> Graph:
         graph_inputs = []
         for t in self.graph.inputs:
+            if self.io == "float":
+                # The model quantizes its float input itself: to int16 when a layer reading it is widened
+                # (mixed), so that the layer sees int16 precision; int8 readers get it converted.
+                readers = [self.layer_schemes.get(op.index, self.base) for op in self.graph.ops
+                           if any(i is not None and i.index == t.index for i in op.inputs)]
+                self.scheme = max(readers + [self.base], key=lambda s: s.bits)
             scale, zero_point = self.activation_parameters(t)
             if self.io == "float":
                 float_in = self.new_tensor(t.name, t.shape, np.float32)
