@@ -168,7 +168,7 @@ def test_add_aligns_exponents_and_caps_the_shift():
     c = DynamicValue(np.array([[[20, 7, -128]], [[20, 7, -128]]], np.int8), np.array([5, 0]))
     out = kernel_for(op).fn(op, [a, c])
     for n in range(2):
-        ea = min(max(a.exponent[n], c.exponent[n]), min(a.exponent[n], c.exponent[n]) + 24)
+        ea = min(max(a.exponent[n], c.exponent[n]), min(a.exponent[n], c.exponent[n]) + 23)
 
         def moved(v, e):
             return round_half_away(Fraction(int(v)) * Fraction(2) ** int(ea - e))

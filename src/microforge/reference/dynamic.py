@@ -11,7 +11,7 @@ QUANTIZE (float32 in): m = max|x| over the tensor's finite values; with m = f * 
 CONV_2D, DEPTHWISE_CONV_2D, FULLY_CONNECTED: the accumulator has exponent ea = e_in + ew:
     A = sum(q_in * q_w) + bias aligned to ea (rounding shift right by eb - ea, or saturating shift left),
     in int32 with C's wrap-around. Fused RELU clamps A at 0; RELU6 also at round(6 * 2^ea).
-ADD: both inputs move to ea = min(max(e1, e2), min(e1, e2) + 24) (shift left, or rounding shift right),
+ADD: both inputs move to ea = min(max(e1, e2), min(e1, e2) + 23) (shift left, or rounding shift right),
     A is their sum; activations as above.
 From A to int8 (the same for every op with an accumulator): the output is cut into segments, each one
     pixel's channels or one row's features (the last axis), visited in memory order. Segment r needs shift
@@ -44,7 +44,7 @@ from microforge.reference.fixedpoint import INT32_MAX, INT32_MIN, rounding_divid
 from microforge.reference.registry import KERNELS, kernel
 
 EXPONENT_MIN, EXPONENT_MAX = -24, 40
-ADD_ALIGN_LIMIT = 24  # the most an ADD operand is shifted left: 127 * 2^24 keeps the sum inside int32
+ADD_ALIGN_LIMIT = 23  # the most an ADD operand is shifted left: 2 * 128 * 2^23 keeps the sum inside int32
 SOFTMAX_EXPONENTS = (-31, 25)
 
 

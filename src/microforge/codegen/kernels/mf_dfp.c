@@ -10,7 +10,7 @@
 
 #define MF_DFP_EXPONENT_MIN (-24)
 #define MF_DFP_EXPONENT_MAX 40
-#define MF_DFP_ADD_ALIGN_LIMIT 24
+#define MF_DFP_ADD_ALIGN_LIMIT 23
 #define MF_DFP_MAX_STEPS 34 /* the running shift grows from 0 to at most 25, one step at a time at least */
 
 /* x * 2^-shift: a rounding shift right (halves away from zero) for shift > 0, a saturating shift left
@@ -359,9 +359,15 @@ void mf_dfp_add(const int8_t *a, int32_t a_exponent, const int8_t *b, int32_t b_
     const mf_dfp_output o = {0, 0, 0, activation, depth, 0};
     mf_dfp_writer w;
     mf_dfp_writer_begin(&w, &o, ea, 0, out, count / depth);
+    const int32_t sa = a_exponent - ea, sb = b_exponent - ea;
     for (int32_t k = 0; k < count; k += depth) {
-        for (int32_t i = 0; i < depth; ++i)
-            scratch[i] = mf_dfp_shift_to(a[k + i], a_exponent - ea) + mf_dfp_shift_to(b[k + i], b_exponent - ea);
+        if (sa <= 0 && sb <= 0) { /* both shifted left (the usual case), by at most 23: no saturation */
+            for (int32_t i = 0; i < depth; ++i)
+                scratch[i] = (int32_t)(((uint32_t)a[k + i] << -sa) + ((uint32_t)b[k + i] << -sb));
+        } else {
+            for (int32_t i = 0; i < depth; ++i)
+                scratch[i] = mf_dfp_shift_to(a[k + i], sa) + mf_dfp_shift_to(b[k + i], sb);
+        }
         mf_dfp_take(&w.sink, scratch, 1);
     }
     *out_exponent = mf_dfp_writer_end(&w, ea);
