@@ -25,7 +25,10 @@ targets, where the requantization constants of the *_dsp kernels are proven exac
   DEPTHWISE_CONV_2D 3x3, multiplier 1,   -> mf_dwconv_3x3_s8_dsp (SMLABB/SMLATT, int16 weights scaled by
     channels a multiple of 4                2^L, taps in assembly)
 with weights re-laid-out here (a stream of int32 words of int8 weights and requantization constants,
-dsp_stream; int16 pairs for the depthwise).
+dsp_stream; int16 pairs for the depthwise). Where the short requantization is not provably exact (a bias
+near 2^30, as trained models' near-dead channels have), the same SMLAD loops run in accumulator mode and
+mf_fc_s8_exact_dsp, mf_conv_s8_exact_dsp and mf_dwconv_3x3_s8_exact_dsp requantize in full
+(accumulator_*: the layers' parameters, shared with dynamic fixed point, ops/dfp.py).
 float32 (float weights, or hybrid int8 weights dequantized here): mf_conv_f32 (depthwise as one group per
 channel) / mf_fc_f32.
 """
