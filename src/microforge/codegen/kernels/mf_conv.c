@@ -537,21 +537,30 @@ __asm__(
     "    mf_mm_cols4 mf_mm_cols4_int8_acc, 2, 1, 1\n"
     "    mf_mm_cols4 mf_mm_cols4x2_int8_acc, 2, 2, 1\n");
 
-typedef void mf_mm_kernel(const int32_t *stream, const mf_mm_job *job);
-
 MF_INLINE void mf_mm_rows4(const int32_t *stream, const mf_mm_job *job, int mode) {
-    static mf_mm_kernel *const kernels[2][3] = {{mf_mm_rows4_clamp, mf_mm_rows4_full, mf_mm_rows4_acc},
-                                                {mf_mm_rows4x2_clamp, mf_mm_rows4x2_full, mf_mm_rows4x2_acc}};
-    kernels[job->x2][mode](stream, job);
+    const int full_range = mode == MF_MM_FULL; /* mode is a constant where this is inlined */
+    if (mode == MF_MM_ACC)
+        (job->x2 ? mf_mm_rows4x2_acc : mf_mm_rows4_acc)(stream, job);
+    else if (job->x2)
+        (full_range ? mf_mm_rows4x2_full : mf_mm_rows4x2_clamp)(stream, job);
+    else
+        (full_range ? mf_mm_rows4_full : mf_mm_rows4_clamp)(stream, job);
 }
 
 MF_INLINE void mf_mm_cols4(const int32_t *stream, const mf_mm_job *job, int mode, int narrow) {
-    static mf_mm_kernel *const kernels[2][2][3] = {
-        {{mf_mm_cols4_clamp, mf_mm_cols4_full, mf_mm_cols4_acc},
-         {mf_mm_cols4x2_clamp, mf_mm_cols4x2_full, mf_mm_cols4x2_acc}},
-        {{mf_mm_cols4_int8_clamp, mf_mm_cols4_int8_full, mf_mm_cols4_int8_acc},
-         {mf_mm_cols4x2_int8_clamp, mf_mm_cols4x2_int8_full, mf_mm_cols4x2_int8_acc}}};
-    kernels[narrow][job->x2][mode](stream, job);
+    const int full_range = mode == MF_MM_FULL;
+    if (mode == MF_MM_ACC && narrow)
+        (job->x2 ? mf_mm_cols4x2_int8_acc : mf_mm_cols4_int8_acc)(stream, job);
+    else if (mode == MF_MM_ACC)
+        (job->x2 ? mf_mm_cols4x2_acc : mf_mm_cols4_acc)(stream, job);
+    else if (narrow && job->x2)
+        (full_range ? mf_mm_cols4x2_int8_full : mf_mm_cols4x2_int8_clamp)(stream, job);
+    else if (narrow)
+        (full_range ? mf_mm_cols4_int8_full : mf_mm_cols4_int8_clamp)(stream, job);
+    else if (job->x2)
+        (full_range ? mf_mm_cols4x2_full : mf_mm_cols4x2_clamp)(stream, job);
+    else
+        (full_range ? mf_mm_cols4_full : mf_mm_cols4_clamp)(stream, job);
 }
 #else
 /* The same kernels in portable C (their reference, and what host builds of the *_dsp kernels run). */
