@@ -1,5 +1,13 @@
-"""Out-of-distribution detection (issue 11, in progress): metrics as OpenOOD computes them."""
+"""Out-of-distribution detection (in progress): detectors on a classifier's logits and features, and the
+metrics as OpenOOD computes them.
 
+    from microforge.robust import ood
+    energy = ood.detector("energy").fit("model.tflite", in_distribution_inputs)
+    metrics = ood.ood_metrics(energy.score(id_test), energy.score(ood_inputs))   # auroc, fpr_at_tpr95, ...
+"""
+
+from microforge.robust.ood.detectors import DETECTORS, Detector, detector, features_tensor, logits_tensor
 from microforge.robust.ood.metrics import OODMetrics, expected_calibration_error, ood_metrics, threshold_at_tpr
 
-__all__ = ["OODMetrics", "ood_metrics", "threshold_at_tpr", "expected_calibration_error"]
+__all__ = ["DETECTORS", "Detector", "detector", "features_tensor", "logits_tensor", "OODMetrics", "ood_metrics",
+           "threshold_at_tpr", "expected_calibration_error"]

@@ -1,0 +1,187 @@
+"""Out-of-distribution detectors on a classifier's logits and penultimate features (reference side).
+
+Each detector has fit(model, in_distribution_inputs, labels=None) and score(x): higher = more likely OOD.
+The model is any classifier microforge runs (float, int8, int16x8): its logits are the input of its final
+SOFTMAX (or its output when it has none), its features the input of the FULLY_CONNECTED that makes the
+logits, both taken from the reference interpreter and dequantized. fit also sets `threshold`, the score
+that keeps 95% of the fitting data (flag: score > threshold), as a deployed detector uses it.
+
+- msp: -max softmax(logits) (Hendrycks & Gimpel's maximum softmax probability);
+- maxlogit: -max logit;
+- energy: -T * logsumexp(logits / T), temperature T (1 by default);
+- mahalanobis: min over classes c of (f - mu_c)' S^-1 (f - mu_c) on the features, with the class means mu_c
+  and the covariance S tied across classes (labels if given, else the model's own predictions):
+  full S, its diagonal, or its leading `rank` eigenvectors (the rest of the space at their mean variance).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from microforge.errors import InputError, ModelError
+from microforge.graph.ir import Graph, Tensor
+from microforge.reference.interpreter import run
+from microforge.robust.assess import probe_graph
+from microforge.robust.data import load_model
+from microforge.robust.ood.metrics import threshold_at_tpr
+
+PASSING_OPS = ("DEQUANTIZE", "RESHAPE", "SQUEEZE", "QUANTIZE")  # ops between the logits and the output
+
+
+def _producer(graph: Graph, t: Tensor):
+    return next((op for op in graph.ops if any(o is t for o in op.outputs)), None)
+
+
+def logits_tensor(graph: Graph) -> Tensor:
+    """The tensor of the classifier's logits: what its final SOFTMAX reads, or its output."""
+    op = _producer(graph, graph.outputs[0])
+    while op is not None and op.type in PASSING_OPS:
+        op = _producer(graph, op.inputs[0])
+    return op.inputs[0] if op is not None and op.type == "SOFTMAX" else graph.outputs[0]
+
+
+def features_tensor(graph: Graph) -> Tensor:
+    """The penultimate features: the input of the FULLY_CONNECTED that makes the logits."""
+    t = logits_tensor(graph)
+    op = _producer(graph, t)
+    while op is not None and op.type in PASSING_OPS:
+        t = op.inputs[0]
+        op = _producer(graph, t)
+    if op is None or op.type != "FULLY_CONNECTED":
+        raise ModelError(f"the model has no penultimate feature layer: its logits '{t.name}' come from "
+                         f"{'the input' if op is None else op.where}, not a FULLY_CONNECTED")
+    return op.inputs[0]
+
+
+def _real(t: Tensor, v: np.ndarray) -> np.ndarray:
+    v = v.reshape(len(v), -1)
+    if t.dtype == np.float32:
+        return v.astype(np.float64)
+    return (v.astype(np.float64) - t.zero_point) * float(t.scale)
+
+
+def activations(graph: Graph, x: np.ndarray, tensors: list[Tensor]) -> list[np.ndarray]:
+    """Dequantized (N, size) values of `tensors` for the inputs x, by the reference interpreter."""
+    probe = probe_graph(graph, tensors)
+    outputs = run(probe, x)
+    outputs = outputs if isinstance(outputs, list) else [outputs]
+    by_index = {t.index: v for t, v in zip(probe.outputs, outputs)}
+    return [_real(t, by_index[t.index]) for t in tensors]
+
+
+def _logsumexp(z: np.ndarray) -> np.ndarray:
+    top = z.max(axis=1, keepdims=True)
+    return (top + np.log(np.exp(z - top).sum(axis=1, keepdims=True)))[:, 0]
+
+
+class Detector:
+    name = "detector"
+
+    def __init__(self):
+        self.graph: Graph | None = None
+        self.threshold: float | None = None
+
+    def fit(self, model, inputs: np.ndarray, labels=None) -> "Detector":
+        self.graph = load_model(model)
+        inputs = np.asarray(inputs)
+        if len(inputs) == 0:
+            raise InputError(f"{self.name}: no in-distribution inputs to fit on")
+        self._fit(inputs, labels)
+        self.threshold = threshold_at_tpr(self.score(inputs))
+        return self
+
+    def _fit(self, inputs: np.ndarray, labels) -> None:
+        pass
+
+    def score(self, x: np.ndarray) -> np.ndarray:
+        if self.graph is None:
+            raise InputError(f"{self.name}: fit the detector before scoring")
+        return self._score(np.asarray(x))
+
+    def flags(self, x: np.ndarray) -> np.ndarray:
+        return self.score(x) > self.threshold
+
+
+class LogitDetector(Detector):
+    def logits(self, x: np.ndarray) -> np.ndarray:
+        return activations(self.graph, x, [logits_tensor(self.graph)])[0]
+
+
+class MaxSoftmax(LogitDetector):
+    name = "msp"
+
+    def _score(self, x):
+        z = self.logits(x)
+        return -np.exp(z.max(axis=1) - _logsumexp(z))
+
+
+class MaxLogit(LogitDetector):
+    name = "maxlogit"
+
+    def _score(self, x):
+        return -self.logits(x).max(axis=1)
+
+
+class Energy(LogitDetector):
+    name = "energy"
+
+    def __init__(self, temperature: float = 1.0):
+        super().__init__()
+        if not temperature > 0:
+            raise InputError(f"energy: the temperature must be positive, not {temperature}")
+        self.temperature = float(temperature)
+
+    def _score(self, x):
+        return -self.temperature * _logsumexp(self.logits(x) / self.temperature)
+
+
+class Mahalanobis(Detector):
+    name = "mahalanobis"
+    FORMS = ("full", "diagonal", "low-rank")
+
+    def __init__(self, form: str = "full", rank: int = 8, ridge: float = 1e-6):
+        super().__init__()
+        if form not in self.FORMS:
+            raise InputError(f"mahalanobis: form '{form}' is not one of {', '.join(self.FORMS)}")
+        self.form, self.rank, self.ridge = form, int(rank), float(ridge)
+
+    def _features_and_logits(self, x):
+        return activations(self.graph, x, [features_tensor(self.graph), logits_tensor(self.graph)])
+
+    def _fit(self, inputs, labels):
+        features, logits = self._features_and_logits(inputs)
+        classes = np.asarray(labels).reshape(-1) if labels is not None else logits.argmax(axis=1)
+        if len(classes) != len(features):
+            raise InputError(f"mahalanobis: {len(classes)} labels for {len(features)} inputs")
+        present = np.unique(classes)
+        self.means = np.stack([features[classes == c].mean(axis=0) for c in present])
+        centred = features - self.means[np.searchsorted(present, classes)]
+        cov = centred.T @ centred / len(features)
+        scale = float(np.trace(cov)) / len(cov) or 1.0
+        cov = cov + self.ridge * scale * np.eye(len(cov))  # a singular covariance still inverts
+        if self.form == "diagonal":
+            self.precision = np.diag(1.0 / np.diag(cov))
+        elif self.form == "full":
+            self.precision = np.linalg.inv(cov)
+        else:
+            values, vectors = np.linalg.eigh(cov)
+            keep = min(self.rank, len(values))
+            top_values, top_vectors = values[-keep:], vectors[:, -keep:]
+            rest = (np.trace(cov) - top_values.sum()) / max(1, len(values) - keep)
+            rest = rest if rest > 0 else top_values.min()
+            self.precision = (top_vectors / top_values) @ top_vectors.T + (np.eye(len(cov)) - top_vectors @
+                                                                           top_vectors.T) / rest
+
+    def _score(self, x):
+        features, _ = self._features_and_logits(x)
+        d = features[:, None, :] - self.means[None]  # (N, classes, F)
+        return np.einsum("ncf,fg,ncg->nc", d, self.precision, d).min(axis=1)
+
+
+DETECTORS = {"msp": MaxSoftmax, "maxlogit": MaxLogit, "energy": Energy, "mahalanobis": Mahalanobis}
+
+
+def detector(name: str, **options) -> Detector:
+    if name not in DETECTORS:
+        raise InputError(f"detector '{name}' is not one of {', '.join(DETECTORS)}")
+    return DETECTORS[name](**options)
