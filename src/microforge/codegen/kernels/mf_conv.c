@@ -13,19 +13,6 @@ MF_INLINE int8_t mf_conv_out_s8(const mf_requant_s8 *q, int32_t oc, int32_t sum)
     return (int8_t)(acc + q->output_offset);
 }
 
-/* (a * b + 2^31) >> 32: SMMULR on Cortex-M4/M7. */
-#if defined(__ARM_FEATURE_DSP)
-MF_INLINE int32_t mf_conv_smmulr(int32_t a, int32_t b) {
-    int32_t r;
-    __asm__("smmulr %0, %1, %2" : "=r"(r) : "r"(a), "r"(b));
-    return r;
-}
-#else
-MF_INLINE int32_t mf_conv_smmulr(int32_t a, int32_t b) {
-    return (int32_t)(((int64_t)a * b + ((int64_t)1 << 31)) >> 32);
-}
-#endif
-
 /* mf_conv_out_s8 with the constants f = q->fq + 6 * oc (see mf_requant_s8.fq; the generator proved that
  * nothing overflows here); lo, hi = act_min, act_max and off = output_offset. */
 MF_INLINE int8_t mf_conv_fast_out(const int32_t *f, int32_t sum, int32_t lo, int32_t hi, int32_t off) {

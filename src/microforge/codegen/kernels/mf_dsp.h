@@ -1,4 +1,4 @@
-/* Dual 16-bit MAC primitives of the Cortex-M DSP extension (SXTB16, SMLAD, SMLABB, SMLATT), or a host
+/* Primitives of the Cortex-M DSP extension (SXTB16, SMLAD, SMLABB, SMLATT, SMMULR, PKHBT/PKHTB), or a host
  * emulation of them, for the generated kernels (mf_conv.c, mf_s16.c). MF_CONV_DSP is defined when the
  * kernels take their DSP paths: on cores with the extension, and on any host with MF_CONV_EMULATE_DSP
  * (for tests: the same integers). */
@@ -68,6 +68,19 @@ MF_INLINE int32_t mf_conv_sxtb16_ror8(int32_t x) {
     int32_t out;
     memcpy(&out, &r, sizeof out);
     return mf_conv_sxtb16(out);
+}
+#endif
+
+/* (a * b + 2^31) >> 32: SMMULR on Cortex-M4/M7. */
+#if defined(__ARM_FEATURE_DSP)
+MF_INLINE int32_t mf_conv_smmulr(int32_t a, int32_t b) {
+    int32_t r;
+    __asm__("smmulr %0, %1, %2" : "=r"(r) : "r"(a), "r"(b));
+    return r;
+}
+#else
+MF_INLINE int32_t mf_conv_smmulr(int32_t a, int32_t b) {
+    return (int32_t)(((int64_t)a * b + ((int64_t)1 << 31)) >> 32);
 }
 #endif
 
