@@ -23,7 +23,8 @@ From A to int8 (the same for every op with an accumulator): the output is cut in
     A DEPTHWISE_CONV_2D marked dynamic_reverse (frontend.schema.REVERSE_OPTION) visits its segments from
     the last to the first, the same rule in that order: its C then runs backward over the input, so that
     its output can be planned over the upper part of its input, as TFLM-style int8 kernels alternate.
-AVERAGE_POOL_2D, MAX_POOL_2D, MEAN, PAD (with zeros), RESHAPE: TFLM's integer arithmetic on q; the exponent passes through.
+AVERAGE_POOL_2D, MAX_POOL_2D, MEAN, PAD (with zeros), RESHAPE: TFLM's integer arithmetic on q; the
+    exponent passes through.
 SOFTMAX: TFLM's int8 softmax with input scale 2^-e, e clamped to the range where TFLM has a multiplier
     for beta * 2^-e (for beta = 1: -3 to 25); its output is static int8 (1/256, -128).
 DEQUANTIZE: float32(q * 2^-e), exact.
@@ -189,10 +190,15 @@ def weighted(op: Op, args: list) -> DynamicValue:
         aligned = shift_to(bias.data.astype(np.int64)[None, :], power_of_two_exponent(op, bias, "bias")
                            - exponent[:, None])
         acc = wrap_int32(acc + aligned.reshape((len(acc),) + (1,) * (acc.ndim - 2) + (-1,)))
+    return to_int8(_fused_clamp(op, acc, exponent), exponent, visits_in_reverse(op))
+
+
+def visits_in_reverse(op: Op) -> bool:
+    """Whether the op visits its output segments from the last to the first (REVERSE_OPTION)."""
     reverse = bool(op.options.get(REVERSE_OPTION))
     if reverse and op.type != "DEPTHWISE_CONV_2D":
         raise ModelError(f"{op.where}: only a DEPTHWISE_CONV_2D may visit its segments in reverse")
-    return to_int8(_fused_clamp(op, acc, exponent), exponent, reverse)
+    return reverse
 
 
 @kernel("ADD", dtypes=("int8",), dynamic=True)

@@ -13,11 +13,10 @@ from microforge.codegen.lowering import LOWERINGS, Call, EmitContext, lowering
 from microforge.codegen.ops import conv
 from microforge.codegen.ops.activations import softmax_parameters, struct_name
 from microforge.errors import ModelError, UnsupportedError
-from microforge.frontend.schema import REVERSE_OPTION
 from microforge.graph.ir import Op
 from microforge.reference.checks import constant_data, fully_connected_geometry
 from microforge.reference.conv import window
-from microforge.reference.dynamic import _with_scale, power_of_two_exponent, softmax_exponents
+from microforge.reference.dynamic import _with_scale, power_of_two_exponent, softmax_exponents, visits_in_reverse
 
 SOURCES = ("mf_dfp.c", "mf_conv.c", "mf_activations.c")  # mf_dfp.c calls mf_conv.c's accumulator kernels and
 # the int8 softmax of mf_activations.c
@@ -40,15 +39,7 @@ def _output(op: Op, ctx: EmitContext, depth: int) -> str:
         bias=ctx.tensor(bias) if bias is not None else "0",
         weight_exponent=power_of_two_exponent(op, w, "weights"),
         bias_exponent=power_of_two_exponent(op, bias, "bias") if bias is not None else 0,
-        activation=_activation(op), depth=depth, reverse=int(_reverse(op))))
-
-
-def _reverse(op: Op) -> bool:
-    """Whether the op visits its segments from the last to the first (reference/dynamic.py)."""
-    reverse = bool(op.options.get(REVERSE_OPTION))
-    if reverse and op.type != "DEPTHWISE_CONV_2D":
-        raise ModelError(f"{op.where}: only a DEPTHWISE_CONV_2D may visit its segments in reverse")
-    return reverse
+        activation=_activation(op), depth=depth, reverse=int(visits_in_reverse(op))))
 
 
 def _call(kernel: str, output: str, params: str, op: Op, ctx: EmitContext, scratch_bytes: int,
@@ -84,7 +75,7 @@ def _dsp_conv(op: Op, ctx: EmitContext, w_data: np.ndarray, win) -> Call:
 def _dsp_depthwise(op: Op, ctx: EmitContext, w_data: np.ndarray, win) -> Call:
     x, out = op.inputs[0], op.outputs[0]
     # the kernel runs in the order the rule visits the segments: backward for a reversed op
-    direction = "backward" if _reverse(op) else "forward"
+    direction = "backward" if visits_in_reverse(op) else "forward"
     layer = conv.accumulator_depthwise(ctx, struct_name(op, "dfp"), x, out, win, w_data, "{ 0 }", 0, direction)
     return _call("mf_dfp_dwconv_3x3_dsp", _output(op, ctx, x.shape[3]), layer.params, op, ctx,
                  4 * x.shape[3] + layer.acc_bytes, notes=layer.notes, overlaps=layer.overlaps)
