@@ -133,3 +133,48 @@ def test_bad_use_gets_our_errors():
         ood.detector("mahalanobis").fit(b.build(), np.zeros((3, 1, 4), np.float32))
     with pytest.raises(InputError, match="3 labels for 5 inputs"):
         ood.detector("mahalanobis").fit(graph, np.zeros((5, 1, 6), np.float32), labels=[0, 1, 2])
+
+
+@pytest.mark.parametrize("name,options", [("msp", {}), ("energy", {"temperature": 3.0}),
+                                          ("mahalanobis", {"form": "low-rank", "rank": 3})])
+def test_a_saved_detector_scores_the_same_and_only_for_its_model(tmp_path, name, options):
+    graph, _ = classifier(5)
+    other, _ = classifier(6)
+    rng = np.random.default_rng(5)
+    x = rng.normal(size=(80, 1, 6)).astype(np.float32)
+    fitted = ood.detector(name, **options).fit(graph, x)
+    path = tmp_path / "detector.json"
+    fitted.save(path)
+    loaded = ood.load_detector(path, graph)
+    assert type(loaded) is type(fitted) and loaded.threshold == fitted.threshold
+    np.testing.assert_array_equal(loaded.score(x[:10]), fitted.score(x[:10]))
+    with pytest.raises(InputError, match="fitted on another model"):
+        ood.load_detector(path, other)
+
+
+def test_broken_detector_files_are_refused_by_name(tmp_path):
+    graph, _ = classifier()
+    path = tmp_path / "d.json"
+    path.write_text("{not json")
+    with pytest.raises(InputError, match="not a readable detector file"):
+        ood.load_detector(path, graph)
+    path.write_text('{"detector": "msp"}')
+    with pytest.raises(InputError, match="not a microforge OOD detector file"):
+        ood.load_detector(path, graph)
+    good = tmp_path / "good.json"
+    ood.detector("mahalanobis").fit(graph, np.random.default_rng(0).normal(size=(40, 1, 6)).astype(np.float32)).save(good)
+    import json
+    saved = json.loads(good.read_text())
+    saved["state"]["means"] = [[0.0, 1.0]]
+    path.write_text(json.dumps(saved))
+    with pytest.raises(InputError, match="do not fit the model's 10 features"):
+        ood.load_detector(path, graph)
+    saved = json.loads(good.read_text())
+    saved["options"] = {"colour": "blue"}
+    path.write_text(json.dumps(saved))
+    with pytest.raises(InputError, match="do not fit detector 'mahalanobis'"):
+        ood.load_detector(path, graph)
+    saved["options"], saved["threshold"] = {}, float("nan")
+    path.write_text(json.dumps(saved))
+    with pytest.raises(InputError, match="threshold"):
+        ood.load_detector(path, graph)

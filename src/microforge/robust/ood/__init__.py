@@ -6,8 +6,9 @@ metrics as OpenOOD computes them.
     metrics = ood.ood_metrics(energy.score(id_test), energy.score(ood_inputs))   # auroc, fpr_at_tpr95, ...
 """
 
-from microforge.robust.ood.detectors import DETECTORS, Detector, detector, features_tensor, logits_tensor
+from microforge.robust.ood.detectors import (DETECTORS, Detector, detector, features_tensor, load_detector,
+                                            logits_tensor)
 from microforge.robust.ood.metrics import OODMetrics, expected_calibration_error, ood_metrics, threshold_at_tpr
 
-__all__ = ["DETECTORS", "Detector", "detector", "features_tensor", "logits_tensor", "OODMetrics", "ood_metrics",
+__all__ = ["DETECTORS", "Detector", "detector", "load_detector", "features_tensor", "logits_tensor", "OODMetrics", "ood_metrics",
            "threshold_at_tpr", "expected_calibration_error"]

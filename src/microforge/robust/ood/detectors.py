@@ -16,9 +16,14 @@ that keeps 95% of the fitting data (flag: score > threshold), as a deployed dete
 
 from __future__ import annotations
 
+import hashlib
+import json
+from pathlib import Path
+
 import numpy as np
 
 from microforge.errors import InputError, ModelError
+from microforge.frontend.writer import write_tflite
 from microforge.graph.ir import Graph, Tensor
 from microforge.reference.interpreter import run
 from microforge.robust.assess import probe_graph
@@ -74,12 +79,37 @@ def _logsumexp(z: np.ndarray) -> np.ndarray:
     return (top + np.log(np.exp(z - top).sum(axis=1, keepdims=True)))[:, 0]
 
 
+def model_digest(graph: Graph) -> str:
+    """sha256 of the model as microforge writes it: a detector file names the model it was fitted on."""
+    return hashlib.sha256(write_tflite(graph)).hexdigest()
+
+
 class Detector:
     name = "detector"
+    FILE_VERSION = 1
 
     def __init__(self):
         self.graph: Graph | None = None
         self.threshold: float | None = None
+
+    def options(self) -> dict:
+        """The constructor's arguments, as save() writes them."""
+        return {}
+
+    def state(self) -> dict:
+        """What fit learned besides the threshold (arrays as nested lists)."""
+        return {}
+
+    def load_state(self, state: dict) -> None:
+        pass
+
+    def save(self, path) -> None:
+        """A JSON file: the detector, its options, what it learned, its threshold and the model's sha256."""
+        if self.graph is None:
+            raise InputError(f"{self.name}: fit the detector before saving it")
+        Path(path).write_text(json.dumps({
+            "microforge_ood_detector": self.FILE_VERSION, "detector": self.name, "options": self.options(),
+            "threshold": self.threshold, "model_sha256": model_digest(self.graph), "state": self.state()}) + "\n")
 
     def fit(self, model, inputs: np.ndarray, labels=None) -> "Detector":
         self.graph = load_model(model)
@@ -131,6 +161,9 @@ class Energy(LogitDetector):
             raise InputError(f"energy: the temperature must be positive, not {temperature}")
         self.temperature = float(temperature)
 
+    def options(self) -> dict:
+        return {"temperature": self.temperature}
+
     def _score(self, x):
         return -self.temperature * _logsumexp(self.logits(x) / self.temperature)
 
@@ -144,6 +177,21 @@ class Mahalanobis(Detector):
         if form not in self.FORMS:
             raise InputError(f"mahalanobis: form '{form}' is not one of {', '.join(self.FORMS)}")
         self.form, self.rank, self.ridge = form, int(rank), float(ridge)
+
+    def options(self) -> dict:
+        return {"form": self.form, "rank": self.rank, "ridge": self.ridge}
+
+    def state(self) -> dict:
+        return {"means": self.means.tolist(), "precision": self.precision.tolist()}
+
+    def load_state(self, state: dict) -> None:
+        means = np.asarray(state.get("means"), dtype=np.float64)
+        precision = np.asarray(state.get("precision"), dtype=np.float64)
+        features = int(np.prod(features_tensor(self.graph).shape[1:]))
+        if means.ndim != 2 or means.shape[1] != features or precision.shape != (features, features):
+            raise InputError(f"mahalanobis: the file's class means {list(means.shape)} and precision "
+                             f"{list(precision.shape)} do not fit the model's {features} features")
+        self.means, self.precision = means, precision
 
     def _features_and_logits(self, x):
         return activations(self.graph, x, [features_tensor(self.graph), logits_tensor(self.graph)])
@@ -185,3 +233,31 @@ def detector(name: str, **options) -> Detector:
     if name not in DETECTORS:
         raise InputError(f"detector '{name}' is not one of {', '.join(DETECTORS)}")
     return DETECTORS[name](**options)
+
+
+def load_detector(path, model) -> Detector:
+    """A detector saved by Detector.save, for `model`: refused, naming why, if the file is not a detector
+    file or was fitted on another model."""
+    try:
+        saved = json.loads(Path(path).read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise InputError(f"{path}: not a readable detector file ({type(exc).__name__}: {exc})") from None
+    if not isinstance(saved, dict) or saved.get("microforge_ood_detector") != Detector.FILE_VERSION:
+        raise InputError(f"{path}: not a microforge OOD detector file (version {Detector.FILE_VERSION})")
+    graph = load_model(model)
+    if saved.get("model_sha256") != model_digest(graph):
+        raise InputError(f"{path}: the detector was fitted on another model (sha256 "
+                         f"{str(saved.get('model_sha256'))[:12]}..., this model {model_digest(graph)[:12]}...)")
+    options = saved.get("options")
+    if not isinstance(options, dict):
+        raise InputError(f"{path}: its options are not a table")
+    try:
+        found = detector(str(saved.get("detector")), **options)
+    except TypeError as exc:
+        raise InputError(f"{path}: options {sorted(options)} do not fit detector '{saved.get('detector')}'") from exc
+    threshold = saved.get("threshold")
+    if not isinstance(threshold, (int, float)) or not np.isfinite(threshold):
+        raise InputError(f"{path}: its threshold {threshold!r} is not a finite number")
+    found.graph, found.threshold = graph, float(threshold)
+    found.load_state(saved.get("state") or {})
+    return found
