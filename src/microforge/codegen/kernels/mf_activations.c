@@ -50,16 +50,6 @@ static int32_t mf_one_over_one_plus_x(int32_t a) {
     return mf_multiply_by_pot(x, 1);
 }
 
-MF_INLINE int mf_count_leading_zeros32(uint32_t x) {
-#if defined(__GNUC__)
-    return x == 0 ? 32 : __builtin_clz(x);
-#else
-    int n = 0;
-    if (x == 0) return 32;
-    while (!(x & 0x80000000u)) { x <<= 1; ++n; }
-    return n;
-#endif
-}
 
 void mf_softmax_s8(const mf_softmax_s8_params *p, const int8_t *in, int8_t *out) {
     const int32_t *table = p->exp_table;
@@ -152,12 +142,6 @@ MF_INLINE int32_t mf_lut_lookup_s16(const int16_t *table, int32_t value) {
     return mf_wrap_i16(base + step);
 }
 
-MF_INLINE int32_t mf_leading_zeros_u32(uint32_t x) {
-    int32_t n = 0;
-    while (n < 32 && !(x & 0x80000000u)) { x <<= 1; ++n; }
-    return n;
-}
-
 void mf_softmax_s16(const mf_softmax_s16_params *p, const int16_t *in, int16_t *out) {
     for (int32_t r = 0; r < p->rows; ++r, in += p->depth, out += p->depth) {
         int32_t max = -32768;
@@ -169,7 +153,7 @@ void mf_softmax_s16(const mf_softmax_s16_params *p, const int16_t *in, int16_t *
             out[i] = (int16_t)e; /* kept until the sum is known (each out[i] is written after in[i] is read) */
             total += e;
         }
-        const int32_t headroom_plus_one = mf_leading_zeros_u32((uint32_t)total);
+        const int32_t headroom_plus_one = mf_count_leading_zeros32((uint32_t)total);
         /* total << (headroom_plus_one - 1) is below 2^31: shifted, below 2^17, fits int32 */
         const int32_t shifted = (int32_t)(((((int64_t)total) << (headroom_plus_one - 1)) + (1 << 13)) >> 14);
         const int32_t reciprocal = mf_lut_lookup_s16(

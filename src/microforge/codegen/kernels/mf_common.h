@@ -62,6 +62,27 @@ MF_INLINE int32_t mf_smmlar(int32_t a, int32_t b, int32_t acc) {
 }
 #endif
 
+/* Leading zero bits of x (32 for 0). */
+MF_INLINE int mf_count_leading_zeros32(uint32_t x) {
+#if defined(__GNUC__)
+    return x == 0 ? 32 : __builtin_clz(x);
+#else
+    int n = 0;
+    if (x == 0) return 32;
+    while (!(x & 0x80000000u)) { x <<= 1; ++n; }
+    return n;
+#endif
+}
+
+/* d rounded half away from zero, in float32 alone (Cortex-M4/M7 have no double-precision FPU), for
+ * |d| < 2^31: with t = (int)|d|, |d| - t is exact in float and floor(|d| + 0.5) = t + (|d| - t >= 0.5). */
+MF_INLINE int32_t mf_round_half_away_f32(float d) {
+    const float magnitude = d < 0.0f ? -d : d;
+    const int32_t whole = (int32_t)magnitude;
+    const int32_t rounded = whole + (magnitude - (float)whole >= 0.5f ? 1 : 0);
+    return d < 0.0f ? -rounded : rounded;
+}
+
 /* The taps (ky, kx) of output pixel (oy, ox) that lie inside the input, in kernel order, for any params
  * struct p with the window fields (kh, kw, stride_*, dilation_*, pad_top, pad_left, in_h, in_w): the body
  * runs with ky, kx, iy, ix set. The portable kernels that skip outside taps (their zero point is 0) share it. */

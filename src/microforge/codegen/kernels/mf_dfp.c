@@ -201,7 +201,7 @@ MF_INLINE void mf_dfp_segment(mf_dfp_rule *rule, int32_t index, const int32_t *a
             out[i] = mf_dfp_int8(mf_rounding_divide_by_pot(v, (int)s));
         }
     }
-    const int32_t need = m ? mf_max_i32(0, 32 - __builtin_clz(m) - 7) : 0;
+    const int32_t need = mf_max_i32(0, 32 - mf_count_leading_zeros32(m) - 7); /* bits(m) - 7 */
     if (need <= s) return;
     mf_dfp_rule_grow(rule, index, need);
     for (int32_t i = 0; i < len; ++i)
@@ -442,11 +442,7 @@ void mf_dfp_quantize(const float *in, int32_t count, int8_t *out, int32_t *out_e
         float v = in[i] * scale; /* exact: a power of two */
         if (v != v) v = 0.0f;   /* NaN reads as 0 */
         v = v > 127.0f ? 127.0f : (v < -128.0f ? -128.0f : v); /* clamping first rounds the same */
-        /* round half away from zero in float32 alone: |v| - (int)|v| is exact */
-        const float magnitude = v < 0.0f ? -v : v;
-        const int32_t whole = (int32_t)magnitude;
-        const int32_t rounded = whole + (magnitude - (float)whole >= 0.5f ? 1 : 0);
-        out[i] = (int8_t)(v < 0.0f ? -rounded : rounded);
+        out[i] = (int8_t)mf_round_half_away_f32(v);
     }
     *out_exponent = e;
 }

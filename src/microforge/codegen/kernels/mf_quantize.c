@@ -6,19 +6,14 @@ void mf_lut_s8_f32(const float table[256], const int8_t *in, float *out, int32_t
 }
 
 /* TFLM's AffineQuantize before the zero point: in / scale in float32, rounded half away from zero (TFLM
- * rounds the float in double: floor(|d| + 0.5) with d's sign). Computed in float32 alone, which gives the
- * same integer (Cortex-M4/M7 have no double-precision FPU): with t = (int)|d|, |d| - t is exact in float,
- * and floor(|d| + 0.5) = t + (|d| - t >= 0.5). NaN becomes 0; beyond +-2^20 (far outside int16 whatever
- * the zero point) it saturates, which also keeps the cast to int32 defined. */
+ * rounds the float in double: floor(|d| + 0.5) with d's sign; mf_round_half_away_f32 gives the same
+ * integer). NaN becomes 0; beyond +-2^20 (far outside int16 whatever the zero point) it saturates. */
 static int32_t mf_round_scaled(float value, float scale) {
     const float d = value / scale; /* float32 division, as TFLM */
     if (d != d) return 0;
     if (d >= 1048576.0f) return 1048576;
     if (d <= -1048576.0f) return -1048576;
-    const float magnitude = d < 0.0f ? -d : d;
-    const int32_t whole = (int32_t)magnitude;
-    const int32_t rounded = whole + (magnitude - (float)whole >= 0.5f ? 1 : 0);
-    return d < 0.0f ? -rounded : rounded;
+    return mf_round_half_away_f32(d);
 }
 
 void mf_quantize_f32_s8(const float *in, int8_t *out, int32_t count, float scale, int32_t zero_point) {

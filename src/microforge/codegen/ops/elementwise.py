@@ -19,6 +19,7 @@ from microforge.codegen.ops.activations import reference_check, struct_name
 from microforge.errors import UnsupportedError
 from microforge.graph.ir import Op, Tensor
 from microforge.reference.checks import activation_of
+from microforge.reference.elementwise import ADD_LEFT_SHIFT as LEFT_SHIFTS
 from microforge.reference.fixedpoint import (
     activation_range_float,
     activation_range_quantized,
@@ -27,8 +28,6 @@ from microforge.reference.fixedpoint import (
 )
 
 MAX_DIMS = 8  # MF_BCAST_MAX_DIMS
-from microforge.reference.elementwise import ADD_LEFT_SHIFT as LEFT_SHIFTS
-
 ADD_LEFT_SHIFT = LEFT_SHIFTS["int8"]
 FLOAT32_MAX = float(np.finfo(np.float32).max)
 

@@ -4,8 +4,10 @@ As in ops/conv.py, everything constant is computed here with the reference kerne
 (reference/conv.py, int16x8_constants), so the C does integer work only and is bit-exact with the
 reference interpreter and TFLite Micro:
 
-  FULLY_CONNECTED                          -> mf_fc_s16
-  CONV_2D (any groups), DEPTHWISE_CONV_2D  -> mf_conv_s16 (taps outside the input skipped: they add 0)
+  FULLY_CONNECTED       -> mf_fc_s16 (dot products on SMLAD with the DSP extension)
+  CONV_2D (any groups)  -> mf_conv_s16 (each pixel's patch gathered, 0 outside the input, then the same
+                           dot products)
+  DEPTHWISE_CONV_2D     -> mf_dwconv_s16 (each pixel's taps inside the input listed, then summed per channel)
 
 Both requantize as mf_requant_s16 says. With an int64 bias (or none) the kernel sums in int64 and applies
 TFLite's int64 requantization, whose Q15 significand and total right shift are precomputed here; with an

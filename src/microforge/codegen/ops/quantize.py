@@ -2,7 +2,7 @@
 
 int8 -> int8 QUANTIZE and int8 -> float32 DEQUANTIZE are 256-entry tables computed by the reference
 kernel (exact by construction). float32 -> int8 QUANTIZE is a loop: float32 division by the scale and
-round-half-away in double, like TFLM and the reference.
+round-half-away (TFLM rounds in double; the C gets the same integer in float32, mf_quantize.c).
 
 int16 (the int16x8 variant, and the conversions of mixed int8/int16x8 models): float32 -> int16 the same
 loop; int8 -> int16 a 256-entry int16 table from the reference; int16 -> int8 or int16 a loop of TFLite's
