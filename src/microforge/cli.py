@@ -117,20 +117,37 @@ def plan_command(
             console.print(f"  wrote {path}")
 
 
+OOD_OPTION_HELP = "a detector file (microforge ood fit): compile its integer score and flag into the model"
+
+
+def load_model_with(model: Path, ood: Optional[Path]):
+    """The model's graph, with the on-chip form of an OOD detector fitted on it appended when given."""
+    graph = microforge.load(model)
+    if ood is None:
+        return graph
+    from microforge.robust.ood import load_detector
+    from microforge.robust.ood.onchip import chip_graph
+
+    return chip_graph(load_detector(ood, graph))
+
+
 @app.command()
 def generate(model: Path = typer.Argument(..., help="a .tflite model"),
              out: Path = typer.Option(..., "-o", "--out", help="folder to write the C into"),
-             target: str = typer.Option("portable", help="portable | host | cortex-m4 | cortex-m7 | cortex-m0plus")) -> None:
+             target: str = typer.Option("portable", help="portable | host | cortex-m4 | cortex-m7 | cortex-m0plus"),
+             ood: Optional[Path] = typer.Option(None, "--ood", help=OOD_OPTION_HELP)) -> None:
     """Write model-specific C99: model.h/model.c, only the kernels the model uses, Makefile and CMake."""
     from microforge.codegen import generate as write_c
 
     try:
-        generated = write_c(microforge.load(model), out, target=target)
+        generated = write_c(load_model_with(model, ood), out, target=target)
     except MicroforgeError as exc:
         _fail(exc)
     console.print(f"wrote {out}/ ({', '.join(generated.sources)}, model.h, Makefile, CMakeLists.txt)")
     console.print(f"  arena (RAM)      {_kib(generated.arena_bytes)}")
     console.print(f"  constants (flash) {_kib(generated.constant_bytes)}")
+    if ood is not None:
+        console.print("  OOD score and flag: outputs MF_OOD_SCORE_OUTPUT and MF_OOD_FLAG_OUTPUT (model.h)")
 
 
 @app.command()
@@ -140,12 +157,13 @@ def validate(model: Path = typer.Argument(..., help="a .tflite model"),
              input_files: Optional[List[Path]] = typer.Option(None, "--input", help="sample files instead"),
              profile: bool = typer.Option(False, "--profile",
                                           help="qemu targets: instructions per op (a table; 'profile' in --json)"),
+             ood: Optional[Path] = typer.Option(None, "--ood", help=OOD_OPTION_HELP),
              as_json: bool = typer.Option(False, "--json", help="print JSON")) -> None:
     """Build for TARGET, run the inputs, compare byte for byte with the reference interpreter."""
     from microforge.codegen.validate import validate_target
 
     try:
-        graph = microforge.load(model)
+        graph = load_model_with(model, ood)
         batches = None
         if input_files:
             batches = [read_input_file(p, t) for p, t in zip(input_files, graph.inputs)]
@@ -278,6 +296,7 @@ def bench(task: Optional[str] = typer.Option(None, help="kws | vww | ic | ad"),
           min_window: float = typer.Option(1.0, "--min-window", help="seconds per timed window (host, boards)"),
           power_trace: Optional[Path] = typer.Option(None, help="CSV time_s,power_w from a power monitor"),
           power_inferences: Optional[int] = typer.Option(None, help="inferences the power trace covers"),
+          ood: Optional[Path] = typer.Option(None, "--ood", help=OOD_OPTION_HELP + " (measured with it)"),
           as_json: bool = typer.Option(False, "--json", help="print JSON")) -> None:
     """Run an MLPerf Tiny task (or the whole suite) on targets and report accuracy, latency, energy, memory."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -307,7 +326,8 @@ def bench(task: Optional[str] = typer.Option(None, help="kws | vww | ic | ad"),
             else:
                 if task is None:
                     raise InputError("choose a task with --task kws|vww|ic|ad, or run --suite")
-                chosen_model = model or get_task(task).reference_model_path
+                model_path = model or get_task(task).reference_model_path
+                chosen_model = load_model_with(model_path, ood) if ood is not None else model_path
                 results = []
                 for t in targets:
                     job = bar.add_task(f"{task} on {t}", total=None)
@@ -319,6 +339,8 @@ def bench(task: Optional[str] = typer.Option(None, help="kws | vww | ic | ad"),
                         results.append(run_bench(task, chosen_model, mode=mode, **options,
                                                  progress=lambda done, total, job=job: bar.update(
                                                      job, completed=done, total=total)))
+                    if ood is not None:  # the result names the model and the detector measured with it
+                        results[-1]["model"] = f"{Path(str(model_path)).name} + OOD {ood.name}"
         if suite and report is None:
             report = Path("bench-report")
         written = write_report(results, report) if report is not None else {}
@@ -464,3 +486,84 @@ def assess(float_model: Path = typer.Argument(..., help="the float32 model (.tfl
                               highlight=False)
     if report is not None:
         console.print(f"report written to {report}/ (report.md, report.html, assessment.json)")
+
+
+ood_app = typer.Typer(no_args_is_help=True, help="Out-of-distribution detectors: fit on in-distribution data, "
+                                                 "measure on OOD data, in float or compiled onto the chip.")
+app.add_typer(ood_app, name="ood")
+DETECTOR_HELP = "msp | maxlogit | energy | mahalanobis | godin | ae | explicit | all"
+
+
+def _detector_options(temperature: float, form: str) -> dict:
+    return {"temperature": temperature, "form": form}
+
+
+@ood_app.command("fit")
+def ood_fit(model: Path = typer.Argument(..., help="the classifier (.tflite)"),
+            data: Path = typer.Option(..., "--data", help="in-distribution runner folder (the model's input bytes)"),
+            detector: str = typer.Option("energy", "--detector", help=DETECTOR_HELP.replace(" | all", "")),
+            out: Path = typer.Option(..., "-o", "--out", help="the detector file to write (JSON)"),
+            outliers: Optional[Path] = typer.Option(None, "--outliers", help="explicit: OOD training data (runner folder)"),
+            temperature: float = typer.Option(1.0, "--temperature", help="energy: the temperature T"),
+            form: str = typer.Option("diagonal", "--form", help="mahalanobis: full | diagonal | low-rank")) -> None:
+    """Fit a detector on in-distribution data and save it (with its on-chip threshold) for generate --ood."""
+    from microforge.robust.ood.evaluate import fit_detector, runner_set
+
+    try:
+        graph = microforge.load(model)
+        found = fit_detector(graph, detector, runner_set(data, graph),
+                             runner_set(outliers, graph) if outliers else None, **_detector_options(temperature, form))
+        found.save(out)
+    except MicroforgeError as exc:
+        _fail(exc)
+    chip = (f"; on the chip: integer threshold {found.chip_threshold}" if found.chip_threshold is not None
+            else "; no on-chip form for this detector and model")
+    console.print(f"wrote {out}: {found.name} fitted on {data}, threshold {found.threshold:.6g} (keeps 95% of the "
+                  f"data){chip}")
+
+
+@ood_app.command("evaluate")
+def ood_evaluate(model: Path = typer.Argument(..., help="the classifier (.tflite)"),
+                 data: Path = typer.Option(..., "--data", help="in-distribution runner folder (the model's input bytes)"),
+                 ood: List[Path] = typer.Option(..., "--ood", help="an OOD runner folder; repeat for several"),
+                 detector: str = typer.Option("energy", "--detector", help=DETECTOR_HELP),
+                 target: str = typer.Option("reference", help="reference (float detectors) | qemu-m4 | qemu-m7 "
+                                                              "(the integer detector compiled with the model)"),
+                 fit: Optional[Path] = typer.Option(None, "--fit", help="fit on this ID folder (default: every "
+                                                                        "other sample of --data; the rest is measured)"),
+                 outliers: Optional[Path] = typer.Option(None, "--outliers", help="explicit: OOD training data"),
+                 temperature: float = typer.Option(1.0, "--temperature", help="energy: the temperature T"),
+                 form: str = typer.Option("diagonal", "--form", help="mahalanobis: full | diagonal | low-rank"),
+                 as_json: bool = typer.Option(False, "--json", help="print JSON"),
+                 report: Optional[Path] = typer.Option(None, "--report", help="write Markdown + HTML with plots here")) -> None:
+    """AUROC, AUPR, FPR@TPR95 and TNR@TPR95 of each detector, per OOD set, with its cost on the target."""
+    from microforge.robust.ood.evaluate import evaluate
+    from microforge.robust.ood.report import COLUMNS, SET_COLUMNS, rows, set_rows, write_ood_report
+
+    try:
+        result = evaluate(model, data, ood, detector=detector, target=target, fit_dir=fit, outliers_dir=outliers,
+                          **_detector_options(temperature, form))
+        written = write_ood_report(result, report) if report is not None else {}
+    except MicroforgeError as exc:
+        _fail(exc)
+    if as_json:
+        for entry in result["detectors"]:
+            entry.pop("scores")
+        print(json.dumps(result, indent=1))
+        return
+    for columns, body, title in ((COLUMNS, rows(result), f"{result['model']} on {target}: all OOD sets"),
+                                 (SET_COLUMNS, set_rows(result), "per OOD set")):
+        table = Table(title=title, title_justify="left")
+        for column in columns:  # the names in full however narrow the terminal: the numbers give way
+            table.add_column(column, justify="left" if column in ("detector", "OOD set") else "right",
+                             min_width=max(len(r[0]) for r in body) if column == "detector" else None)
+        for row in body:
+            table.add_row(*row)
+        console.print(table)
+    for entry in result["detectors"]:
+        if entry.get("note"):
+            console.print(f"  {entry['detector']}: {entry['note']}", highlight=False)
+    if written:
+        console.print(f"report written to {report}/ (report.md, report.html, evaluation.json)")
+    if any(entry["bit_exact_on_target"] is False for entry in result["detectors"]):
+        raise typer.Exit(code=1)

@@ -24,10 +24,11 @@ def _mismatching_samples(expected: list[np.ndarray], got: list[np.ndarray]) -> i
 
 
 def validate_target(graph: Graph, target: str, count: int = 8, batches: list[np.ndarray] | None = None,
-                    seed: int = 0, profile: bool = False) -> dict:
+                    seed: int = 0, profile: bool = False, keep_outputs: bool = False) -> dict:
     """Run `count` random inputs (or `batches`, (N, *shape) each) on `target` and on the reference
     interpreter; report mismatches and what the target measured. `profile` (qemu targets): also
-    report["profile"], one row per op in the order they run (see _profile_rows)."""
+    report["profile"], one row per op in the order they run (see _profile_rows). `keep_outputs`: also
+    report["outputs"], the target's (N, *shape) arrays, one per graph output."""
     if target not in VALIDATE_TARGETS:
         raise TargetError(f"unknown target {target!r}; choose one of {', '.join(VALIDATE_TARGETS)}")
     if profile and not target.startswith("qemu-"):
@@ -59,6 +60,8 @@ def validate_target(graph: Graph, target: str, count: int = 8, batches: list[np.
             if profile:
                 report["profile"] = _profile_rows(graph, generated.plan.schedule, result.op_instructions,
                                                   report["instructions_per_inference"])
+    if keep_outputs:
+        report["outputs"] = got
     report["mismatches"] = _mismatching_samples(expected, got)
     report["bit_exact"] = report["mismatches"] == 0
     # float outputs go through libm (expf) and the compiler's float code: close, rarely bit-exact

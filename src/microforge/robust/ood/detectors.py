@@ -4,7 +4,9 @@ Each detector has fit(model, in_distribution_inputs, labels=None) and score(x): 
 The model is any classifier microforge runs (float, int8, int16x8): its logits are the input of its final
 SOFTMAX (or its output when it has none), its features the input of the FULLY_CONNECTED that makes the
 logits, both taken from the reference interpreter and dequantized. fit also sets `threshold`, the score
-that keeps 95% of the fitting data (flag: score > threshold), as a deployed detector uses it.
+that keeps 95% of the fitting data (flag: score > threshold), as a deployed detector uses it, and, when
+the model's logits or features are int8, `chip_threshold`: the same on the integer score the generated C
+computes (onchip.py), None when the detector has no on-chip form for this model.
 
 - msp: -max softmax(logits) (Hendrycks & Gimpel's maximum softmax probability);
 - maxlogit: -max logit;
@@ -22,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from microforge.errors import InputError, ModelError
+from microforge.errors import InputError, ModelError, UnsupportedError
 from microforge.frontend.writer import write_tflite
 from microforge.graph.ir import Graph, Tensor
 from microforge.reference.interpreter import run
@@ -91,6 +93,7 @@ class Detector:
     def __init__(self):
         self.graph: Graph | None = None
         self.threshold: float | None = None
+        self.chip_threshold: int | None = None
 
     def options(self) -> dict:
         """The constructor's arguments, as save() writes them."""
@@ -109,7 +112,8 @@ class Detector:
             raise InputError(f"{self.name}: fit the detector before saving it")
         Path(path).write_text(json.dumps({
             "microforge_ood_detector": self.FILE_VERSION, "detector": self.name, "options": self.options(),
-            "threshold": self.threshold, "model_sha256": model_digest(self.graph), "state": self.state()}) + "\n")
+            "threshold": self.threshold, "chip_threshold": self.chip_threshold,
+            "model_sha256": model_digest(self.graph), "state": self.state()}) + "\n")
 
     def fit(self, model, inputs: np.ndarray, labels=None) -> "Detector":
         self.graph = load_model(model)
@@ -118,7 +122,17 @@ class Detector:
             raise InputError(f"{self.name}: no in-distribution inputs to fit on")
         self._fit(inputs, labels)
         self.threshold = threshold_at_tpr(self.score(inputs))
+        self.chip_threshold = self._fit_chip_threshold(inputs)
         return self
+
+    def _fit_chip_threshold(self, inputs: np.ndarray) -> int | None:
+        from microforge.robust.ood import onchip
+
+        try:
+            onchip.chip_score(self)
+        except UnsupportedError:  # no on-chip form for this detector or model: the float detector stays
+            return None
+        return onchip.fit_chip_threshold(self, inputs)
 
     def _fit(self, inputs: np.ndarray, labels) -> None:
         pass
@@ -258,6 +272,10 @@ def load_detector(path, model) -> Detector:
     threshold = saved.get("threshold")
     if not isinstance(threshold, (int, float)) or not np.isfinite(threshold):
         raise InputError(f"{path}: its threshold {threshold!r} is not a finite number")
-    found.graph, found.threshold = graph, float(threshold)
+    chip_threshold = saved.get("chip_threshold")
+    if chip_threshold is not None and (not isinstance(chip_threshold, int) or isinstance(chip_threshold, bool)
+                                       or not -2**31 <= chip_threshold < 2**31):
+        raise InputError(f"{path}: its chip_threshold {chip_threshold!r} is not an int32")
+    found.graph, found.threshold, found.chip_threshold = graph, float(threshold), chip_threshold
     found.load_state(saved.get("state") or {})
     return found

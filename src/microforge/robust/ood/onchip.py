@@ -1,0 +1,138 @@
+"""The on-chip form of a fitted OOD detector: integer score ops appended to the classifier's graph.
+
+`chip_graph(detector)` is the detector's model with two more outputs after its own: `ood_score` (int32,
+shape (1,), higher = more likely OOD) and `ood_flag` (int8, 1 when the score is above the detector's
+integer threshold). The score ops (reference/ood.py defines them; codegen/ops/ood.py lowers them) read
+the model's int8 logits or penultimate features, so the reference interpreter, the generated C and
+`validate` run and compare the score like any other output: what the chip computes is proven equal to the
+reference byte for byte, and its cost is the difference to the model without it.
+
+Each integer score follows its float detector (detectors.py) to within the quantization of its constants:
+real score ~= unit * integer score, with `unit` from `chip_score`:
+- maxlogit: exact (the logits are int8): zp - max q in units of the logits' scale;
+- msp: -max softmax in Q15, from a table of exp over the 256 possible differences to the max logit;
+- energy: in units of scale / 64, from the same kind of table (at the temperature) and an integer log2;
+- mahalanobis (diagonal form): class means in 1/16 of the features' integer steps, the precision as
+  16-bit weights, a 64-bit sum per class shifted down so the nearest fits int32.
+The integer threshold is fitted on the integer scores of the fitting data (95% of it kept), so the flag
+on the chip keeps what the float threshold keeps in the reference, up to those roundings.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from microforge.errors import InputError, UnsupportedError
+from microforge.graph.ir import Graph, Op, Tensor
+from microforge.reference.interpreter import run
+from microforge.reference.ood import ENERGY_UNIT_BITS, MEAN_FRACTION_BITS, Q15
+from microforge.robust.ood import detectors as det
+from microforge.robust.ood.metrics import threshold_at_tpr
+
+SCORE_NAME, FLAG_NAME = "ood_score", "ood_flag"
+MAX_SOFTMAX_COUNT = (1 << 32) // Q15 - 1  # the exp sum of the C kernels stays below 2^32
+
+
+@dataclass
+class ChipScore:
+    op_type: str
+    source: Tensor  # the int8 tensor the score reads
+    options: dict
+    unit: float  # real score ~= unit * integer score
+
+
+def _int8_source(detector, t: Tensor, what: str) -> Tensor:
+    producer = det._producer(detector.graph, t)
+    if (t.dtype != np.int8 or t.quant is None or t.quant.per_channel
+            or (producer is not None and producer.options.get("dynamic_fixed_point"))):
+        raise UnsupportedError(f"{detector.name}: the on-chip score reads int8 {what} (per-tensor, static); the "
+                               f"model's '{t.name}' is {t.dtype}: quantize the model to int8 first")
+    return t
+
+
+def exp_table(scale: float, temperature: float = 1.0) -> np.ndarray:
+    """E[d] = round(2^15 exp(-scale d / T)) for d = 0..255, without its trailing zeros (uint16)."""
+    table = np.round(Q15 * np.exp(-float(scale) * np.arange(256) / temperature)).astype(np.int64)
+    return table[:max(1, int(np.count_nonzero(table)))].astype(np.uint16)
+
+
+def _softmax_source(detector) -> Tensor:
+    src = _int8_source(detector, det.logits_tensor(detector.graph), "logits")
+    if src.size > MAX_SOFTMAX_COUNT:
+        raise UnsupportedError(f"{detector.name}: {src.size} logits are more than the on-chip score sums "
+                               f"({MAX_SOFTMAX_COUNT})")
+    return src
+
+
+def chip_score(detector) -> ChipScore:
+    """The integer score op of a fitted detector. Raises UnsupportedError for a detector (or form)
+    without an on-chip score, or a model whose logits/features are not int8."""
+    if detector.graph is None:
+        raise InputError(f"{detector.name}: fit the detector before putting it on the chip")
+    if isinstance(detector, det.MaxLogit):
+        src = _int8_source(detector, det.logits_tensor(detector.graph), "logits")
+        return ChipScore("MF_OOD_MAXLOGIT", src, {}, float(src.scale))
+    if isinstance(detector, det.MaxSoftmax):
+        src = _softmax_source(detector)
+        return ChipScore("MF_OOD_MSP", src, {"exp_table": exp_table(src.scale)}, 1.0 / Q15)
+    if isinstance(detector, det.Energy):
+        src, t = _softmax_source(detector), detector.temperature
+        log_weight = int(round((1 << ENERGY_UNIT_BITS) * t * math.log(2) / float(src.scale)))
+        if not 0 < log_weight < 1 << 30:
+            raise UnsupportedError(f"energy: temperature {t} and logit scale {float(src.scale):g} give an "
+                                   f"on-chip log weight {log_weight} outside (0, 2^30)")
+        return ChipScore("MF_OOD_ENERGY", src, {"exp_table": exp_table(src.scale, t), "log_weight": log_weight},
+                         float(src.scale) / (1 << ENERGY_UNIT_BITS))
+    if isinstance(detector, det.Mahalanobis):
+        if detector.form != "diagonal":
+            raise UnsupportedError(f"mahalanobis: the {detector.form} form has no on-chip score yet; fit "
+                                   f"form='diagonal' to deploy it")
+        return _distance_score(detector)
+    raise UnsupportedError(f"{detector.name}: this detector has no on-chip score yet")
+
+
+def _distance_score(detector) -> ChipScore:
+    src = _int8_source(detector, det.features_tensor(detector.graph), "features")
+    scale, zp, steps = float(src.scale), src.zero_point, 1 << MEAN_FRACTION_BITS
+    means = np.clip(np.round((detector.means / scale + zp) * steps), -32768, 32767).astype(np.int64)
+    real_weights = np.diag(detector.precision) * (scale / steps) ** 2  # per squared 1/16 step
+    weight_unit = float(real_weights.max()) / 65535
+    weights = np.round(real_weights / weight_unit).astype(np.int64)
+    # the largest distance any int8 input can reach, so the shift keeps the nearest within int32
+    lo, hi = np.abs(-128 * steps - means), np.abs(127 * steps - means)
+    bound = int((np.maximum(lo, hi) ** 2 * weights).sum(axis=1).max())
+    shift = max(0, bound.bit_length() - 31)
+    return ChipScore("MF_OOD_DISTANCE", src,
+                     {"means": means.astype(np.int16), "weights": weights.astype(np.uint16), "shift": shift},
+                     weight_unit * 2.0 ** shift)
+
+
+def chip_graph(detector, threshold: int | None = None) -> Graph:
+    """The detector's model with `ood_score` and `ood_flag` as its last two outputs (threshold: the
+    detector's fitted integer threshold unless given)."""
+    threshold = detector.chip_threshold if threshold is None else threshold
+    if threshold is None:
+        raise InputError(f"{detector.name}: the detector has no on-chip threshold (fit it on an int8 model)")
+    graph, score = detector.graph, chip_score(detector)
+    score_t = Tensor(SCORE_NAME, (1,), np.int32)
+    flag_t = Tensor(FLAG_NAME, (1,), np.int8)
+    ops = [Op(score.op_type, [score.source], [score_t], dict(score.options, detector=detector.name,
+                                                             unit=score.unit)),
+           Op("MF_OOD_FLAG", [score_t], [flag_t], {"threshold": int(threshold), "detector": detector.name,
+                                                  "unit": score.unit})]
+    return Graph(graph.tensors + [score_t, flag_t], graph.ops + ops, graph.inputs,
+                 list(graph.outputs) + [score_t, flag_t], graph.description, graph.metadata)
+
+
+def chip_scores(detector, x: np.ndarray, threshold: int = 0) -> np.ndarray:
+    """The integer scores (N,) of inputs x as the chip computes them (by the reference interpreter)."""
+    outputs = run(chip_graph(detector, threshold), np.asarray(x))
+    return np.asarray(outputs[-2]).reshape(-1)
+
+
+def fit_chip_threshold(detector, inputs: np.ndarray) -> int:
+    """The integer threshold that keeps 95% of `inputs` (the fitting data) below or at it."""
+    return int(threshold_at_tpr(chip_scores(detector, inputs)))
