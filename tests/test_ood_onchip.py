@@ -22,7 +22,8 @@ from microforge.robust.ood import onchip
 from microforge.robust.ood.evaluate import evaluate
 from test_ood_detectors import classifier
 
-ON_CHIP = [("maxlogit", {}), ("msp", {}), ("energy", {"temperature": 2.0}), ("mahalanobis", {"form": "diagonal"})]
+ON_CHIP = [("maxlogit", {}), ("msp", {}), ("energy", {"temperature": 2.0}), ("mahalanobis", {"form": "diagonal"}),
+           ("mahalanobis", {"form": "full"}), ("mahalanobis", {"form": "low-rank", "rank": 3})]
 CONTRACT_FIELDS = {"detector", "auroc", "aupr_in", "aupr_out", "fpr_at_tpr95", "tnr_at_tpr95", "threshold",
                    "bit_exact_on_target", "cost"}
 
@@ -59,7 +60,9 @@ def test_the_integer_score_follows_the_float_detector_and_runs_bit_exact_in_c(in
     ints = onchip.chip_scores(fitted, x[150:])
     real = fitted.score(x[150:])
     spread = real.max() - real.min()
-    assert np.abs(ints * score.unit - real).max() <= 0.01 * spread + 1e-9, name
+    # the whitened forms go through an int8 FULLY_CONNECTED: a coarser copy of the float distance
+    tolerance = 0.03 if options.get("form") in ("full", "low-rank") else 0.01
+    assert np.abs(ints * score.unit - real).max() <= tolerance * spread + 1e-9, name
     # the integer threshold keeps 95% of the fitting data, like the float one
     assert np.mean(onchip.chip_scores(fitted, x[:150]) <= fitted.chip_threshold) >= 0.95
     # and it tells far inputs apart as the float detector does
@@ -94,17 +97,12 @@ def test_the_header_says_where_the_score_and_flag_are(int8_model, tmp_path):
     assert "mf_ood.c" in generated.sources
 
 
-def test_detectors_without_an_on_chip_form_say_so(int8_model):
-    model, x, _ = int8_model
-    full = ood.detector("mahalanobis", form="full").fit(model, x[:100])
-    assert full.chip_threshold is None
-    with pytest.raises(InputError, match="no on-chip threshold"):
-        onchip.chip_graph(full)
-    with pytest.raises(UnsupportedError, match="full form has no on-chip score"):
-        onchip.chip_score(full)
+def test_a_float_model_has_no_on_chip_score_and_says_so():
     float_graph, _ = classifier(7)
     floating = ood.detector("msp").fit(float_graph, np.zeros((10, 1, 6), np.float32))
     assert floating.chip_threshold is None
+    with pytest.raises(InputError, match="no on-chip threshold"):
+        onchip.chip_graph(floating)
     with pytest.raises(UnsupportedError, match="quantize the model to int8"):
         onchip.chip_score(floating)
 

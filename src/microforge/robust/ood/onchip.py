@@ -12,8 +12,12 @@ real score ~= unit * integer score, with `unit` from `chip_score`:
 - maxlogit: exact (the logits are int8): zp - max q in units of the logits' scale;
 - msp: -max softmax in Q15, from a table of exp over the 256 possible differences to the max logit;
 - energy: in units of scale / 64, from the same kind of table (at the temperature) and an integer log2;
-- mahalanobis (diagonal form): class means in 1/16 of the features' integer steps, the precision as
-  16-bit weights, a 64-bit sum per class shifted down so the nearest fits int32.
+- mahalanobis, diagonal form: class means in 1/16 of the features' integer steps, the precision as
+  16-bit weights, a 64-bit sum per class shifted down so the nearest fits int32;
+- mahalanobis, full and low-rank forms: the features whitened first by an int8 FULLY_CONNECTED with the
+  transposed Cholesky factor of the precision (per-channel weights; the whitened features quantized over
+  the class means' range plus 6 standard deviations, which whitening makes 1), then the same distance
+  with equal weights: (f - mu)' P (f - mu) = |L'f - L'mu|^2 for P = L L'.
 The integer threshold is fitted on the integer scores of the fitting data (95% of it kept), so the flag
 on the chip keeps what the float threshold keeps in the reference, up to those roundings.
 """
@@ -21,12 +25,13 @@ on the chip keeps what the float threshold keeps in the reference, up to those r
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
 from microforge.errors import InputError, UnsupportedError
-from microforge.graph.ir import Graph, Op, Tensor
+from microforge.graph.builder import DEFAULT_OPTIONS
+from microforge.graph.ir import Graph, Op, Quantization, Tensor
 from microforge.reference.interpreter import run
 from microforge.reference.ood import ENERGY_UNIT_BITS, MEAN_FRACTION_BITS, Q15
 from microforge.robust.ood import detectors as det
@@ -42,6 +47,7 @@ class ChipScore:
     source: Tensor  # the int8 tensor the score reads
     options: dict
     unit: float  # real score ~= unit * integer score
+    prelude: list[Op] = field(default_factory=list)  # ops that make `source` (whitening), run first
 
 
 def _int8_source(detector, t: Tensor, what: str) -> Tensor:
@@ -87,18 +93,18 @@ def chip_score(detector) -> ChipScore:
         return ChipScore("MF_OOD_ENERGY", src, {"exp_table": exp_table(src.scale, t), "log_weight": log_weight},
                          float(src.scale) / (1 << ENERGY_UNIT_BITS))
     if isinstance(detector, det.Mahalanobis):
-        if detector.form != "diagonal":
-            raise UnsupportedError(f"mahalanobis: the {detector.form} form has no on-chip score yet; fit "
-                                   f"form='diagonal' to deploy it")
-        return _distance_score(detector)
+        features = _int8_source(detector, det.features_tensor(detector.graph), "features")
+        if detector.form == "diagonal":
+            return _distance_score(features, detector.means, np.diag(detector.precision))
+        return _whitened_distance_score(detector, features)
     raise UnsupportedError(f"{detector.name}: this detector has no on-chip score yet")
 
 
-def _distance_score(detector) -> ChipScore:
-    src = _int8_source(detector, det.features_tensor(detector.graph), "features")
+def _distance_score(src: Tensor, class_means: np.ndarray, precision_diagonal: np.ndarray) -> ChipScore:
+    """sum_j p_j (f_j - mu_cj)^2 to the nearest class mean, on the int8 tensor `src`."""
     scale, zp, steps = float(src.scale), src.zero_point, 1 << MEAN_FRACTION_BITS
-    means = np.clip(np.round((detector.means / scale + zp) * steps), -32768, 32767).astype(np.int64)
-    real_weights = np.diag(detector.precision) * (scale / steps) ** 2  # per squared 1/16 step
+    means = np.clip(np.round((class_means / scale + zp) * steps), -32768, 32767).astype(np.int64)
+    real_weights = precision_diagonal * (scale / steps) ** 2  # per squared 1/16 step
     weight_unit = float(real_weights.max()) / 65535
     weights = np.round(real_weights / weight_unit).astype(np.int64)
     # the largest distance any int8 input can reach, so the shift keeps the nearest within int32
@@ -110,6 +116,29 @@ def _distance_score(detector) -> ChipScore:
                      weight_unit * 2.0 ** shift)
 
 
+WHITENED_MARGIN = 6.0  # standard deviations beyond the class means that the whitened features can hold
+
+
+def _whitened_distance_score(detector, src: Tensor) -> ChipScore:
+    factor = np.linalg.cholesky(detector.precision)  # precision = L L'
+    whitening = factor.T  # rows: whitened features; g = L' f
+    whitened_means = detector.means @ factor
+    lo, hi = whitened_means.min() - WHITENED_MARGIN, whitened_means.max() + WHITENED_MARGIN
+    out_scale = np.float32((hi - lo) / 255)
+    out_zp = int(np.clip(np.round(-128 - lo / float(out_scale)), -128, 127))
+    weight_scales = np.maximum(np.abs(whitening).max(axis=1), 1e-12) / 127
+    weights = np.clip(np.round(whitening / weight_scales[:, None]), -127, 127).astype(np.int8)
+    n = len(whitening)
+    w_t = Tensor("ood_whitening", weights.shape, np.int8, Quantization(weight_scales, np.zeros(n), axis=0), weights)
+    bias_scales = np.float32(src.scale) * weight_scales.astype(np.float32)
+    b_t = Tensor("ood_whitening_bias", (n,), np.int32, Quantization(bias_scales, np.zeros(n)), np.zeros(n, np.int32))
+    g_t = Tensor("ood_whitened", (1, n), np.int8, Quantization([out_scale], [out_zp]))
+    whiten = Op("FULLY_CONNECTED", [src, w_t, b_t], [g_t], dict(DEFAULT_OPTIONS["FULLY_CONNECTED"]))
+    score = _distance_score(g_t, whitened_means, np.ones(n))
+    score.prelude = [whiten]
+    return score
+
+
 def chip_graph(detector, threshold: int | None = None) -> Graph:
     """The detector's model with `ood_score` and `ood_flag` as its last two outputs (threshold: the
     detector's fitted integer threshold unless given)."""
@@ -119,11 +148,12 @@ def chip_graph(detector, threshold: int | None = None) -> Graph:
     graph, score = detector.graph, chip_score(detector)
     score_t = Tensor(SCORE_NAME, (1,), np.int32)
     flag_t = Tensor(FLAG_NAME, (1,), np.int8)
-    ops = [Op(score.op_type, [score.source], [score_t], dict(score.options, detector=detector.name,
+    ops = score.prelude + [Op(score.op_type, [score.source], [score_t], dict(score.options, detector=detector.name,
                                                              unit=score.unit)),
            Op("MF_OOD_FLAG", [score_t], [flag_t], {"threshold": int(threshold), "detector": detector.name,
                                                   "unit": score.unit})]
-    return Graph(graph.tensors + [score_t, flag_t], graph.ops + ops, graph.inputs,
+    made = [t for op in score.prelude for t in op.inputs + op.outputs]
+    return Graph(graph.tensors + made + [score_t, flag_t], graph.ops + ops, graph.inputs,
                  list(graph.outputs) + [score_t, flag_t], graph.description, graph.metadata)
 
 
