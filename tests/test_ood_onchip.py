@@ -183,3 +183,11 @@ def test_bad_input_names_what_and_where(folders, tmp_path, int8_model):
     ood.detector("msp").fit(model, x[:50]).save(detector_file)
     result = CliRunner().invoke(app, ["generate", str(other_path), "--ood", str(detector_file), "-o", str(tmp_path / "c")])
     assert result.exit_code == 2 and "fitted on another model" in result.output
+
+
+def test_a_benchmark_task_grades_the_model_output_not_the_detectors(int8_model):
+    from microforge.bench.tasks import task_outputs
+
+    model, x, _ = int8_model
+    graph = onchip.chip_graph(ood.detector("maxlogit").fit(model, x[:50]))
+    assert task_outputs(graph) == model.outputs

@@ -154,7 +154,9 @@ class QemuDevice(Device):
         for start, chunk in _chunks(batch, 2000):
             result = run_on_qemu(self.generated.directory, self.board, [x.tobytes() for x in chunk],
                                  stack_samples=1, timeout_s=600.0)
-            outs.append(np.stack([np.frombuffer(r, out_t.dtype).reshape(out_t.shape) for r in result.outputs]))
+            # the first output is the task's (an on-chip OOD detector's score and flag follow it)
+            outs.append(np.stack([np.frombuffer(r, out_t.dtype, out_t.size).reshape(out_t.shape)
+                                  for r in result.outputs]))
             instructions += result.instructions
             if progress:
                 progress(start + len(chunk), len(batch))
@@ -195,9 +197,10 @@ class SerialDevice(Device):
             self.client.load(x.tobytes())
             self.client.infer(1, 0)
             raw = self.client.results_raw()
-            if len(raw) != out_t.nbytes:
-                raise TargetError(f"the device returned {len(raw)} output bytes; the model has {out_t.nbytes}")
-            outs.append(np.frombuffer(raw, out_t.dtype).reshape(out_t.shape))
+            expected = sum(t.nbytes for t in self.graph.outputs)
+            if len(raw) != expected:
+                raise TargetError(f"the device returned {len(raw)} output bytes; the model has {expected}")
+            outs.append(np.frombuffer(raw, out_t.dtype, out_t.size).reshape(out_t.shape))
             if progress:
                 progress(i + 1, len(batch))
         return Measured(np.stack(outs))

@@ -72,11 +72,20 @@ class Sample:
     reference: np.ndarray | None = field(default=None, repr=False)  # AD: float windows (inferences, features)
 
 
+def task_outputs(graph: Graph) -> list[Tensor]:
+    """The model's own outputs: without the score and flag of an on-chip OOD detector (robust/ood/onchip.py),
+    which follow them and which a task does not grade."""
+    producers = graph.producers()
+    return [t for t in graph.outputs if not producers.get(t.index, None) or
+            not producers[t.index].type.startswith("MF_OOD_")]
+
+
 def _single_io(graph: Graph, task: Task) -> tuple[Tensor, Tensor]:
-    if len(graph.inputs) != 1 or len(graph.outputs) != 1:
+    outputs = task_outputs(graph)
+    if len(graph.inputs) != 1 or len(outputs) != 1:
         raise InputError(f"task {task.name}: the model must have one input and one output, it has "
-                         f"{len(graph.inputs)} and {len(graph.outputs)}")
-    return graph.inputs[0], graph.outputs[0]
+                         f"{len(graph.inputs)} and {len(outputs)}")
+    return graph.inputs[0], outputs[0]
 
 
 def _quantization(t: Tensor, task: Task, role: str) -> tuple[float, int]:
