@@ -109,17 +109,27 @@ class _Target:
 def evaluate(model, id_dir, ood_dirs, detector: str = "energy", target: str = "reference", fit_dir=None,
              outliers_dir=None, **options) -> dict:
     """Fit each detector on the ID data (`fit_dir`, or every other sample of `id_dir`) and measure it on
-    the rest of `id_dir` against every folder of `ood_dirs`, pooled (the top-level metrics) and one by
-    one (`ood_sets`). On a qemu target the scores are those the compiled detector computes there."""
-    if target not in TARGETS:
-        raise TargetError(f"unknown target {target!r}; choose one of {', '.join(TARGETS)}")
+    the rest of `id_dir` against every folder of `ood_dirs` (see evaluate_sets)."""
     if not ood_dirs:
         raise InputError("give at least one OOD folder (--ood DIR)")
     graph = load_model(model)
     id_set = runner_set(id_dir, graph)
     fit_set, id_set = (runner_set(fit_dir, graph), id_set) if fit_dir else split_for_fitting(id_set)
-    ood_sets = [runner_set(d, graph) for d in ood_dirs]
-    outliers = runner_set(outliers_dir, graph) if outliers_dir else None
+    result = evaluate_sets(graph, fit_set, id_set, [runner_set(d, graph) for d in ood_dirs], detector, target,
+                           runner_set(outliers_dir, graph) if outliers_dir else None, **options)
+    return {"model": getattr(model, "name", None) or Path(str(model)).name, **result}
+
+
+def evaluate_sets(graph: Graph, fit_set: DataSet, id_set: DataSet, ood_sets: list[DataSet], detector: str = "energy",
+                  target: str = "reference", outliers: DataSet | None = None, **options) -> dict:
+    """Each detector (a name or "all") fitted on `fit_set`, measured on `id_set` against `ood_sets`,
+    pooled (the top-level metrics) and one by one (`ood_sets`). On a qemu target the scores are those
+    the compiled detector computes there; a detector without an on-chip form is measured in float and
+    says so in its `note`."""
+    if target not in TARGETS:
+        raise TargetError(f"unknown target {target!r}; choose one of {', '.join(TARGETS)}")
+    if not ood_sets:
+        raise InputError("give at least one OOD set")
     names = detector_names(detector)
     if detector == "all" and outliers is None:
         names = [n for n in names if n not in NEEDS_OUTLIERS]
@@ -143,8 +153,7 @@ def evaluate(model, id_dir, ood_dirs, detector: str = "energy", target: str = "r
         entry["ood_sets"] = [dict(name=s.name, samples=len(s.x), flagged=float(np.mean(v > threshold)),
                                   **{k: m for k, m in ood_metrics(scores[0], v).to_json().items() if k != "threshold"})
                              for s, v in zip(ood_sets, scores[1:])]
-        entry["scores"] = {"id": scores[0].tolist(), "ood": [v.tolist() for v in scores[1:]]}
+        entry["scores"] = {"id": np.asarray(scores[0]).tolist(), "ood": [np.asarray(v).tolist() for v in scores[1:]]}
         results.append(entry)
-    return {"model": getattr(model, "name", None) or Path(str(model)).name, "target": target,
-            "fit_samples": len(fit_set.x), "id_samples": len(id_set.x),
+    return {"target": target, "fit_samples": len(fit_set.x), "id_samples": len(id_set.x),
             "ood_samples": {s.name: len(s.x) for s in ood_sets}, "detectors": results}
