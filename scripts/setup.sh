@@ -5,7 +5,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # gcc builds the host target; the Arm toolchain, newlib and QEMU build and run the emulated Cortex-M targets.
-SYSTEM_PACKAGES=(python3-venv gcc make gcc-arm-none-eabi libnewlib-arm-none-eabi qemu-system-arm)
+# espeak-ng (synthetic speech) and alsa-utils (its /usr/share/sounds/alsa wavs) are far-OOD audio for the
+# OOD benchmark's keyword-spotting sets (src/microforge/robust/ood/tasks.py).
+SYSTEM_PACKAGES=(python3-venv gcc make gcc-arm-none-eabi libnewlib-arm-none-eabi qemu-system-arm espeak-ng alsa-utils)
 missing=()
 for pkg in "${SYSTEM_PACKAGES[@]}"; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
