@@ -9,6 +9,8 @@ metrics as OpenOOD computes them.
 from microforge.robust.ood.detectors import (DETECTORS, Detector, detector, features_tensor, load_detector,
                                             logits_tensor)
 from microforge.robust.ood.metrics import OODMetrics, expected_calibration_error, ood_metrics, threshold_at_tpr
+from microforge.robust.ood.trained import AutoencoderError, GeneralizedOdin, OutlierExposure  # godin, ae, explicit
 
 __all__ = ["DETECTORS", "Detector", "detector", "load_detector", "features_tensor", "logits_tensor", "OODMetrics", "ood_metrics",
-           "threshold_at_tpr", "expected_calibration_error"]
+           "threshold_at_tpr", "expected_calibration_error",
+           "GeneralizedOdin", "AutoencoderError", "OutlierExposure"]
