@@ -77,6 +77,57 @@ def test_the_integer_score_follows_the_float_detector_and_runs_bit_exact_in_c(in
                                   (report["outputs"][-2].reshape(-1) > fitted.chip_threshold).astype(np.int8))
 
 
+TRAINED = [("godin", {}), ("explicit", {}), ("ae", {"on": "input"}), ("ae", {"on": "features"})]
+
+
+def fit_trained(name, options, model, x):
+    """A trained detector on `model`: godin on its own predictions as labels, explicit against wide noise."""
+    from microforge.robust.ood.detectors import activations, logits_tensor
+
+    if name == "godin":
+        return ood.detector(name, **options).fit(model, x, activations(model, x, [logits_tensor(model)])[0].argmax(1))
+    if name == "explicit":
+        t = model.inputs[0]
+        noise = np.random.default_rng(3).normal(scale=2.0 / float(t.scale), size=(150,) + tuple(t.shape))
+        outliers = np.clip(np.round(noise) + t.zero_point, -128, 127).astype(np.int8)
+        return ood.detector(name, **options).fit(model, x, outliers=outliers)
+    return ood.detector(name, **options).fit(model, x)
+
+
+@pytest.mark.parametrize("name,options", TRAINED)
+def test_trained_detectors_run_on_the_chip_bit_exact(int8_model, name, options):
+    """godin (int8 unit class weights, an integer square root), explicit (its head as int8 FULLY_CONNECTED
+    ops) and ae (the int8 autoencoder spliced in, its error in squared input steps) follow their float
+    scores, keep 95% of the fitting data, and run bit-exact in C on host and on random inputs."""
+    model, x, far = int8_model
+    fitted = fit_trained(name, options, model, x[:150])
+    ints, real = onchip.chip_scores(fitted, x[150:]), fitted.score(x[150:])
+    # the autoencoder on features requantizes twice (into it and its output back): the coarsest copy
+    tolerance = 0.08 if options.get("on") == "features" else 0.03
+    assert np.abs(ints * onchip.chip_score(fitted).unit - real).max() <= tolerance * (real.max() - real.min())
+    assert np.mean(onchip.chip_scores(fitted, x[:150]) <= fitted.chip_threshold) >= 0.95
+    auroc_float = ood.ood_metrics(real, fitted.score(far)).auroc
+    auroc_chip = ood.ood_metrics(ints, onchip.chip_scores(fitted, far)).auroc
+    assert abs(auroc_float - auroc_chip) <= 0.02, (name, auroc_float, auroc_chip)
+    noise = np.random.default_rng(1).integers(-128, 128, size=(64, 1, 6)).astype(np.int8)
+    report = validate_target(onchip.chip_graph(fitted), "host", batches=[np.concatenate([x[150:], far, noise])])
+    assert report["bit_exact"], report["mismatches"]
+
+
+def test_the_cosine_score_is_the_float_cosine_to_q15():
+    """MF_OOD_COSINE on hand-made features: parallel, opposite, orthogonal, zero."""
+    from microforge.graph.ir import Op, Quantization, Tensor
+    from microforge.reference.ood import ood_cosine
+
+    src = Tensor("f", (1, 2), np.int8, Quantization([0.1], [3]))
+    op = Op("MF_OOD_COSINE", [src], [Tensor("s", (1,), np.int32)],
+            {"weights": np.array([[127, 0], [0, -127]], np.int8), "norms": np.array([127 * 256, 127 * 256])})
+    q = np.array([[13, 3], [3, -7], [-7, 3], [3, 3], [10, 10]], np.int8).reshape(5, 1, 2)
+    got = ood_cosine(op, [q]).reshape(-1)
+    np.testing.assert_array_equal(got[:4], [-(1 << 15), -(1 << 15), 0, 0])
+    assert abs(got[4] / (1 << 15) + math.cos(math.pi / 4)) < 1e-4
+
+
 def test_random_int8_logits_reach_the_tables_ends_bit_exact(int8_model):
     """Random int8 inputs drive the logits far apart (differences past the exp table) and together."""
     model, x, _ = int8_model

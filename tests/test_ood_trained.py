@@ -69,7 +69,7 @@ def auroc(detector, task, ood_set):
 def keeps_95_percent_and_reloads(detector, task, tmp_path):
     graph, x_fit = task["graph"], task["x_fit"]
     assert np.mean(detector.score(x_fit) <= detector.threshold) >= 0.95
-    assert detector.chip_threshold is None  # no on-chip form yet
+    assert detector.chip_threshold is None  # a float classifier: no on-chip form
     detector.save(tmp_path / "detector.json")
     loaded = ood.load_detector(tmp_path / "detector.json", graph)
     assert type(loaded) is type(detector) and loaded.options() == detector.options()

@@ -16,10 +16,17 @@ the fitted float detector; the ops themselves only do integer arithmetic:
 - MF_OOD_DISTANCE: the diagonal Mahalanobis distance to the nearest class mean: with d = 16 q_j -
   means[c, j] (the means in sixteenths of the features' integer steps), min over c of
   (sum_j weights[j] d^2) >> shift, in uint64 (bounded by onchip.py so the score fits int32).
+- MF_OOD_COSINE: minus the largest cosine between the features and a class's weights, in Q15: with
+  c = q - zp, dot_k = sum_j c_j weights[k, j] (int8 weights), |c| = isqrt(2^16 sum_j c_j^2) (|c| in
+  1/256) and norms[k] the weights' norms in 1/256, -max_k trunc(2^31 dot_k / (|c| norms[k])); 0 for c = 0.
+- MF_OOD_SQUARED_ERROR: sum_j (a_j - b_j)^2 of two int8 tensors of one quantization (an autoencoder's
+  input and its output requantized to it): the reconstruction error in squared steps of that scale.
 - MF_OOD_FLAG: 1 if score > threshold else 0.
 """
 
 from __future__ import annotations
+
+import math
 
 import numpy as np
 
@@ -108,6 +115,40 @@ def ood_distance(op: Op, args: list) -> np.ndarray:
     squares = (d * d).astype(np.uint64)
     distances = (squares * weights).sum(axis=2, dtype=np.uint64) >> np.uint64(int(op.options["shift"]))
     return _score(distances.min(axis=1).astype(np.int64))
+
+
+COSINE_BITS = 31  # 2^31 dot / (|c| |w|) with both norms in 1/256: the cosine in Q15
+
+
+def _isqrt(values: np.ndarray) -> np.ndarray:
+    """floor(sqrt(v)) of non-negative int64 values, exactly (the C's bit-by-bit square root)."""
+    return np.array([math.isqrt(int(v)) for v in values.reshape(-1)], dtype=np.int64).reshape(values.shape)
+
+
+@kernel("MF_OOD_COSINE", dtypes=("int8",))
+def ood_cosine(op: Op, args: list) -> np.ndarray:
+    q, zp = _logits(op, args)
+    c = q - zp
+    weights = np.asarray(op.options["weights"], dtype=np.int64)  # (classes, features)
+    norms = np.asarray(op.options["norms"], dtype=np.int64)  # (classes,)
+    dot = c @ weights.T  # (N, classes)
+    length = _isqrt((c * c).sum(axis=1) << 16)[:, None]  # (N, 1)
+    denominator = np.maximum(length * norms[None], 1)
+    # truncation towards zero, as C's integer division
+    cosine = np.sign(dot) * ((np.abs(dot) << COSINE_BITS) // denominator)
+    return _score(np.where(length[:, 0] > 0, -cosine.max(axis=1), 0))
+
+
+@kernel("MF_OOD_SQUARED_ERROR", dtypes=("int8",))
+def ood_squared_error(op: Op, args: list) -> np.ndarray:
+    a_t, b_t = op.inputs
+    if (a_t.dtype != np.int8 or b_t.dtype != np.int8 or a_t.quant is None or b_t.quant is None
+            or a_t.size != b_t.size or float(a_t.scale) != float(b_t.scale) or a_t.zero_point != b_t.zero_point):
+        raise ModelError(f"{op.where}: the squared error reads two int8 tensors of one size and quantization; "
+                         f"'{a_t.name}' and '{b_t.name}' are not")
+    a = args[0].reshape(len(args[0]), -1).astype(np.int64)
+    b = args[1].reshape(len(args[1]), -1).astype(np.int64)
+    return _score(((a - b) ** 2).sum(axis=1))
 
 
 @kernel("MF_OOD_FLAG", dtypes=("int32",))

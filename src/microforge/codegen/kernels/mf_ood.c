@@ -65,6 +65,55 @@ void mf_ood_distance(const mf_ood_distance_params *p, const int8_t *features, in
     *score = (int32_t)nearest;
 }
 
+/* floor(sqrt(x)), bit by bit. */
+static uint32_t mf_ood_isqrt64(uint64_t x) {
+    uint64_t root = 0, bit = (uint64_t)1 << 62;
+    while (bit > x) bit >>= 2;
+    while (bit != 0) {
+        if (x >= root + bit) {
+            x -= root + bit;
+            root = (root >> 1) + bit;
+        } else {
+            root >>= 1;
+        }
+        bit >>= 2;
+    }
+    return (uint32_t)root;
+}
+
+void mf_ood_cosine(const mf_ood_cosine_params *p, const int8_t *features, int32_t *score) {
+    uint32_t sum_squares = 0; /* features * 255^2 < 2^32 (the generator checks the count) */
+    for (int32_t j = 0; j < p->features; ++j) {
+        const int32_t c = features[j] - p->zero_point;
+        sum_squares += (uint32_t)(c * c);
+    }
+    const uint64_t length = mf_ood_isqrt64((uint64_t)sum_squares << 16);
+    if (length == 0) {
+        *score = 0;
+        return;
+    }
+    int64_t best = INT64_MIN;
+    const int8_t *w = p->weights;
+    for (int32_t k = 0; k < p->classes; ++k) {
+        int32_t dot = 0;
+        for (int32_t j = 0; j < p->features; ++j) dot += (features[j] - p->zero_point) * w[j];
+        const uint64_t magnitude = (((uint64_t)(dot < 0 ? -(int64_t)dot : dot)) << 31) / (length * p->norms[k]);
+        const int64_t cosine = dot < 0 ? -(int64_t)magnitude : (int64_t)magnitude;
+        best = cosine > best ? cosine : best;
+        w += p->features;
+    }
+    *score = (int32_t)-best;
+}
+
+void mf_ood_squared_error(int32_t count, const int8_t *a, const int8_t *b, int32_t *score) {
+    int32_t total = 0; /* count * 255^2 < 2^31 (the generator checks the count) */
+    for (int32_t j = 0; j < count; ++j) {
+        const int32_t d = a[j] - b[j];
+        total += d * d;
+    }
+    *score = total;
+}
+
 void mf_ood_flag(int32_t threshold, const int32_t *score, int8_t *flag) {
     *flag = *score > threshold ? 1 : 0;
 }

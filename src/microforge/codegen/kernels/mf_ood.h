@@ -21,10 +21,18 @@ typedef struct {
     int32_t shift;            /* applied to each class's sum so the nearest fits int32 */
 } mf_ood_distance_params;
 
+typedef struct {
+    int32_t classes, features, zero_point;
+    const int8_t *weights;    /* classes x features */
+    const uint32_t *norms;    /* classes: each row's norm in 1/256 */
+} mf_ood_cosine_params;
+
 void mf_ood_maxlogit(int32_t count, int32_t zero_point, const int8_t *logits, int32_t *score);
 void mf_ood_msp(const mf_ood_softmax_params *p, const int8_t *logits, int32_t *score);
 void mf_ood_energy(const mf_ood_softmax_params *p, const int8_t *logits, int32_t *score);
 void mf_ood_distance(const mf_ood_distance_params *p, const int8_t *features, int32_t *score);
+void mf_ood_cosine(const mf_ood_cosine_params *p, const int8_t *features, int32_t *score);
+void mf_ood_squared_error(int32_t count, const int8_t *a, const int8_t *b, int32_t *score);
 void mf_ood_flag(int32_t threshold, const int32_t *score, int8_t *flag);
 
 #endif /* MF_OOD_H */

@@ -48,6 +48,27 @@ def lower_distance(op: Op, ctx: EmitContext) -> Call:
     return Call(f"mf_ood_distance({p}, {ctx.tensor(src)}, {ctx.tensor(op.outputs[0])});", SOURCES)
 
 
+@lowering("MF_OOD_COSINE")
+def lower_cosine(op: Op, ctx: EmitContext) -> Call:
+    reference_check(op)
+    src = op.inputs[0]
+    weights = np.asarray(op.options["weights"], dtype=np.int8)
+    p = ctx.struct("mf_ood_cosine_params", struct_name(op, "ood"), {
+        "classes": weights.shape[0], "features": weights.shape[1], "zero_point": src.zero_point,
+        "weights": ctx.constant(f"op{op.index}_weights", weights, "int8_t"),
+        "norms": ctx.constant(f"op{op.index}_norms", np.asarray(op.options["norms"], np.uint32), "uint32_t"),
+    })
+    return Call(f"mf_ood_cosine({p}, {ctx.tensor(src)}, {ctx.tensor(op.outputs[0])});", SOURCES)
+
+
+@lowering("MF_OOD_SQUARED_ERROR")
+def lower_squared_error(op: Op, ctx: EmitContext) -> Call:
+    reference_check(op)
+    a, b = op.inputs
+    return Call(f"mf_ood_squared_error({a.size}, {ctx.tensor(a)}, {ctx.tensor(b)}, {ctx.tensor(op.outputs[0])});",
+                SOURCES)
+
+
 @lowering("MF_OOD_FLAG")
 def lower_flag(op: Op, ctx: EmitContext) -> Call:
     reference_check(op)

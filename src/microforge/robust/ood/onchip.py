@@ -18,6 +18,13 @@ real score ~= unit * integer score, with `unit` from `chip_score`:
   transposed Cholesky factor of the precision (per-channel weights; the whitened features quantized over
   the class means' range plus 6 standard deviations, which whitening makes 1), then the same distance
   with equal weights: (f - mu)' P (f - mu) = |L'f - L'mu|^2 for P = L L'.
+- godin: -max_k cos(f, w_k) in Q15, each class's unit weight vector as int8 and an integer square root
+  for |f| (MF_OOD_COSINE);
+- explicit: its head as int8 FULLY_CONNECTED ops (the standardisation folded into the first, quantized
+  over the fitting data's ranges), the last negated so MF_OOD_MAXLOGIT counts the OOD logit;
+- ae: the int8 autoencoder's ops spliced in after a requantization of the model's int8 input or features
+  to the autoencoder's input, its output requantized to that too; MF_OOD_SQUARED_ERROR sums the squared
+  differences (in squared steps of that scale).
 The integer threshold is fitted on the integer scores of the fitting data (95% of it kept), so the flag
 on the chip keeps what the float threshold keeps in the reference, up to those roundings.
 """
@@ -48,6 +55,7 @@ class ChipScore:
     options: dict
     unit: float  # real score ~= unit * integer score
     prelude: list[Op] = field(default_factory=list)  # ops that make `source` (whitening), run first
+    other: Tensor | None = None  # the second input of a two-input score (the reconstruction)
 
 
 def _int8_source(detector, t: Tensor, what: str) -> Tensor:
@@ -97,6 +105,14 @@ def chip_score(detector) -> ChipScore:
         if detector.form == "diagonal":
             return _distance_score(features, detector.means, np.diag(detector.precision))
         return _whitened_distance_score(detector, features)
+    from microforge.robust.ood import trained  # here: trained imports detectors, which imports this lazily
+
+    if isinstance(detector, trained.GeneralizedOdin):
+        return _cosine_score(detector, _int8_source(detector, det.features_tensor(detector.graph), "features"))
+    if isinstance(detector, trained.OutlierExposure):
+        return _explicit_score(detector, _int8_source(detector, det.features_tensor(detector.graph), "features"))
+    if isinstance(detector, trained.AutoencoderError):
+        return _autoencoder_score(detector)
     raise UnsupportedError(f"{detector.name}: this detector has no on-chip score yet")
 
 
@@ -119,24 +135,100 @@ def _distance_score(src: Tensor, class_means: np.ndarray, precision_diagonal: np
 WHITENED_MARGIN = 6.0  # standard deviations beyond the class means that the whitened features can hold
 
 
-def _whitened_distance_score(detector, src: Tensor) -> ChipScore:
-    factor = np.linalg.cholesky(detector.precision)  # precision = L L'
-    whitening = factor.T  # rows: whitened features; g = L' f
-    whitened_means = detector.means @ factor
-    lo, hi = whitened_means.min() - WHITENED_MARGIN, whitened_means.max() + WHITENED_MARGIN
+def int8_dense(name: str, src: Tensor, kernel: np.ndarray, bias: np.ndarray, lo: float, hi: float,
+               relu: bool = False) -> tuple[Op, Tensor]:
+    """An int8 FULLY_CONNECTED computing src' kernel + bias (kernel (inputs, outputs), real values) on
+    the int8 tensor src: per-channel symmetric weights, the bias at their scale, the output quantized
+    over [lo, hi] (widened to hold 0, as TFLite's ranges do)."""
+    lo, hi = min(float(lo), 0.0), max(float(hi), 0.0)
+    hi = hi if hi > lo else lo + 1.0
     out_scale = np.float32((hi - lo) / 255)
     out_zp = int(np.clip(np.round(-128 - lo / float(out_scale)), -128, 127))
-    weight_scales = np.maximum(np.abs(whitening).max(axis=1), 1e-12) / 127
-    weights = np.clip(np.round(whitening / weight_scales[:, None]), -127, 127).astype(np.int8)
-    n = len(whitening)
-    w_t = Tensor("ood_whitening", weights.shape, np.int8, Quantization(weight_scales, np.zeros(n), axis=0), weights)
+    rows = np.asarray(kernel, np.float64).T  # (outputs, inputs), TFLite's layout
+    weight_scales = np.maximum(np.abs(rows).max(axis=1), 1e-12) / 127
+    weights = np.clip(np.round(rows / weight_scales[:, None]), -127, 127).astype(np.int8)
+    n = len(rows)
+    w_t = Tensor(f"{name}/weights", weights.shape, np.int8, Quantization(weight_scales, np.zeros(n), axis=0), weights)
     bias_scales = np.float32(src.scale) * weight_scales.astype(np.float32)
-    b_t = Tensor("ood_whitening_bias", (n,), np.int32, Quantization(bias_scales, np.zeros(n)), np.zeros(n, np.int32))
-    g_t = Tensor("ood_whitened", (1, n), np.int8, Quantization([out_scale], [out_zp]))
-    whiten = Op("FULLY_CONNECTED", [src, w_t, b_t], [g_t], dict(DEFAULT_OPTIONS["FULLY_CONNECTED"]))
-    score = _distance_score(g_t, whitened_means, np.ones(n))
+    bias_q = np.clip(np.round(np.asarray(bias, np.float64) / bias_scales), -2**31, 2**31 - 1).astype(np.int32)
+    b_t = Tensor(f"{name}/bias", (n,), np.int32, Quantization(bias_scales, np.zeros(n)), bias_q)
+    out = Tensor(name, (1, n), np.int8, Quantization([out_scale], [out_zp]))
+    options = dict(DEFAULT_OPTIONS["FULLY_CONNECTED"], fused_activation_function="RELU" if relu else "NONE")
+    return Op("FULLY_CONNECTED", [src, w_t, b_t], [out], options), out
+
+
+def _whitened_distance_score(detector, src: Tensor) -> ChipScore:
+    factor = np.linalg.cholesky(detector.precision)  # precision = L L'
+    whitened_means = detector.means @ factor  # g = L' f
+    whiten, g_t = int8_dense("ood_whitened", src, factor, np.zeros(len(factor)),
+                             whitened_means.min() - WHITENED_MARGIN, whitened_means.max() + WHITENED_MARGIN)
+    score = _distance_score(g_t, whitened_means, np.ones(len(factor)))
     score.prelude = [whiten]
     return score
+
+
+COUNT_LIMIT = (1 << 31) // (255 * 255)  # values whose squared int8 differences an int32 sum holds
+
+
+def _limit_count(detector, t: Tensor, what: str) -> None:
+    if t.size > COUNT_LIMIT:
+        raise UnsupportedError(f"{detector.name}: {t.size} {what} are more than the on-chip score sums "
+                               f"({COUNT_LIMIT})")
+
+
+def _cosine_score(detector, src: Tensor) -> ChipScore:
+    """Generalized ODIN's -max_k cos(f, w_k): each class's unit weight vector as int8 and its norm."""
+    _limit_count(detector, src, "features")
+    unit_rows = (detector.class_weights / np.maximum(np.linalg.norm(detector.class_weights, axis=0), 1e-12)).T
+    weights = np.clip(np.round(unit_rows * 127 / np.maximum(np.abs(unit_rows).max(axis=1, keepdims=True),
+                                                            1e-12)), -127, 127).astype(np.int8)
+    norms = np.maximum(np.round(256 * np.linalg.norm(weights.astype(np.float64), axis=1)), 1).astype(np.uint32)
+    return ChipScore("MF_OOD_COSINE", src, {"weights": weights, "norms": norms}, 1.0 / Q15)
+
+
+def _explicit_score(detector, src: Tensor) -> ChipScore:
+    """Outlier exposure's OOD logit by int8 FULLY_CONNECTED layers (the standardisation folded into the
+    first), the last one negated so that MF_OOD_MAXLOGIT (zp - q) counts the logit in its scale."""
+    layers = [(k.copy(), b.copy()) for k, b in detector.layers]
+    first_kernel, first_bias = layers[0]
+    layers[0] = (first_kernel / detector.std[:, None], first_bias - (detector.mean / detector.std) @ first_kernel)
+    layers[-1] = (-layers[-1][0], -layers[-1][1])
+    prelude, x = [], src
+    for i, ((kernel, bias), (lo, hi)) in enumerate(zip(layers, detector.ranges)):
+        last = i == len(layers) - 1
+        op, x = int8_dense(f"ood_explicit{i}", x, kernel, bias, -hi if last else lo, -lo if last else hi,
+                           relu=not last)
+        prelude.append(op)
+    return ChipScore("MF_OOD_MAXLOGIT", x, {}, float(x.scale), prelude)
+
+
+def _requantize(name: str, src: Tensor, like: Tensor) -> tuple[list[Op], Tensor]:
+    """src in the quantization of `like` (no op when it has it already)."""
+    if float(src.scale) == float(like.scale) and src.zero_point == like.zero_point:
+        return [], src
+    out = Tensor(name, src.shape, np.int8, Quantization([float(like.scale)], [like.zero_point]))
+    return [Op("QUANTIZE", [src], [out], {})], out
+
+
+def _autoencoder_score(detector) -> ChipScore:
+    """The shadow autoencoder's squared reconstruction error: its FULLY_CONNECTED ops on the model's int8
+    input or features (requantized to the autoencoder's input), its output requantized to its input's
+    quantization, then sum_j (q_j - r_j)^2 in squared steps of that scale."""
+    what = "input" if detector.on == "input" else "features"
+    src = _int8_source(detector, detector._source(), what)
+    _limit_count(detector, src, what)
+    ae = detector.ae
+    copies = {t.index: Tensor(f"ood_ae/{t.name}", t.shape, t.dtype, t.quant, t.data) for t in ae.tensors}
+    prelude, q = _requantize("ood_ae/input", src, ae.inputs[0])
+    copies[ae.inputs[0].index] = q
+    prelude += [Op(op.type, [None if t is None else copies[t.index] for t in op.inputs],
+                   [copies[t.index] for t in op.outputs], dict(op.options), version=op.version) for op in ae.ops]
+    more, r = _requantize("ood_ae/reconstruction", copies[ae.outputs[0].index], q)
+    if q.shape != r.shape:  # the model's own input keeps its shape; the reconstruction is (1, size)
+        shaped = Tensor("ood_ae/shaped_input", r.shape, np.int8, q.quant)
+        more.insert(0, Op("RESHAPE", [q], [shaped], {"new_shape": list(r.shape)}))
+        q = shaped
+    return ChipScore("MF_OOD_SQUARED_ERROR", q, {}, float(q.scale) ** 2 / src.size, prelude + more, r)
 
 
 def chip_graph(detector, threshold: int | None = None) -> Graph:
@@ -148,11 +240,17 @@ def chip_graph(detector, threshold: int | None = None) -> Graph:
     graph, score = detector.graph, chip_score(detector)
     score_t = Tensor(SCORE_NAME, (1,), np.int32)
     flag_t = Tensor(FLAG_NAME, (1,), np.int8)
-    ops = score.prelude + [Op(score.op_type, [score.source], [score_t], dict(score.options, detector=detector.name,
-                                                             unit=score.unit)),
-           Op("MF_OOD_FLAG", [score_t], [flag_t], {"threshold": int(threshold), "detector": detector.name,
-                                                  "unit": score.unit})]
-    made = [t for op in score.prelude for t in op.inputs + op.outputs]
+    sources = [score.source] + ([score.other] if score.other is not None else [])
+    ops = score.prelude + [
+        Op(score.op_type, sources, [score_t], dict(score.options, detector=detector.name, unit=score.unit)),
+        Op("MF_OOD_FLAG", [score_t], [flag_t], {"threshold": int(threshold), "detector": detector.name,
+                                               "unit": score.unit})]
+    known = {id(t) for t in graph.tensors}
+    made = []  # the prelude's own tensors, once each
+    for t in (t for op in score.prelude for t in op.inputs + op.outputs if t is not None):
+        if id(t) not in known:
+            known.add(id(t))
+            made.append(t)
     return Graph(graph.tensors + made + [score_t, flag_t], graph.ops + ops, graph.inputs,
                  list(graph.outputs) + [score_t, flag_t], graph.description, graph.metadata)
 

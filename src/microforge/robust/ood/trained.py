@@ -429,9 +429,29 @@ class OutlierExposure(Detector):
                ((f - self.mean) / self.std).astype(np.float32), y[:, None], self.epochs, self.seed, weight)
         self.layers = [(np.asarray(d.kernel.numpy(), np.float64), np.asarray(d.bias.numpy(), np.float64))
                        for d in model.layers if isinstance(d, layers.Dense)]
+        self.ranges = self._ranges((f - self.mean) / self.std)
+
+    def _outputs(self, z: np.ndarray) -> list[np.ndarray]:
+        """Each layer's output for standardised features z."""
+        found = []
+        for i, (kernel, bias) in enumerate(self.layers):
+            z = z @ kernel + bias
+            z = np.maximum(z, 0.0) if i < len(self.layers) - 1 else z
+            found.append(z)
+        return found
+
+    def _ranges(self, z: np.ndarray) -> list[list[float]]:
+        """[lo, hi] of each layer's output on the fitting data, a quarter of the span wider on each side:
+        the ranges its int8 form (onchip.py) is quantized over."""
+        found = []
+        for out in self._outputs(z):
+            lo, hi = float(out.min()), float(out.max())
+            margin = 0.25 * (hi - lo)
+            found.append([lo - margin, hi + margin])
+        return found
 
     def state(self) -> dict:
-        return {"mean": self.mean.tolist(), "std": self.std.tolist(),
+        return {"mean": self.mean.tolist(), "std": self.std.tolist(), "ranges": self.ranges,
                 "layers": [{"kernel": k.tolist(), "bias": b.tolist()} for k, b in self.layers]}
 
     def load_state(self, state: dict) -> None:
@@ -449,15 +469,14 @@ class OutlierExposure(Detector):
             raise InputError(f"explicit: the file's classifier (mean {list(mean.shape)}, layers "
                              f"{[list(k.shape) for k, _ in found]}) does not map the model's {features} "
                              "features to one logit")
-        self.mean, self.std, self.layers = mean, std, found
+        ranges = _array(state, "ranges", 2, "explicit")
+        if ranges.shape != (len(found), 2) or np.any(ranges[:, 0] > ranges[:, 1]):
+            raise InputError(f"explicit: the file's 'ranges' {list(ranges.shape)} are not one [lo, hi] per layer "
+                             f"of its {len(found)}")
+        self.mean, self.std, self.layers, self.ranges = mean, std, found, ranges.tolist()
 
     def _score(self, x):
-        z = (_features(self, x) - self.mean) / self.std
-        for i, (kernel, bias) in enumerate(self.layers):
-            z = z @ kernel + bias
-            if i < len(self.layers) - 1:
-                z = np.maximum(z, 0.0)
-        return z[:, 0]
+        return self._outputs((_features(self, x) - self.mean) / self.std)[-1][:, 0]
 
 
 DETECTORS.update({GeneralizedOdin.name: GeneralizedOdin, AutoencoderError.name: AutoencoderError,
