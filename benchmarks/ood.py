@@ -51,8 +51,12 @@ RESULTS = ROOT / "benchmarks" / "results"
 # (label, detector name, options): every detector, Mahalanobis in its deployable forms
 DETECTORS = [("msp", "msp", {}), ("maxlogit", "maxlogit", {}), ("energy", "energy", {}),
              ("mahalanobis-diagonal", "mahalanobis", {"form": "diagonal"}),
-             ("mahalanobis-full", "mahalanobis", {"form": "full"})]
+             ("mahalanobis-full", "mahalanobis", {"form": "full"}),
+             ("godin", "godin", {}), ("ae-input", "ae", {"on": "input"}), ("ae-features", "ae", {"on": "features"}),
+             # outlier exposure against tasks.synthetic_outliers of the ID training data (no real OOD data)
+             ("explicit", "explicit", {})]
 TARGETS = ("reference", "qemu-m4")
+TARGET_COST_DETECTORS = ("msp", "maxlogit", "energy", "mahalanobis-diagonal")  # the issue's cost target names these
 FIT_INDICES = range(5, 15)
 SHIFT_SNR_DB = 0.0
 
@@ -68,7 +72,11 @@ def as_model_input(graph, task_set: tasks.TaskSet, name: str | None = None) -> D
 
 
 def measure(graph, fit, test, ood_sets, target: str, outliers=None) -> dict:
-    """label -> evaluate_sets entry (without its scores) for every detector of DETECTORS."""
+    """label -> evaluate_sets entry (without its scores) for every detector of DETECTORS; outlier
+    exposure against `outliers`, by default synthetic ones made from the fitting data."""
+    if outliers is None:  # shuffling and splicing time steps commute with quantizing them
+        made = tasks.synthetic_outliers(tasks.TaskSet(fit.name, fit.x, fit.labels, []))
+        outliers = DataSet(made.name, made.x, np.zeros(len(made.x), np.int64))
     out = {}
     for label, name, options in DETECTORS:
         started = time.time()
@@ -290,7 +298,7 @@ def targets(summary: dict) -> list[str]:
         out.append(f"the integer score alone (on qemu-m4 vs the float detector on the same int8 model): largest "
                    f"AUROC loss {worst[0]:.3f} ({worst[1]}): {'within' if worst[0] <= 0.01 else 'NOT within'} 0.01")
     costs = [r for task in ("har", "kws") for r in summary.get(task) or []
-             if r["target"] == "qemu-m4" and r["instructions"] is not None and r["detector"] != "mahalanobis-full"]
+             if r["target"] == "qemu-m4" and r["instructions"] is not None and r["detector"] in TARGET_COST_DETECTORS]
     if costs:
         ok = all(r["instructions_share"] <= 0.02 and r["flash_bytes"] <= 2048 and r["ram_bytes"] <= 256 for r in costs)
         out.append(f"cost of the logit-based and diagonal-Mahalanobis scores on qemu-m4: at most "

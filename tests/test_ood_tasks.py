@@ -130,6 +130,25 @@ def test_unknown_fault_and_bad_recordings_are_refused(fold):
 # --- HarImage ------------------------------------------------------------------------------------------
 
 
+def test_synthetic_outliers_shuffle_and_splice_the_id_data(fold):
+    made = tasks.synthetic_outliers(fold.train, seed=1, count=21)
+    x, steps = fold.train.x, fold.train.x.shape[1]
+    assert made.labels is None and made.x.shape == (21,) + x.shape[1:] and made.x.dtype == x.dtype
+    shuffled, spliced = made.x[:10], made.x[10:]
+    # a shuffled sample holds one recording's time steps, reordered
+    for s in shuffled:
+        source = [r for r in x if np.allclose(np.sort(r, axis=0), np.sort(s, axis=0))]
+        assert source and not np.array_equal(source[0], s)
+    # a spliced one is the first half of one class's recording and the second half of another class's
+    half = steps // 2
+    for s in spliced:
+        first = [i for i, r in enumerate(x) if np.array_equal(r[:half], s[:half])]
+        second = [i for i, r in enumerate(x) if np.array_equal(r[half:], s[half:])]
+        assert first and second and fold.train.labels[first[0]] != fold.train.labels[second[0]]
+    with pytest.raises(InputError, match="two classes or more"):
+        tasks.synthetic_outliers(tasks.TaskSet("one", x[:4], np.zeros(4, np.int64), []))
+
+
 def test_har_image_is_the_outer_product_of_the_axis_projections():
     import tensorflow as tf
 

@@ -201,6 +201,27 @@ def sensor_fault(x: np.ndarray, kind: str, seed: int = 0, level: float | None = 
 # the "image" pre-processing of the HAR recordings
 
 
+def synthetic_outliers(task_set: TaskSet, seed: int = 0, count: int | None = None) -> TaskSet:
+    """Outliers made from ID training data alone, for outlier exposure where no real OOD data is at hand:
+    half the samples with their time steps shuffled (the marginal statistics kept, the motion or the word
+    destroyed), half spliced, the first half of one sample's time steps joined to the second half of a
+    sample of another class. x (N, steps, ...) with time on axis 1, as both tasks' inputs are."""
+    x = np.asarray(task_set.x)
+    if x.ndim < 2 or len(x) < 2 or task_set.labels is None or len(np.unique(task_set.labels)) < 2:
+        raise InputError(f"{task_set.name}: synthetic outliers need labelled samples of two classes or more, "
+                         f"(N, steps, ...), got shape {list(x.shape)}")
+    rng = np.random.default_rng(seed)
+    count = len(x) if count is None else count
+    shuffled = np.stack([x[i][rng.permutation(x.shape[1])] for i in rng.integers(0, len(x), count // 2)])
+    half, spliced = x.shape[1] // 2, []
+    while len(spliced) < count - count // 2:
+        a, b = rng.integers(0, len(x), 2)
+        if task_set.labels[a] != task_set.labels[b]:
+            spliced.append(np.concatenate([x[a][:half], x[b][half:]]))
+    names = [f"shuffled_{i}" for i in range(len(shuffled))] + [f"spliced_{i}" for i in range(len(spliced))]
+    return TaskSet("synthetic_outliers", np.concatenate([shuffled, np.stack(spliced)]).astype(x.dtype), None, names)
+
+
 def image_permutations(n: int) -> tuple[np.ndarray, np.ndarray]:
     """The fixed 0/1 matrices (6n, 3n) that reorder the depthwise projections p[c * n + i] (channel c's
     projection i, TFLite's depthwise output order) into u[i * 3 + k] = accelerometer axis k and
