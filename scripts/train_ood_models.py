@@ -135,24 +135,28 @@ def train_har_folds(tf, out: Path, epochs: int, seed: int) -> dict:
     return results
 
 
-def train_kws(tf, out: Path, recordings: Path, epochs: int, seed: int) -> dict:
-    """The DS-CNN on digits 0-7, as scripts/train_fsdd_kws.py trains the 10-digit one."""
+def train_kws(tf, out: Path, recordings: Path, epochs: int, seed: int, digits=KWS_DIGITS,
+              file: str = KWS_MODEL_FILE) -> dict:
+    """The DS-CNN on `digits` only (class k = digits[k]; digits 0-7 by default), as
+    scripts/train_fsdd_kws.py trains the 10-digit one; the other digits are its held-out set."""
     started = time.monotonic()
+    held_out = tuple(d for d in range(10) if d not in digits)
     rng = np.random.default_rng(seed)
-    pool = [f for f in fsdd_test_files(recordings, train_fsdd_kws.TRAIN_INDICES) if f[1] in KWS_DIGITS]
+    pool = [f for f in fsdd_test_files(recordings, train_fsdd_kws.TRAIN_INDICES) if f[1] in digits]
     val_files = [f for f in pool if train_fsdd_kws.index_of(f[0]) in train_fsdd_kws.VALIDATION_INDICES]
     train_files = [f for f in pool if train_fsdd_kws.index_of(f[0]) not in train_fsdd_kws.VALIDATION_INDICES]
     x_clean, x_aug, y_aug = train_fsdd_kws.training_features(train_files, train_fsdd_kws.AUGMENTED_COPIES, rng)
     x_train = np.concatenate([x_clean, x_aug])[..., None]
-    y_train = np.concatenate([np.array([d for _, d in train_files], np.int64), y_aug])  # digits 0-7 = classes
+    classes = {d: k for k, d in enumerate(digits)}
+    y_train = np.array([classes[d] for d in np.concatenate([[d for _, d in train_files], y_aug])], np.int64)
     x_val = train_fsdd_kws.clean_features(val_files)[..., None]
-    y_val = np.array([d for _, d in val_files], np.int64)
-    id_test, near = kws_fold(HELD_OUT_DIGITS, recordings=recordings)
-    print(f"KWS 0-7: {len(x_train)} training examples, features after {time.monotonic() - started:.0f} s", flush=True)
+    y_val = np.array([classes[d] for _, d in val_files], np.int64)
+    id_test, near = kws_fold(held_out, recordings=recordings)
+    print(f"KWS {digits}: {len(x_train)} training examples, features after {time.monotonic() - started:.0f} s", flush=True)
 
     tf.keras.utils.set_random_seed(seed)
     # -3: the Flatten after the average pool, before the 10-class Dense and its Softmax
-    model = with_head(tf, train_fsdd_kws.build_model(tf, 49, 10), -3, len(KWS_DIGITS), softmax_layer=True)
+    model = with_head(tf, train_fsdd_kws.build_model(tf, 49, 10), -3, len(digits), softmax_layer=True)
     steps = epochs * math.ceil(len(x_train) / train_fsdd_kws.BATCH_SIZE)
     schedule = tf.keras.optimizers.schedules.CosineDecay(train_fsdd_kws.LEARNING_RATE, steps)
     model.compile(optimizer=tf.keras.optimizers.Adam(schedule), loss="sparse_categorical_crossentropy",
@@ -162,14 +166,14 @@ def train_kws(tf, out: Path, recordings: Path, epochs: int, seed: int) -> dict:
     float_test = float(np.mean(model.predict(id_test.x, verbose=0).argmax(1) == id_test.labels))
 
     pick = rng.permutation(len(x_clean))[:train_fsdd_kws.REPRESENTATIVE_SAMPLES]  # clean clips only
-    path = out / KWS_MODEL_FILE
+    path = out / file
     path.write_bytes(keras_to_int8_tflite(model, x_clean[pick][..., None]))
     graph = microforge.load(path)
     scale, zero_point = graph.inputs[0].scale, graph.inputs[0].zero_point
     q_test = quantize_input(id_test.x[..., 0], scale, zero_point)
     ours = np.asarray(microforge.run(graph, q_test[..., None])).reshape(len(q_test), -1)
     theirs = train_fsdd_kws.tflm_outputs(path, q_test)
-    return {"file": path.name, "digits": list(KWS_DIGITS), "held_out_digits": list(HELD_OUT_DIGITS),
+    return {"file": path.name, "digits": list(digits), "held_out_digits": list(held_out),
             "train_clips": len(train_files), "augmented_copies_per_clip": train_fsdd_kws.AUGMENTED_COPIES,
             "validation_clips": len(val_files), "test_size": len(id_test), "near_ood_size": len(near),
             "epochs": epochs, "parameters": int(model.count_params()),

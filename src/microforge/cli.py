@@ -567,3 +567,54 @@ def ood_evaluate(model: Path = typer.Argument(..., help="the classifier (.tflite
         console.print(f"report written to {report}/ (report.md, report.html, evaluation.json)")
     if any(entry["bit_exact_on_target"] is False for entry in result["detectors"]):
         raise typer.Exit(code=1)
+
+
+@app.command("learn")
+def learn_command(model: Path = typer.Argument(..., help="an int8 classifier trained on the scenario's first "
+                                                         "experience (e.g. models/learn/fsdd_digits0-4_int8.tflite)"),
+                  scenario: str = typer.Option("fsdd-class-incremental", "--scenario",
+                                               help="fsdd-class-incremental | digits-class-incremental"),
+                  fsdd: Optional[Path] = typer.Option(None, "--fsdd", help="FSDD recordings folder "
+                                                                          "(default: ../shared/data/fsdd/recordings)"),
+                  lr_layer: Optional[str] = typer.Option(None, "--lr-layer", help="the latent-replay layer: a tensor "
+                                                         "name or an op index (default: the output of the last "
+                                                         "convolution but one)"),
+                  buffer: int = typer.Option(1500, "--buffer", help="replay buffer size in samples"),
+                  bits: int = typer.Option(8, "--bits", help="bits per stored latent: 8, 7, 6, 4 (or 32: float)"),
+                  strategy: str = typer.Option("latent-replay", "--strategy",
+                                               help="latent-replay | naive | joint | raw-replay"),
+                  seed: int = typer.Option(0, "--seed"),
+                  epochs: int = typer.Option(8, "--epochs", help="passes over each new experience"),
+                  learning_rate: float = typer.Option(0.01, "--learning-rate"),
+                  target: str = typer.Option("reference", "--target", help="reference"),
+                  as_json: bool = typer.Option(False, "--json", help="print JSON")) -> None:
+    """Learn new classes on the split model with latent replays: accuracy after each experience, memory."""
+    from microforge.learn.api import learn
+
+    try:
+        result = learn(model, scenario, lr_layer, buffer, bits, strategy, seed, target, recordings=fsdd,
+                       epochs=epochs, learning_rate=learning_rate)
+    except MicroforgeError as exc:
+        _fail(exc)
+    if as_json:
+        print(json.dumps(result, indent=1))
+        return
+    lr = result["lr_layer"]
+    console.print(f"{result['model']}: {strategy} on {scenario}, LR layer op {lr['op']} {lr['shape']}, "
+                  f"{result['buffer_samples']} replays at {bits} bits", highlight=False)
+    table = Table(title="accuracy after each experience (rows) on each experience's test set (columns)",
+                  title_justify="left")
+    table.add_column("after")
+    for name in result["experiences"]:
+        table.add_column(name.rsplit("/", 1)[-1], justify="right")
+    table.add_column("average", justify="right")
+    for i, (row, average) in enumerate(zip(result["accuracy_matrix"], result["average_accuracy"])):
+        table.add_row(result["experiences"][i], *[f"{100 * v:.1f}" if j <= i else "" for j, v in enumerate(row)],
+                      f"{100 * average:.1f}")
+    console.print(table)
+    m = result["memory"]
+    console.print(f"final average accuracy {100 * result['final_average_accuracy']:.1f}%, forgetting "
+                  f"{100 * result['forgetting']:.1f} points; RAM {_kib(m['total_ram_bytes'])} (arena "
+                  f"{_kib(m['arena_bytes'])}, weights {_kib(m['weights_bytes'])}, gradients {_kib(m['gradients_bytes'])}, "
+                  f"optimizer {_kib(m['optimizer_bytes'])}, buffer {_kib(m['buffer_bytes'])}), flash {_kib(m['flash_bytes'])}",
+                  highlight=False)
