@@ -1,0 +1,143 @@
+"""Continual learning with latent replays on FSDD (class-incremental: digits 0-4, then 5, ..., 9), the
+JETCAS-style study: final average accuracy and forgetting against the LR layer and the replays' bits,
+beside naive fine-tuning (lower bound), joint training (upper bound) and raw-input replay at equal
+buffer bytes, over several seeds (mean and standard deviation), and the learner's memory per LR layer.
+The same on scikit-learn's digits (models/learn/digits0-4_cnn_int8.tflite).
+
+Every run is the reference learner (learn.strategies on the numpy back); the model is
+models/learn/fsdd_digits0-4_int8.tflite (scripts/train_learn_models.py).
+
+    .venv/bin/python benchmarks/learn.py [--seeds 5] [--scenarios fsdd,digits] [--quick]
+
+Writes benchmarks/results/learn.{json,md}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "src"))
+import microforge  # noqa: E402,F401
+from microforge.learn.api import memory  # noqa: E402
+from microforge.learn.scenarios import scenario  # noqa: E402
+from microforge.learn.split import split  # noqa: E402
+from microforge.learn.strategies import Hyper, Latents, run_stream, strategy  # noqa: E402
+
+RESULTS = ROOT / "benchmarks" / "results"
+MODELS = {"fsdd": ("fsdd-class-incremental", ROOT / "models" / "learn" / "fsdd_digits0-4_int8.tflite"),
+          "digits": ("digits-class-incremental", ROOT / "models" / "learn" / "digits0-4_cnn_int8.tflite")}
+BUFFER = {"fsdd": 1500, "digits": 500}  # replay samples: half the FSDD training clips, as many digits
+
+
+def runs(name: str, seeds: int, quick: bool) -> dict:
+    """Every configuration of the study on one scenario: label -> {per-seed results, mean, std, memory}."""
+    scenario_name, path = MODELS[name]
+    graph = microforge.load(path)
+    stream = scenario(scenario_name, graph.inputs[0])
+    convs = [op.index for op in graph.ops if op.type in ("CONV_2D", "DEPTHWISE_CONV_2D")]
+    lr_layers = convs[-3:] if not quick else convs[-2:-1]  # the default (the last but one) and its neighbours
+    default = convs[-2]
+    configs = [("latent-replay", default, 32), ("latent-replay", default, 8), ("latent-replay", default, 7),
+               ("latent-replay", default, 6), ("latent-replay", default, 4), ("naive", default, 8),
+               ("joint", default, 8), ("raw-replay", default, 8)]
+    configs += [("latent-replay", layer, 8) for layer in lr_layers if layer != default]
+    out = {}
+    latents = {}  # the front's latents per LR layer, shared by every configuration and seed
+    for strategy_name, layer, bits in configs:
+        label = f"{strategy_name} LR op {layer}" + (f" {bits}-bit" if strategy_name in ("latent-replay",
+                                                                                     "raw-replay") else "")
+        finals, forgets, matrices = [], [], []
+        started = time.time()
+        for seed in range(seeds):
+            cut = split(graph, layer, classes=10)
+            shared = latents.setdefault(layer, Latents(cut))
+            shared.split = cut  # the front is the same; the latents cached are valid for every copy
+            learner = strategy(strategy_name, cut, BUFFER[name], bits, hyper=Hyper(seed=seed), latents=shared)
+            result = run_stream(learner, stream)
+            finals.append(result.final_average_accuracy)
+            forgets.append(result.forgetting)
+            matrices.append(result.accuracy_matrix)
+        out[label] = {"strategy": strategy_name, "lr_op": layer, "bits": bits,
+                      "lr_shape": list(cut.lr_shape), "final_average_accuracy": finals, "forgetting": forgets,
+                      "mean_final": float(np.mean(finals)), "std_final": float(np.std(finals)),
+                      "mean_forgetting": float(np.mean(forgets)), "accuracy_matrix_seed0": matrices[0],
+                      "memory": memory(cut, learner), "seconds": round(time.time() - started, 1)}
+        print(f"{name} {label}: {100 * np.mean(finals):.1f} ± {100 * np.std(finals):.1f} "
+              f"(forgetting {100 * np.mean(forgets):.1f})", flush=True)
+    return out
+
+
+def targets(results: dict) -> list[str]:
+    lines = []
+    fsdd = results.get("fsdd")
+    if not fsdd:
+        return lines
+    default = next(r["lr_op"] for r in fsdd.values() if r["strategy"] == "naive")
+
+    def pick(strategy_name, bits=8):
+        return next(r for r in fsdd.values() if r["strategy"] == strategy_name and r["bits"] == bits
+                    and r["lr_op"] == default)
+
+    f32, b8, b4 = pick("latent-replay", 32), pick("latent-replay"), pick("latent-replay", 4)
+    naive, joint = pick("naive"), pick("joint")
+    loss8, loss4 = f32["mean_final"] - b8["mean_final"], f32["mean_final"] - b4["mean_final"]
+    lines.append(f"8-bit replays vs float: {100 * loss8:+.2f} points lost (target <= 0.3): "
+                 f"{'met' if loss8 <= 0.003 else 'NOT met'}")
+    lines.append(f"4-bit replays vs float: {100 * loss4:+.2f} points lost (target <= 2): "
+                 f"{'met' if loss4 <= 0.02 else 'NOT met'}")
+    gap, above = joint["mean_final"] - b8["mean_final"], b8["mean_final"] - naive["mean_final"]
+    lines.append(f"latent replay {100 * b8['mean_final']:.1f}% vs joint {100 * joint['mean_final']:.1f}% "
+                 f"(within 3 points: {'met' if gap <= 0.03 else 'NOT met'}) and naive {100 * naive['mean_final']:.1f}% "
+                 f"(>= 20 points above: {'met' if above >= 0.2 else 'NOT met'}); forgetting "
+                 f"{100 * b8['mean_forgetting']:.1f} points (target <= 5): "
+                 f"{'met' if b8['mean_forgetting'] <= 0.05 else 'NOT met'}")
+    ram = b8["memory"]["total_ram_bytes"]
+    lines.append(f"learner RAM {ram:,} B (target <= 256 KB: {'met' if ram <= 256 * 1024 else 'NOT met'}), flash "
+                 f"{b8['memory']['flash_bytes']:,} B (counted from the reference learner; the C learner is not "
+                 "built yet)")
+    return lines
+
+
+def markdown(results: dict, meta: dict) -> str:
+    lines = ["# Continual learning with latent replays", "", f"`{meta['command']}` ({meta['seconds']:.0f} s, "
+             f"{meta['seeds']} seeds, reference learner).", ""]
+    for name, rows in results.items():
+        lines += [f"## {MODELS[name][0]}", "",
+                  "| strategy | LR layer | LR shape | bits | final avg accuracy % | forgetting (points) | "
+                  "buffer B | total RAM B |", "|---|---|---|---|---|---|---|---|"]
+        for label, r in rows.items():
+            m = r["memory"]
+            lines.append(f"| {r['strategy']} | op {r['lr_op']} | {'x'.join(map(str, r['lr_shape']))} | {r['bits']} | "
+                         f"{100 * r['mean_final']:.1f} ± {100 * r['std_final']:.1f} | {100 * r['mean_forgetting']:.1f} | "
+                         f"{m['buffer_bytes']:,} | {m['total_ram_bytes']:,} |")
+        lines.append("")
+    lines += ["## Targets", ""] + [f"- {t}" for t in meta["targets"]] + [""]
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seeds", type=int, default=5)
+    parser.add_argument("--scenarios", default="fsdd,digits")
+    parser.add_argument("--quick", action="store_true", help="only the default LR layer")
+    args = parser.parse_args(argv)
+    started = time.time()
+    results = {name: runs(name, args.seeds, args.quick) for name in args.scenarios.split(",")}
+    command = "python benchmarks/learn.py" + ("" if len(sys.argv) == 1 else " " + " ".join(sys.argv[1:]))
+    meta = {"command": command, "seconds": time.time() - started, "seeds": args.seeds, "targets": targets(results)}
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "learn.json").write_text(json.dumps({**meta, "results": results}, indent=1) + "\n")
+    (RESULTS / "learn.md").write_text(markdown(results, meta))
+    print(markdown(results, meta))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
