@@ -38,19 +38,20 @@ def stream(graph):
 
 def test_the_front_is_the_models_prefix_byte_for_byte(graph, stream):
     cut = split(graph)
-    assert cut.lr_op == 1 and cut.lr_shape == (8, 8, 16)  # the last convolution but one: the depthwise
+    assert cut.lr_op == 0 and cut.lr_shape == (8, 8, 16)  # the third convolution from the end: the first
     x = stream[0].test_x[:20]
     lr_tensor = graph.ops[cut.lr_op].outputs[0]
     probe = probe_graph(graph, [lr_tensor])
     want = np.asarray(run(probe, x)[-1]).reshape((len(x),) + cut.lr_shape)
     np.testing.assert_array_equal(cut.latents(x), want)
-    assert [op.type for op in cut.front.ops] == ["CONV_2D", "DEPTHWISE_CONV_2D"]
+    assert [op.type for op in cut.front.ops] == ["CONV_2D"]
     assert len(graph.ops) == 7  # the model itself is untouched
 
 
 def test_the_back_computes_the_models_logits(graph, stream):
     cut = split(graph)
-    assert [type(layer).__name__ for layer in cut.back.layers] == ["Conv2D", "AveragePool2D", "Reshape", "Dense"]
+    assert [type(layer).__name__ for layer in cut.back.layers] == ["DepthwiseConv2D", "Conv2D", "AveragePool2D",
+                                                                   "Reshape", "Dense"]
     x = stream[0].test_x
     logits = cut.logits(x)
     probabilities = np.asarray(run(graph, x)).reshape(len(x), -1)
@@ -63,7 +64,8 @@ def test_a_widened_head_keeps_the_old_answers(graph, stream):
     narrow, wide = split(graph), split(graph, classes=10)
     x = stream[0].test_x[:30]
     a, b = narrow.logits(x), wide.logits(x)
-    np.testing.assert_array_equal(b[:, :5], a)
+    # equal up to the float32 matmul's blocking, which depends on the number of output columns
+    np.testing.assert_allclose(b[:, :5], a, rtol=1e-5, atol=1e-5)
     np.testing.assert_array_equal(b[:, 5:], 0)
 
 

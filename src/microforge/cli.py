@@ -577,15 +577,15 @@ def learn_command(model: Path = typer.Argument(..., help="an int8 classifier tra
                   fsdd: Optional[Path] = typer.Option(None, "--fsdd", help="FSDD recordings folder "
                                                                           "(default: ../shared/data/fsdd/recordings)"),
                   lr_layer: Optional[str] = typer.Option(None, "--lr-layer", help="the latent-replay layer: a tensor "
-                                                         "name or an op index (default: the output of the last "
-                                                         "convolution but one)"),
+                                                         "name or an op index (default: the output of the third "
+                                                         "convolution from the end)"),
                   buffer: int = typer.Option(1500, "--buffer", help="replay buffer size in samples"),
                   bits: int = typer.Option(8, "--bits", help="bits per stored latent: 8, 7, 6, 4 (or 32: float)"),
                   strategy: str = typer.Option("latent-replay", "--strategy",
                                                help="latent-replay | naive | joint | raw-replay"),
                   seed: int = typer.Option(0, "--seed"),
                   epochs: int = typer.Option(8, "--epochs", help="passes over each new experience"),
-                  learning_rate: float = typer.Option(0.01, "--learning-rate"),
+                  learning_rate: float = typer.Option(0.03, "--learning-rate"),
                   target: str = typer.Option("reference", "--target", help="reference"),
                   as_json: bool = typer.Option(False, "--json", help="print JSON")) -> None:
     """Learn new classes on the split model with latent replays: accuracy after each experience, memory."""

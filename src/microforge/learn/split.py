@@ -69,14 +69,14 @@ def _producers(graph: Graph) -> dict[int, Op]:
 
 def lr_op_index(graph: Graph, lr_layer) -> int:
     """The index of the op whose output is the LR tensor: `lr_layer` is an op index, a tensor name, or None
-    for the default, the output of the last convolution but one (the back then trains the last
-    convolution, what follows it and the classifier)."""
+    for the default: the output of the third convolution from the end (the back then retrains the last
+    two, a depthwise-separable block, with what follows them), or of the first when there are fewer."""
     producers = _producers(graph)
     if lr_layer is None:
         convs = [op.index for op in graph.ops if op.type in ("CONV_2D", "DEPTHWISE_CONV_2D")]
-        if len(convs) < 2:
-            raise InputError("learn: the model has fewer than two convolutions; name the LR layer (--lr-layer)")
-        return convs[-2]
+        if not convs:
+            raise InputError("learn: the model has no convolution; name the LR layer (--lr-layer)")
+        return convs[max(0, len(convs) - 3)]
     if isinstance(lr_layer, (int, np.integer)) or (isinstance(lr_layer, str) and lr_layer.isdigit()):
         index = int(lr_layer)
         if not 0 <= index < len(graph.ops) - 1:

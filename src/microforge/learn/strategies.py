@@ -47,10 +47,10 @@ class Hyper:
     """Training hyper-parameters shared by the strategies."""
 
     epochs: int = 8
-    learning_rate: float = 0.01
+    learning_rate: float = 0.03
     momentum: float = 0.9
     batch: int = 16  # new samples per mini-batch
-    replay_ratio: float = 3.0  # replays per new sample in a mini-batch
+    replay_ratio: float = 6.0  # replays per new sample in a mini-batch: the old classes outweigh the new one
     seed: int = 0
 
     def __post_init__(self):
