@@ -1,0 +1,301 @@
+"""The C learner: the back of a split model as generated C that trains itself, one SGD step per call.
+
+`generate_learner(split, hyper, out_dir)` writes a folder shaped like a generated model (model.h, model.c
+and the training kernels mf_train.{c,h}), so the host build and the Cortex-M firmware harness run it as
+they run a model: `mf_init()` copies the back's initial weights from flash into RAM and zeroes the
+momentum; each `mf_invoke()` reads one mini-batch from `mf_input(0)` (rows int8 latents of the LR tensor,
+then rows uint8 labels), dequantizes it, and runs forward, loss, backward and the SGD update, writing the
+mini-batch's mean loss (float32) to `mf_output(0)` and, when asked, every trained parameter (float32, in
+the back's order) to `mf_output(1)`.
+
+The batch runs in tiles of `tile_rows` samples (one by default): forward and backward of a tile, its
+weight gradients added up, the update once the whole batch is done. The activations and their gradients
+then take one tile's RAM, whatever the batch size: the tiling scheme that lets a layer whose gradients
+of a whole batch would not fit train in a small SRAM. Tiled or not, the step is the same mathematics.
+
+`run_learner(split, hyper, batches, target)` builds and runs it on "host" or "qemu-m4"/"qemu-m7" and returns
+the losses, the final weights and (on an emulated core) the instructions of every step.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import shutil
+import subprocess
+import tempfile
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+
+from microforge.errors import InputError, TargetError
+from microforge.learn import layers as L
+from microforge.learn.split import Split
+from microforge.learn.strategies import Hyper
+
+KERNELS = ("mf_train.c", "mf_train.h")
+ACT = {"NONE": "MF_ACT_NONE", "RELU": "MF_ACT_RELU", "RELU6": "MF_ACT_RELU6"}
+FLOAT = 4
+
+
+def _floats(values) -> str:
+    """float32 values as exact C99 hex literals."""
+    return ", ".join(float(np.float32(v)).hex() + "f" for v in np.asarray(values, np.float32).reshape(-1))
+
+
+def _window(layer, in_shape, out_shape) -> dict:
+    from microforge.learn.layers import output_size
+
+    kernel = layer.params["weights"].shape[1:3] if layer.params else layer.filter
+    _, top = output_size(in_shape[0], kernel[0], layer.stride[0], layer.padding)
+    _, left = output_size(in_shape[1], kernel[1], layer.stride[1], layer.padding)
+    return {"in_h": in_shape[0], "in_w": in_shape[1], "in_c": in_shape[2], "out_h": out_shape[0],
+            "out_w": out_shape[1], "out_c": out_shape[2], "k_h": kernel[0], "k_w": kernel[1],
+            "stride_h": layer.stride[0], "stride_w": layer.stride[1], "pad_top": top, "pad_left": left,
+            "multiplier": getattr(layer, "multiplier", 1),
+            "activation": ACT[getattr(layer, "activation", "NONE")]}
+
+
+@dataclass
+class LearnerLayout:
+    """What the generated learner holds, in bytes (static RAM and flash), for a mini-batch of `rows`."""
+
+    rows: int
+    tile_rows: int
+    input_bytes: int
+    weights_bytes: int
+    gradients_bytes: int
+    optimizer_bytes: int
+    activations_bytes: int
+    sizes: list[int] = field(default_factory=list)  # per-sample values of the latents and of each layer output
+
+
+def layout(split: Split, hyper: Hyper, tile_rows: int = 1) -> LearnerLayout:
+    rows = batch_rows(hyper)
+    shape, sizes = split.lr_shape, [int(np.prod(split.lr_shape))]
+    for layer in split.back.layers:
+        shape = layer.output_shape(shape)
+        sizes.append(int(np.prod(shape)))
+    params = sum(a.size for _, _, a in split.back.params())
+    activated = sum(s for layer, s in zip(split.back.layers, sizes[1:]) if isinstance(layer, L._Activated))
+    # per tile: the dequantized latents, every layer output and pre-activation, two gradient buffers
+    activations = (sizes[0] + sum(sizes[1:]) + activated + 2 * max(sizes)) * tile_rows * FLOAT
+    return LearnerLayout(rows, tile_rows, rows * (sizes[0] + 1), params * FLOAT, params * FLOAT,
+                         params * FLOAT if hyper.momentum > 0 else 0, activations, sizes)
+
+
+def batch_rows(hyper: Hyper) -> int:
+    """Samples per mini-batch on the device: `batch` new ones and their replays."""
+    return hyper.batch + int(round(hyper.batch * hyper.replay_ratio))
+
+
+def generate_learner(split: Split, hyper: Hyper, out_dir, tile_rows: int = 1, weights_output: bool = True) -> Path:
+    """Write the C learner of `split`'s back into `out_dir` (see the module docstring)."""
+    rows = batch_rows(hyper)
+    if isinstance(tile_rows, bool) or not isinstance(tile_rows, int) or not 1 <= tile_rows <= rows or rows % tile_rows:
+        raise InputError(f"learn: tile_rows {tile_rows!r} must divide the mini-batch of {rows} rows")
+    if split.classes > 256:
+        raise InputError(f"learn: {split.classes} classes do not fit the learner's one-byte labels")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    for name in KERNELS:
+        shutil.copyfile(Path(str(resources.files("microforge.codegen") / "kernels" / name)), out / name)
+    plan = layout(split, hyper, tile_rows)
+    sizes, t = plan.sizes, tile_rows
+    lines = ["/* Generated by microforge: the on-device learner of a split model (microforge.learn.device). */",
+             '#include <string.h>', '#include "mf_train.h"', '#include "model.h"', ""]
+    params = split.back.params()
+    for k, (_, name, a) in enumerate(params):
+        lines += [f"static const float initial{k}[{a.size}] = {{{_floats(a)}}};  /* {name} */",
+                  f"static float param{k}[{a.size}];", f"static float grad{k}[{a.size}];"]
+        if hyper.momentum > 0:
+            lines.append(f"static float velocity{k}[{a.size}];")
+    lines += [f"static int8_t batch[{rows * sizes[0] + rows}];", f"static float loss;",
+              f"static float latents[{t * sizes[0]}];", f"static float grad_a[{t * max(sizes)}];",
+              f"static float grad_b[{t * max(sizes)}];"]
+    if weights_output:
+        lines.append(f"static float weights[{sum(a.size for _, _, a in params)}];")
+    forward, backward, structs = [], [], []
+    x, shape, k = "latents", split.lr_shape, 0
+    outputs = []  # (layer, input expression, output expression, pre-activation, param indices, window struct)
+    for i, layer in enumerate(split.back.layers):
+        out_shape = layer.output_shape(shape)
+        size = int(np.prod(out_shape))
+        if isinstance(layer, L.Reshape):
+            outputs.append((layer, x, x, None, (), None, shape, out_shape))
+            shape = out_shape
+            continue
+        y = f"out{i}"
+        lines.append(f"static float {y}[{t * size}];")
+        z = None
+        if isinstance(layer, L._Activated):
+            z = f"pre{i}"
+            lines.append(f"static float {z}[{t * size}];")
+        window = None
+        if isinstance(layer, (L.Conv2D, L.DepthwiseConv2D, L.AveragePool2D)):
+            window = f"window{i}"
+            fields = ", ".join(f".{key} = {value}" for key, value in _window(layer, shape, out_shape).items())
+            structs.append(f"static const mf_train_window {window} = {{{fields}}};")
+        indices = (k, k + 1) if layer.params else ()
+        k += len(layer.params)
+        outputs.append((layer, x, y, z, indices, window, shape, out_shape))
+        x, shape = y, out_shape
+    lines += structs
+    for layer, xi, y, z, idx, window, in_shape, out_shape in outputs:
+        w, b = (f"param{idx[0]}", f"param{idx[1]}") if idx else (None, None)
+        if isinstance(layer, L.Conv2D):
+            forward.append(f"mf_train_conv_forward(&{window}, {t}, {xi}, {w}, {b}, {z}, {y});")
+        elif isinstance(layer, L.DepthwiseConv2D):
+            forward.append(f"mf_train_depthwise_forward(&{window}, {t}, {xi}, {w}, {b}, {z}, {y});")
+        elif isinstance(layer, L.AveragePool2D):
+            forward.append(f"mf_train_avgpool_forward(&{window}, {t}, {xi}, {y});")
+        elif isinstance(layer, L.Dense):
+            o, n_in = layer.params["weights"].shape
+            forward.append(f"mf_train_dense_forward({t}, {n_in}, {o}, {ACT[layer.activation]}, {xi}, {w}, {b}, {z}, {y});")
+    # backward: dy in `current`, the input gradient into the other buffer; the first layer's is skipped
+    current, other = "grad_a", "grad_b"
+    first_trained = next(i for i, entry in enumerate(outputs) if not isinstance(entry[0], L.Reshape))
+    for i in range(len(outputs) - 1, -1, -1):
+        layer, xi, y, z, idx, window, in_shape, out_shape = outputs[i]
+        if isinstance(layer, L.Reshape):
+            continue
+        dx = other if i > first_trained else "0"
+        w, b = (f"param{idx[0]}", f"param{idx[1]}") if idx else (None, None)
+        gw, gb = (f"grad{idx[0]}", f"grad{idx[1]}") if idx else (None, None)
+        if isinstance(layer, L.Conv2D):
+            backward.append(f"mf_train_conv_backward(&{window}, {t}, {xi}, {w}, {z}, {current}, {gw}, {gb}, {dx});")
+        elif isinstance(layer, L.DepthwiseConv2D):
+            backward.append(f"mf_train_depthwise_backward(&{window}, {t}, {xi}, {w}, {z}, {current}, {gw}, {gb}, {dx});")
+        elif isinstance(layer, L.AveragePool2D):
+            if i > first_trained:
+                backward.append(f"mf_train_avgpool_backward(&{window}, {t}, {current}, {dx});")
+        elif isinstance(layer, L.Dense):
+            o, n_in = layer.params["weights"].shape
+            backward.append(f"mf_train_dense_backward({t}, {n_in}, {o}, {ACT[layer.activation]}, {xi}, {w}, {z}, "
+                            f"{current}, {gw}, {gb}, {dx});")
+        if i > first_trained:
+            current, other = other, current
+    logits = outputs[-1][2]
+    lr, m = float(np.float32(hyper.learning_rate)).hex() + "f", float(np.float32(hyper.momentum)).hex() + "f"
+    body = [
+        "void mf_init(void) {",
+        *[f"    memcpy(param{k}, initial{k}, sizeof(initial{k}));" for k in range(len(params))],
+        *([f"    memset(velocity{k}, 0, sizeof(velocity{k}));" for k in range(len(params))]
+          if hyper.momentum > 0 else []),
+        "}", "",
+        "void *mf_input(int index) { return index == 0 ? (void *)batch : 0; }",
+        "void *mf_output(int index) {",
+        "    if (index == 0) return &loss;",
+        *(["    if (index == 1) return weights;"] if weights_output else []),
+        "    return 0;", "}", "",
+        "void mf_invoke(void) {",
+        f"    const uint8_t *labels = (const uint8_t *)batch + {rows * sizes[0]};",
+        "    float total = 0.0f;",
+        *[f"    memset(grad{k}, 0, sizeof(grad{k}));" for k in range(len(params))],
+        f"    for (int32_t tile = 0; tile < {rows}; tile += {t}) {{",
+        f"        mf_train_dequantize({t * sizes[0]}, {split.lr.zero_point}, {float(np.float32(split.lr.scale)).hex()}f, "
+        f"batch + tile * {sizes[0]}, latents);",
+        *[f"        {line}" for line in forward],
+        f"        total += mf_train_softmax_cross_entropy({t}, {split.classes}, {logits}, labels + tile, {rows}, grad_a);",
+        *[f"        {line}" for line in backward],
+        "    }",
+        f"    loss = total / {float(rows)}f;",
+        *[f"    mf_train_sgd({a.size}, {lr}, {m}, param{k}, grad{k}, {f'velocity{k}' if hyper.momentum > 0 else '0'});"
+          for k, (_, _, a) in enumerate(params)],
+    ]
+    if weights_output:
+        offset = 0
+        for k, (_, _, a) in enumerate(params):
+            body.append(f"    memcpy(weights + {offset}, param{k}, sizeof(param{k}));")
+            offset += a.size
+    body.append("}")
+    (out / "model.c").write_text("\n".join(lines + [""] + body) + "\n")
+    outputs_bytes = [FLOAT] + ([plan.weights_bytes] if weights_output else [])
+    static_ram = (plan.input_bytes + plan.weights_bytes + plan.gradients_bytes + plan.optimizer_bytes
+                  + plan.activations_bytes + (plan.weights_bytes if weights_output else 0) + FLOAT)
+    header = ["/* Generated by microforge: the on-device learner (see model.c). */", "#ifndef MF_MODEL_H",
+              "#define MF_MODEL_H", "", "#include <stdint.h>", "",
+              f"#define MF_NUM_INPUTS 1", f"#define MF_INPUT0_BYTES {plan.input_bytes}",
+              f"#define MF_NUM_OUTPUTS {len(outputs_bytes)}",
+              *[f"#define MF_OUTPUT{i}_BYTES {n}" for i, n in enumerate(outputs_bytes)],
+              f"#define MF_ARENA_BYTES {static_ram}", f"#define MF_CONSTANT_BYTES {plan.weights_bytes}",
+              f"#define MF_LEARN_ROWS {rows}", f"#define MF_LEARN_TILE_ROWS {t}",
+              f"#define MF_LEARN_LATENT_BYTES {sizes[0]}", "",
+              "/* Copy the initial weights into RAM and zero the momentum. */", "void mf_init(void);",
+              "/* One SGD step on the mini-batch in mf_input(0); its mean loss in mf_output(0). */",
+              "void mf_invoke(void);", "void *mf_input(int index);", "void *mf_output(int index);", "", "#endif", ""]
+    (out / "model.h").write_text("\n".join(header))
+    return out
+
+
+def pack_batch(latents: np.ndarray, labels: np.ndarray) -> bytes:
+    """One mini-batch as the learner's input: the int8 latents, then one byte per label."""
+    return np.ascontiguousarray(latents, np.int8).tobytes() + np.asarray(labels, np.uint8).tobytes()
+
+
+@dataclass
+class LearnerRun:
+    losses: list[float]
+    weights: np.ndarray | None  # the parameters after the last step (float32, the back's order)
+    instructions: list[int]  # per step, on an emulated core
+    init_instructions: int | None = None
+    flash_bytes: int | None = None
+    ram_bytes: int | None = None
+    stack_bytes: int | None = None
+
+
+def run_learner(split: Split, hyper: Hyper, batches: list[tuple[np.ndarray, np.ndarray]], target: str = "host",
+                tile_rows: int = 1, weights_output: bool = True, build_dir=None) -> LearnerRun:
+    """Run the generated learner on `batches` ((latents (rows, *lr_shape) int8, labels (rows,)) each)."""
+    rows = batch_rows(hyper)
+    for n, (x, y) in enumerate(batches):
+        if np.asarray(x).shape != (rows,) + split.lr_shape or len(y) != rows:
+            raise InputError(f"learn: batch {n} has latents {list(np.asarray(x).shape)} and {len(y)} labels; the "
+                             f"learner takes {rows} rows of {list(split.lr_shape)}")
+        if np.min(y) < 0 or np.max(y) >= split.classes:
+            raise InputError(f"learn: batch {n} has labels outside 0..{split.classes - 1}")
+    packed = [pack_batch(x, y) for x, y in batches]
+    temp = tempfile.TemporaryDirectory(prefix="microforge-learner-") if build_dir is None else None
+    work = Path(temp.name if temp else build_dir)
+    try:
+        folder = generate_learner(split, hyper, work / "learner", tile_rows, weights_output)
+        if target == "host":
+            return _run_host(folder, packed, weights_output)
+        if target in ("qemu-m4", "qemu-m7"):
+            from microforge.codegen.targets.qemu import run_on_qemu
+
+            result = run_on_qemu(folder, target, packed, stack_samples=1)
+            losses = [float(np.frombuffer(o[0], np.float32)[0]) for o in result.output_tensors]
+            weights = np.frombuffer(result.output_tensors[-1][1], np.float32).copy() if weights_output else None
+            return LearnerRun(losses, weights, list(result.instructions), result.init_instructions,
+                              result.model_flash_bytes, result.model_ram_bytes, result.stack_bytes)
+        raise TargetError(f"learn: unknown target {target!r}; choose host, qemu-m4 or qemu-m7")
+    finally:
+        if temp is not None:
+            temp.cleanup()
+
+
+def _run_host(folder: Path, packed: list[bytes], weights_output: bool) -> LearnerRun:
+    from microforge.codegen.host import HOST_CFLAGS
+
+    library = folder / "learner.so"
+    cmd = ["gcc", "-shared", "-fPIC", *HOST_CFLAGS, "-std=c99", "-Wall", "-Wextra", "-Werror",
+           str(folder / "model.c"), str(folder / "mf_train.c"), "-lm", "-o", str(library)]
+    done = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise TargetError(f"learn: compiling the learner failed:\n{done.stderr[-4000:]}")
+    lib = ctypes.CDLL(str(library))
+    lib.mf_input.restype = lib.mf_output.restype = ctypes.c_void_p
+    lib.mf_init()
+    losses = []
+    weights_bytes = int(next(line.split()[2] for line in (folder / "model.h").read_text().splitlines()
+                             if line.startswith("#define MF_OUTPUT1_BYTES"))) if weights_output else 0
+    for data in packed:
+        ctypes.memmove(lib.mf_input(0), data, len(data))
+        lib.mf_invoke()
+        losses.append(float(ctypes.c_float.from_address(lib.mf_output(0)).value))
+    weights = None
+    if weights_output:
+        weights = np.frombuffer(ctypes.string_at(lib.mf_output(1), weights_bytes), np.float32).copy()
+    return LearnerRun(losses, weights, [])
