@@ -2,6 +2,8 @@
 model's back gives the same losses and weights (float tolerance) on host, tiled and untiled, and on qemu-m4,
 whose instructions per step it reports; bad batches are refused."""
 
+import copy
+
 import numpy as np
 import pytest
 
@@ -83,3 +85,30 @@ def test_bad_batches_and_tiles_are_refused(run, tmp_path):
         run_learner(cut, HYPER, [(latents, np.full(len(labels), 12))])
     with pytest.raises(InputError, match="tile_rows 3 must divide the mini-batch of 8 rows"):
         generate_learner(cut, HYPER, tmp_path, tile_rows=3)
+
+
+def test_every_kernel_path_on_host_strided_padded_and_multiplied():
+    """A back the digits model does not have: a 3 x 3 convolution of stride 2 (SAME), a depthwise one with
+    depth multiplier 2 (VALID), SAME average pooling of stride 2, a RELU6 dense layer and the classifier."""
+    from microforge.graph.ir import Quantization, Tensor
+    from microforge.learn import layers as L
+    from microforge.learn.split import Split
+
+    rng = np.random.default_rng(0)
+    r = lambda *s: (0.3 * rng.normal(size=s)).astype(np.float32)  # noqa: E731
+    back = L.Sequential([L.Conv2D(r(6, 3, 3, 3), r(6), stride=(2, 2), padding="SAME", activation="RELU"),
+                         L.DepthwiseConv2D(r(1, 3, 3, 12), r(12), depth_multiplier=2, padding="VALID",
+                                           activation="RELU6"),
+                         L.AveragePool2D(filter=(2, 2), stride=(2, 2), padding="SAME"), L.Reshape((48,)),
+                         L.Dense(r(7, 48), r(7), activation="RELU6"), L.Dense(r(4, 7), r(4))])
+    lr = Tensor("lr", (1, 9, 9, 3), np.int8, Quantization([0.05], [-3]))
+    make = lambda: Split(None, None, lr, 0, copy.deepcopy(back), 4)  # noqa: E731  (a fresh back each run)
+    hyper = Hyper(batch=3, replay_ratio=1.0, learning_rate=0.1, momentum=0.5)
+    batches = [(rng.integers(-128, 128, (6, 9, 9, 3)).astype(np.int8), rng.integers(0, 4, 6)) for _ in range(6)]
+    reference = Strategy(make(), hyper)
+    for lat, y in batches:
+        reference.step(reference.split.dequantize(lat), y)
+    weights = np.concatenate([a.reshape(-1) for _, _, a in reference.split.back.params()])
+    for tile_rows in (1, 3):
+        same_training(run_learner(make(), hyper, batches, "host", tile_rows=tile_rows),
+                      np.asarray(reference.losses), weights)

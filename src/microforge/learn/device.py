@@ -37,6 +37,7 @@ from microforge.learn.strategies import Hyper
 KERNELS = ("mf_train.c", "mf_train.h")
 ACT = {"NONE": "MF_ACT_NONE", "RELU": "MF_ACT_RELU", "RELU6": "MF_ACT_RELU6"}
 FLOAT = 4
+LEARNER_CFLAGS = ("-O3",)  # unrolled float loops: the learner is compute-bound
 
 
 def _floats(values) -> str:
@@ -265,7 +266,7 @@ def run_learner(split: Split, hyper: Hyper, batches: list[tuple[np.ndarray, np.n
         if target in ("qemu-m4", "qemu-m7"):
             from microforge.codegen.targets.qemu import run_on_qemu
 
-            result = run_on_qemu(folder, target, packed, stack_samples=1)
+            result = run_on_qemu(folder, target, packed, stack_samples=1, cflags=LEARNER_CFLAGS)
             losses = [float(np.frombuffer(o[0], np.float32)[0]) for o in result.output_tensors]
             weights = np.frombuffer(result.output_tensors[-1][1], np.float32).copy() if weights_output else None
             return LearnerRun(losses, weights, list(result.instructions), result.init_instructions,

@@ -19,9 +19,114 @@ static void mf_train_mask(int32_t activation, int32_t count, const float *z, flo
     }
 }
 
+
+/* The matrix products of a dense layer over P rows (a pointwise convolution's positions are rows too):
+ * z = x w' + b, dw += dz' x, dx = dz w, with x (P, C), w (O, C), dz (P, O). Four outputs (or inputs) at a
+ * time in registers, so each loaded value feeds four multiply-adds. */
+static void mf_train_rows_forward(int32_t P, int32_t C, int32_t O, const float *x, const float *w, const float *b,
+                                  float *z) {
+    for (int32_t p = 0; p < P; ++p) {
+        const float *xp = x + p * C;
+        int32_t o = 0;
+        for (; o + 4 <= O; o += 4) {
+            const float *w0 = w + o * C, *w1 = w0 + C, *w2 = w1 + C, *w3 = w2 + C;
+            float a0 = 0.0f, a1 = 0.0f, a2 = 0.0f, a3 = 0.0f;
+            for (int32_t c = 0; c < C; ++c) {
+                const float v = xp[c];
+                a0 += v * w0[c];
+                a1 += v * w1[c];
+                a2 += v * w2[c];
+                a3 += v * w3[c];
+            }
+            z[p * O + o] = a0 + b[o];
+            z[p * O + o + 1] = a1 + b[o + 1];
+            z[p * O + o + 2] = a2 + b[o + 2];
+            z[p * O + o + 3] = a3 + b[o + 3];
+        }
+        for (; o < O; ++o) {
+            float a = 0.0f;
+            for (int32_t c = 0; c < C; ++c) a += xp[c] * w[o * C + c];
+            z[p * O + o] = a + b[o];
+        }
+    }
+}
+
+static void mf_train_rows_weight_grad(int32_t P, int32_t C, int32_t O, const float *dz, const float *x, float *dw,
+                                      float *db) {
+    for (int32_t o = 0; o < O; ++o) {
+        float g = 0.0f;
+        for (int32_t p = 0; p < P; ++p) g += dz[p * O + o];
+        db[o] += g;
+    }
+    for (int32_t o = 0; o < O; ++o) {
+        int32_t c = 0;
+        for (; c + 4 <= C; c += 4) {
+            float a0 = 0.0f, a1 = 0.0f, a2 = 0.0f, a3 = 0.0f;
+            for (int32_t p = 0; p < P; ++p) {
+                const float g = dz[p * O + o];
+                const float *xp = x + p * C + c;
+                a0 += g * xp[0];
+                a1 += g * xp[1];
+                a2 += g * xp[2];
+                a3 += g * xp[3];
+            }
+            dw[o * C + c] += a0;
+            dw[o * C + c + 1] += a1;
+            dw[o * C + c + 2] += a2;
+            dw[o * C + c + 3] += a3;
+        }
+        for (; c < C; ++c) {
+            float a = 0.0f;
+            for (int32_t p = 0; p < P; ++p) a += dz[p * O + o] * x[p * C + c];
+            dw[o * C + c] += a;
+        }
+    }
+}
+
+static void mf_train_rows_input_grad(int32_t P, int32_t C, int32_t O, const float *dz, const float *w, float *dx) {
+    for (int32_t p = 0; p < P; ++p) {
+        const float *dzp = dz + p * O;
+        int32_t c = 0;
+        for (; c + 4 <= C; c += 4) {
+            float a0 = 0.0f, a1 = 0.0f, a2 = 0.0f, a3 = 0.0f;
+            for (int32_t o = 0; o < O; ++o) {
+                const float g = dzp[o];
+                const float *wo = w + o * C + c;
+                a0 += g * wo[0];
+                a1 += g * wo[1];
+                a2 += g * wo[2];
+                a3 += g * wo[3];
+            }
+            dx[p * C + c] = a0;
+            dx[p * C + c + 1] = a1;
+            dx[p * C + c + 2] = a2;
+            dx[p * C + c + 3] = a3;
+        }
+        for (; c < C; ++c) {
+            float a = 0.0f;
+            for (int32_t o = 0; o < O; ++o) a += dzp[o] * w[o * C + c];
+            dx[p * C + c] = a;
+        }
+    }
+}
+
+/* A 1 x 1 convolution of stride 1 without padding is a dense layer over the positions. */
+static int mf_train_pointwise(const mf_train_window *p) {
+    return p->k_h == 1 && p->k_w == 1 && p->stride_h == 1 && p->stride_w == 1 && p->pad_top == 0 && p->pad_left == 0;
+}
+
+static void mf_train_activate_all(int32_t activation, int32_t count, const float *z, float *y) {
+    for (int32_t i = 0; i < count; ++i) y[i] = mf_train_activate(activation, z[i]);
+}
+
 void mf_train_conv_forward(const mf_train_window *p, int32_t rows, const float *x, const float *w, const float *b,
                            float *z, float *y) {
     const int32_t in_size = p->in_h * p->in_w * p->in_c, out_size = p->out_h * p->out_w * p->out_c;
+    if (mf_train_pointwise(p)) {
+        mf_train_rows_forward(rows * p->out_h * p->out_w, p->in_c, p->out_c, x, w, b, z);
+        mf_train_activate_all(p->activation, rows * out_size, z, y);
+        return;
+    }
     for (int32_t n = 0; n < rows; ++n) {
         const float *xn = x + n * in_size;
         for (int32_t oy = 0; oy < p->out_h; ++oy) {
@@ -52,6 +157,12 @@ void mf_train_conv_backward(const mf_train_window *p, int32_t rows, const float 
                             float *dy, float *dw, float *db, float *dx) {
     const int32_t in_size = p->in_h * p->in_w * p->in_c, out_size = p->out_h * p->out_w * p->out_c;
     mf_train_mask(p->activation, rows * out_size, z, dy);
+    if (mf_train_pointwise(p)) {
+        const int32_t positions = rows * p->out_h * p->out_w;
+        mf_train_rows_weight_grad(positions, p->in_c, p->out_c, dy, x, dw, db);
+        if (dx) mf_train_rows_input_grad(positions, p->in_c, p->out_c, dy, w, dx);
+        return;
+    }
     if (dx) memset(dx, 0, sizeof(float) * (size_t)(rows * in_size));
     for (int32_t n = 0; n < rows; ++n) {
         const float *xn = x + n * in_size;
@@ -84,54 +195,70 @@ void mf_train_conv_backward(const mf_train_window *p, int32_t rows, const float 
 void mf_train_depthwise_forward(const mf_train_window *p, int32_t rows, const float *x, const float *w,
                                 const float *b, float *z, float *y) {
     const int32_t in_size = p->in_h * p->in_w * p->in_c, out_size = p->out_h * p->out_w * p->out_c;
+    const int32_t m = p->multiplier;
     for (int32_t n = 0; n < rows; ++n) {
         const float *xn = x + n * in_size;
         for (int32_t oy = 0; oy < p->out_h; ++oy) {
             for (int32_t ox = 0; ox < p->out_w; ++ox) {
-                for (int32_t o = 0; o < p->out_c; ++o) {
-                    const int32_t c = o / p->multiplier;
-                    float acc = 0.0f;
-                    for (int32_t ky = 0; ky < p->k_h; ++ky) {
-                        const int32_t iy = oy * p->stride_h - p->pad_top + ky;
-                        if (iy < 0 || iy >= p->in_h) continue;
-                        for (int32_t kx = 0; kx < p->k_w; ++kx) {
-                            const int32_t ix = ox * p->stride_w - p->pad_left + kx;
-                            if (ix < 0 || ix >= p->in_w) continue;
-                            acc += xn[(iy * p->in_w + ix) * p->in_c + c] * w[(ky * p->k_w + kx) * p->out_c + o];
+                float *zp = z + n * out_size + (oy * p->out_w + ox) * p->out_c;
+                for (int32_t o = 0; o < p->out_c; ++o) zp[o] = 0.0f;
+                /* window position outermost, channels innermost: both contiguous in x and w */
+                for (int32_t ky = 0; ky < p->k_h; ++ky) {
+                    const int32_t iy = oy * p->stride_h - p->pad_top + ky;
+                    if (iy < 0 || iy >= p->in_h) continue;
+                    for (int32_t kx = 0; kx < p->k_w; ++kx) {
+                        const int32_t ix = ox * p->stride_w - p->pad_left + kx;
+                        if (ix < 0 || ix >= p->in_w) continue;
+                        const float *xv = xn + (iy * p->in_w + ix) * p->in_c;
+                        const float *wv = w + (ky * p->k_w + kx) * p->out_c;
+                        if (m == 1) {
+                            for (int32_t c = 0; c < p->in_c; ++c) zp[c] += xv[c] * wv[c];
+                        } else {
+                            for (int32_t o = 0; o < p->out_c; ++o) zp[o] += xv[o / m] * wv[o];
                         }
                     }
-                    const int32_t at = n * out_size + (oy * p->out_w + ox) * p->out_c + o;
-                    z[at] = acc + b[o];
-                    y[at] = mf_train_activate(p->activation, z[at]);
                 }
+                for (int32_t o = 0; o < p->out_c; ++o) zp[o] += b[o];
             }
         }
     }
+    mf_train_activate_all(p->activation, rows * out_size, z, y);
 }
 
 void mf_train_depthwise_backward(const mf_train_window *p, int32_t rows, const float *x, const float *w,
                                  const float *z, float *dy, float *dw, float *db, float *dx) {
     const int32_t in_size = p->in_h * p->in_w * p->in_c, out_size = p->out_h * p->out_w * p->out_c;
+    const int32_t m = p->multiplier;
     mf_train_mask(p->activation, rows * out_size, z, dy);
     if (dx) memset(dx, 0, sizeof(float) * (size_t)(rows * in_size));
     for (int32_t n = 0; n < rows; ++n) {
         const float *xn = x + n * in_size;
         for (int32_t oy = 0; oy < p->out_h; ++oy) {
             for (int32_t ox = 0; ox < p->out_w; ++ox) {
-                for (int32_t o = 0; o < p->out_c; ++o) {
-                    const int32_t c = o / p->multiplier;
-                    const float g = dy[n * out_size + (oy * p->out_w + ox) * p->out_c + o];
-                    db[o] += g;
-                    for (int32_t ky = 0; ky < p->k_h; ++ky) {
-                        const int32_t iy = oy * p->stride_h - p->pad_top + ky;
-                        if (iy < 0 || iy >= p->in_h) continue;
-                        for (int32_t kx = 0; kx < p->k_w; ++kx) {
-                            const int32_t ix = ox * p->stride_w - p->pad_left + kx;
-                            if (ix < 0 || ix >= p->in_w) continue;
-                            const int32_t xo = (iy * p->in_w + ix) * p->in_c + c;
-                            const int32_t wo = (ky * p->k_w + kx) * p->out_c + o;
-                            dw[wo] += g * xn[xo];
-                            if (dx) dx[n * in_size + xo] += g * w[wo];
+                const float *gp = dy + n * out_size + (oy * p->out_w + ox) * p->out_c;
+                for (int32_t o = 0; o < p->out_c; ++o) db[o] += gp[o];
+                for (int32_t ky = 0; ky < p->k_h; ++ky) {
+                    const int32_t iy = oy * p->stride_h - p->pad_top + ky;
+                    if (iy < 0 || iy >= p->in_h) continue;
+                    for (int32_t kx = 0; kx < p->k_w; ++kx) {
+                        const int32_t ix = ox * p->stride_w - p->pad_left + kx;
+                        if (ix < 0 || ix >= p->in_w) continue;
+                        const int32_t xo = (iy * p->in_w + ix) * p->in_c;
+                        const float *xv = xn + xo;
+                        const float *wv = w + (ky * p->k_w + kx) * p->out_c;
+                        float *dwv = dw + (ky * p->k_w + kx) * p->out_c;
+                        if (m == 1) {
+                            for (int32_t c = 0; c < p->in_c; ++c) dwv[c] += gp[c] * xv[c];
+                            if (dx) {
+                                float *dxv = dx + n * in_size + xo;
+                                for (int32_t c = 0; c < p->in_c; ++c) dxv[c] += gp[c] * wv[c];
+                            }
+                        } else {
+                            for (int32_t o = 0; o < p->out_c; ++o) dwv[o] += gp[o] * xv[o / m];
+                            if (dx) {
+                                float *dxv = dx + n * in_size + xo;
+                                for (int32_t o = 0; o < p->out_c; ++o) dxv[o / m] += gp[o] * wv[o];
+                            }
                         }
                     }
                 }
@@ -203,30 +330,15 @@ void mf_train_avgpool_backward(const mf_train_window *p, int32_t rows, const flo
 
 void mf_train_dense_forward(int32_t rows, int32_t inputs, int32_t outputs, int32_t activation, const float *x,
                             const float *w, const float *b, float *z, float *y) {
-    for (int32_t n = 0; n < rows; ++n) {
-        for (int32_t o = 0; o < outputs; ++o) {
-            float acc = 0.0f;
-            for (int32_t i = 0; i < inputs; ++i) acc += x[n * inputs + i] * w[o * inputs + i];
-            z[n * outputs + o] = acc + b[o];
-            y[n * outputs + o] = mf_train_activate(activation, z[n * outputs + o]);
-        }
-    }
+    mf_train_rows_forward(rows, inputs, outputs, x, w, b, z);
+    mf_train_activate_all(activation, rows * outputs, z, y);
 }
 
 void mf_train_dense_backward(int32_t rows, int32_t inputs, int32_t outputs, int32_t activation, const float *x,
                              const float *w, const float *z, float *dy, float *dw, float *db, float *dx) {
     mf_train_mask(activation, rows * outputs, z, dy);
-    if (dx) memset(dx, 0, sizeof(float) * (size_t)(rows * inputs));
-    for (int32_t n = 0; n < rows; ++n) {
-        for (int32_t o = 0; o < outputs; ++o) {
-            const float g = dy[n * outputs + o];
-            db[o] += g;
-            for (int32_t i = 0; i < inputs; ++i) dw[o * inputs + i] += g * x[n * inputs + i];
-            if (dx) {
-                for (int32_t i = 0; i < inputs; ++i) dx[n * inputs + i] += g * w[o * inputs + i];
-            }
-        }
-    }
+    mf_train_rows_weight_grad(rows, inputs, outputs, dy, x, dw, db);
+    if (dx) mf_train_rows_input_grad(rows, inputs, outputs, dy, w, dx);
 }
 
 float mf_train_softmax_cross_entropy(int32_t rows, int32_t classes, const float *logits, const uint8_t *labels,
