@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 from conftest import ROOT
 import microforge
 from microforge.cli import app
-from microforge.errors import InputError, UnsupportedError
+from microforge.errors import InputError, TargetError, UnsupportedError
 from microforge.graph.builder import GraphBuilder
 from microforge.learn import layers as L
 from microforge.learn.api import learn
@@ -124,6 +124,18 @@ def test_learn_reports_the_contract_fields_and_memory(graph, stream):
     assert result["target"] is None and len(result["accuracy_matrix"]) == 6
 
 
+def test_on_qemu_m4_the_c_learner_is_measured_and_agrees():
+    result = learn(MODEL, scenario="digits-class-incremental", buffer=100, epochs=1, target="qemu-m4",
+                   batch=4, replay_ratio=3.0)
+    t = result["target"]
+    assert t["losses_equal_reference"] and t["rows_per_update"] == 16 and t["instructions_per_update"] > 0
+    # one new digit: its training images in mini-batches of 4, one epoch, at 120 MHz
+    assert t["updates_per_new_class"] == -(-len(digits_class_incremental(microforge.load(MODEL).inputs[0])[-1]
+                                               .train_y) // 4)
+    assert t["learn_new_class_seconds"] == pytest.approx(t["updates_per_new_class"] * t["instructions_per_update"]
+                                                         / 120e6, rel=1e-6)
+
+
 def test_the_cli_prints_the_contract_json(tmp_path):
     out = CliRunner().invoke(app, ["learn", str(MODEL), "--scenario", "digits-class-incremental", "--buffer", "100",
                                    "--bits", "8", "--strategy", "naive", "--epochs", "1", "--json"])
@@ -173,8 +185,8 @@ def test_bad_input_names_what_and_where(graph, stream):
         Hyper(epochs=0)
     with pytest.raises(InputError, match="strategy 'ewc'"):
         strategy("ewc", cut)
-    with pytest.raises(InputError, match="target 'qemu-m4' is not available yet"):
-        learn(MODEL, scenario="digits-class-incremental", target="qemu-m4")
+    with pytest.raises(TargetError, match="unknown target 'stm32'"):
+        learn(MODEL, scenario="digits-class-incremental", target="stm32")
     with pytest.raises(InputError, match="scenario 'mnist'"):
         learn(MODEL, scenario="mnist")
     assert isinstance(cut.back, L.Sequential)

@@ -484,6 +484,12 @@ def assess(float_model: Path = typer.Argument(..., help="the float32 model (.tfl
                 console.print(f"  [yellow]![/] {layer['index'] if layer['index'] is not None else ''} {layer['op']} "
                               f"'{short}': {layer['flag']}",
                               highlight=False)
+    if result["target"]:
+        t = result["target"]
+        console.print(f"{target}: {t['instructions_per_update']:,} instructions per update ({t['rows_per_update']} "
+                      f"samples), a new class in {t['learn_new_class_seconds']:.1f} s at {t['clock_hz'] / 1e6:.0f} MHz "
+                      f"({t['updates_per_new_class']} updates); C losses equal the reference's: "
+                      f"{'yes' if t['losses_equal_reference'] else 'NO'}", highlight=False)
     if report is not None:
         console.print(f"report written to {report}/ (report.md, report.html, assessment.json)")
 
@@ -586,7 +592,8 @@ def learn_command(model: Path = typer.Argument(..., help="an int8 classifier tra
                   seed: int = typer.Option(0, "--seed"),
                   epochs: int = typer.Option(8, "--epochs", help="passes over each new experience"),
                   learning_rate: float = typer.Option(0.03, "--learning-rate"),
-                  target: str = typer.Option("reference", "--target", help="reference"),
+                  target: str = typer.Option("reference", "--target", help="reference | qemu-m4 | qemu-m7 (also "
+                                             "measure the generated C learner there)"),
                   as_json: bool = typer.Option(False, "--json", help="print JSON")) -> None:
     """Learn new classes on the split model with latent replays: accuracy after each experience, memory."""
     from microforge.learn.api import learn
@@ -618,3 +625,9 @@ def learn_command(model: Path = typer.Argument(..., help="an int8 classifier tra
                   f"{_kib(m['arena_bytes'])}, weights {_kib(m['weights_bytes'])}, gradients {_kib(m['gradients_bytes'])}, "
                   f"optimizer {_kib(m['optimizer_bytes'])}, buffer {_kib(m['buffer_bytes'])}), flash {_kib(m['flash_bytes'])}",
                   highlight=False)
+    if result["target"]:
+        t = result["target"]
+        console.print(f"{target}: {t['instructions_per_update']:,} instructions per update ({t['rows_per_update']} "
+                      f"samples), a new class in {t['learn_new_class_seconds']:.1f} s at {t['clock_hz'] / 1e6:.0f} MHz "
+                      f"({t['updates_per_new_class']} updates); C losses equal the reference's: "
+                      f"{'yes' if t['losses_equal_reference'] else 'NO'}", highlight=False)
