@@ -25,35 +25,40 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 import microforge  # noqa: E402,F401
-from microforge.learn.api import memory  # noqa: E402
+from microforge.learn.api import device_cost, memory  # noqa: E402
+from microforge.learn.device import batch_rows  # noqa: E402
 from microforge.learn.scenarios import scenario  # noqa: E402
-from microforge.learn.split import split  # noqa: E402
+from microforge.learn.split import lr_op_index, split  # noqa: E402
 from microforge.learn.strategies import Hyper, Latents, run_stream, strategy  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
 MODELS = {"fsdd": ("fsdd-class-incremental", ROOT / "models" / "learn" / "fsdd_digits0-4_int8.tflite"),
           "digits": ("digits-class-incremental", ROOT / "models" / "learn" / "digits0-4_cnn_int8.tflite")}
-BUFFER = {"fsdd": 1500, "digits": 500}  # replay samples: half the FSDD training clips, as many digits
+BUFFER = {"fsdd": 1500, "digits": 500}  # replay samples: over half the FSDD training clips; 500 digits
+DEVICE_TARGETS = ("qemu-m4", "qemu-m7")
 
 
 def runs(name: str, seeds: int, quick: bool) -> dict:
-    """Every configuration of the study on one scenario: label -> {per-seed results, mean, std, memory}."""
+    """Every configuration of the study on one scenario: label -> {per-seed results, mean, std, memory},
+    and on qemu-m4 and qemu-m7 the C learner's cost of each LR layer (seed 0)."""
     scenario_name, path = MODELS[name]
     graph = microforge.load(path)
     stream = scenario(scenario_name, graph.inputs[0])
+    default = lr_op_index(graph, None)
     convs = [op.index for op in graph.ops if op.type in ("CONV_2D", "DEPTHWISE_CONV_2D")]
-    lr_layers = convs[-3:] if not quick else convs[-2:-1]  # the default (the last but one) and its neighbours
-    default = convs[-2]
-    configs = [("latent-replay", default, 32), ("latent-replay", default, 8), ("latent-replay", default, 7),
-               ("latent-replay", default, 6), ("latent-replay", default, 4), ("naive", default, 8),
-               ("joint", default, 8), ("raw-replay", default, 8)]
+    pool = [op.index for op in graph.ops if op.type == "AVERAGE_POOL_2D"]
+    lr_layers = sorted(set(convs[convs.index(default):] + pool[-1:]))  # the default and every later cut
+    configs = [("latent-replay", default, bits) for bits in (32, 8, 7, 6, 4)]
+    configs += [("naive", default, 8), ("joint", default, 8), ("raw-replay", default, 8)]
     configs += [("latent-replay", layer, 8) for layer in lr_layers if layer != default]
+    if quick:
+        configs = [c for c in configs if c[1] == default and c[2] in (8, 32)]
     out = {}
     latents = {}  # the front's latents per LR layer, shared by every configuration and seed
     for strategy_name, layer, bits in configs:
         label = f"{strategy_name} LR op {layer}" + (f" {bits}-bit" if strategy_name in ("latent-replay",
                                                                                      "raw-replay") else "")
-        finals, forgets, matrices = [], [], []
+        finals, forgets = [], []
         started = time.time()
         for seed in range(seeds):
             cut = split(graph, layer, classes=10)
@@ -63,15 +68,31 @@ def runs(name: str, seeds: int, quick: bool) -> dict:
             result = run_stream(learner, stream)
             finals.append(result.final_average_accuracy)
             forgets.append(result.forgetting)
-            matrices.append(result.accuracy_matrix)
-        out[label] = {"strategy": strategy_name, "lr_op": layer, "bits": bits,
-                      "lr_shape": list(cut.lr_shape), "final_average_accuracy": finals, "forgetting": forgets,
-                      "mean_final": float(np.mean(finals)), "std_final": float(np.std(finals)),
-                      "mean_forgetting": float(np.mean(forgets)), "accuracy_matrix_seed0": matrices[0],
-                      "memory": memory(cut, learner), "seconds": round(time.time() - started, 1)}
+            if seed == 0:
+                matrix, first = result.accuracy_matrix, (cut, learner)
+        entry = {"strategy": strategy_name, "lr_op": layer, "bits": bits, "lr_shape": list(cut.lr_shape),
+                 "final_average_accuracy": finals, "forgetting": forgets, "mean_final": float(np.mean(finals)),
+                 "std_final": float(np.std(finals)), "mean_forgetting": float(np.mean(forgets)),
+                 "accuracy_matrix_seed0": matrix, "memory": memory(cut, learner),
+                 "seconds": round(time.time() - started, 1)}
+        if strategy_name == "latent-replay" and bits == 8:
+            entry["device"] = {target: device_cost(*first, stream, target) for target in DEVICE_TARGETS}
+            entry["macs_per_update"] = macs_per_update(cut, first[1].hyper)
+        out[label] = entry
         print(f"{name} {label}: {100 * np.mean(finals):.1f} ± {100 * np.std(finals):.1f} "
               f"(forgetting {100 * np.mean(forgets):.1f})", flush=True)
     return out
+
+
+def macs_per_update(cut, hyper) -> int:
+    """Multiply-adds of one SGD step: forward, weight gradients and (past the first layer) input gradients
+    of every row of the mini-batch."""
+    shape, total = cut.lr_shape, 0
+    for i, layer in enumerate(cut.back.layers):
+        m = layer.macs(shape)
+        total += m["forward"] + m["weight_grad"] + (m["input_grad"] if i > 0 else 0)
+        shape = layer.output_shape(shape)
+    return total * batch_rows(hyper)
 
 
 def targets(results: dict) -> list[str]:
@@ -79,7 +100,7 @@ def targets(results: dict) -> list[str]:
     fsdd = results.get("fsdd")
     if not fsdd:
         return lines
-    default = next(r["lr_op"] for r in fsdd.values() if r["strategy"] == "naive")
+    default = next(r["lr_op"] for r in fsdd.values() if r["strategy"] == "naive")  # the baselines' layer
 
     def pick(strategy_name, bits=8):
         return next(r for r in fsdd.values() if r["strategy"] == strategy_name and r["bits"] == bits
@@ -98,10 +119,15 @@ def targets(results: dict) -> list[str]:
                  f"(>= 20 points above: {'met' if above >= 0.2 else 'NOT met'}); forgetting "
                  f"{100 * b8['mean_forgetting']:.1f} points (target <= 5): "
                  f"{'met' if b8['mean_forgetting'] <= 0.05 else 'NOT met'}")
-    ram = b8["memory"]["total_ram_bytes"]
-    lines.append(f"learner RAM {ram:,} B (target <= 256 KB: {'met' if ram <= 256 * 1024 else 'NOT met'}), flash "
-                 f"{b8['memory']['flash_bytes']:,} B (counted from the reference learner; the C learner is not "
-                 "built yet)")
+    for r in (r for r in fsdd.values() if "device" in r):
+        ram, dev = r["memory"]["total_ram_bytes"], r["device"]["qemu-m4"]
+        ok = ram <= 256 * 1024 and r["memory"]["flash_bytes"] <= 1 << 20
+        lines.append(f"LR op {r['lr_op']} ({'x'.join(map(str, r['lr_shape']))}): {100 * r['mean_final']:.1f}%, learner "
+                     f"RAM {ram:,} B, flash {r['memory']['flash_bytes']:,} B (target <= 256 KB and 1 MB: "
+                     f"{'met' if ok else 'NOT met'}); a new class in {dev['learn_new_class_seconds']:.1f} s at 120 MHz "
+                     f"on qemu-m4 (target <= 6 s: {'met' if dev['learn_new_class_seconds'] <= 6 else 'NOT met'}); "
+                     f"{r['macs_per_update'] / dev['instructions_per_update']:.3f} MAC per instruction over a whole "
+                     f"update (target for the backward kernels >= 0.25)")
     return lines
 
 
@@ -118,6 +144,20 @@ def markdown(results: dict, meta: dict) -> str:
                          f"{100 * r['mean_final']:.1f} ± {100 * r['std_final']:.1f} | {100 * r['mean_forgetting']:.1f} | "
                          f"{m['buffer_bytes']:,} | {m['total_ram_bytes']:,} |")
         lines.append("")
+        device = [(label, r) for label, r in rows.items() if "device" in r]
+        if device:
+            lines += ["C learner (seed 0's configuration), one SGD update of "
+                      f"{device[0][1]['device']['qemu-m4']['rows_per_update']} samples:", "",
+                      "| LR layer | core | instructions per update | MAC per instruction | new class s | "
+                      "C losses = reference | C learner flash B | C learner RAM B |", "|---|---|---|---|---|---|---|---|"]
+            for label, r in device:
+                for target, d in r["device"].items():
+                    lines.append(f"| op {r['lr_op']} | {target} | {d['instructions_per_update']:,} | "
+                                 f"{r['macs_per_update'] / d['instructions_per_update']:.3f} | "
+                                 f"{d['learn_new_class_seconds']:.1f} at {d['clock_hz'] / 1e6:.0f} MHz | "
+                                 f"{'yes' if d['losses_equal_reference'] else 'NO'} | {d['flash_bytes']:,} | "
+                                 f"{d['ram_bytes']:,} |")
+            lines.append("")
     lines += ["## Targets", ""] + [f"- {t}" for t in meta["targets"]] + [""]
     return "\n".join(lines)
 
