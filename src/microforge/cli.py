@@ -484,12 +484,6 @@ def assess(float_model: Path = typer.Argument(..., help="the float32 model (.tfl
                 console.print(f"  [yellow]![/] {layer['index'] if layer['index'] is not None else ''} {layer['op']} "
                               f"'{short}': {layer['flag']}",
                               highlight=False)
-    if result["target"]:
-        t = result["target"]
-        console.print(f"{target}: {t['instructions_per_update']:,} instructions per update ({t['rows_per_update']} "
-                      f"samples), a new class in {t['learn_new_class_seconds']:.1f} s at {t['clock_hz'] / 1e6:.0f} MHz "
-                      f"({t['updates_per_new_class']} updates); C losses equal the reference's: "
-                      f"{'yes' if t['losses_equal_reference'] else 'NO'}", highlight=False)
     if report is not None:
         console.print(f"report written to {report}/ (report.md, report.html, assessment.json)")
 
