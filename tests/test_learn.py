@@ -143,8 +143,11 @@ def test_the_cli_prints_the_contract_json(tmp_path):
     result = json.loads(out.output)
     assert result["strategy"] == "naive" and result["memory"]["buffer_bytes"] == 0
     table = CliRunner().invoke(app, ["learn", str(MODEL), "--scenario", "digits-class-incremental", "--buffer", "50",
-                                     "--epochs", "1"])
+                                     "--epochs", "1", "--report", str(tmp_path / "report")])
     assert table.exit_code == 0 and "final average accuracy" in table.output
+    page = (tmp_path / "report" / "report.html").read_text()
+    assert page.count("data:image/png;base64,") == 2 and "latent-replay" in page
+    assert json.loads((tmp_path / "report" / "learn.json").read_text())[0]["strategy"] == "latent-replay"
 
 
 def residual_model():

@@ -588,13 +588,18 @@ def learn_command(model: Path = typer.Argument(..., help="an int8 classifier tra
                   learning_rate: float = typer.Option(0.03, "--learning-rate"),
                   target: str = typer.Option("reference", "--target", help="reference | qemu-m4 | qemu-m7 (also "
                                              "measure the generated C learner there)"),
-                  as_json: bool = typer.Option(False, "--json", help="print JSON")) -> None:
+                  as_json: bool = typer.Option(False, "--json", help="print JSON"),
+                  report: Optional[Path] = typer.Option(None, "--report", help="write Markdown + HTML with plots here")
+                  ) -> None:
     """Learn new classes on the split model with latent replays: accuracy after each experience, memory."""
     from microforge.learn.api import learn
+    from microforge.learn.report import write_learn_report
 
     try:
         result = learn(model, scenario, lr_layer, buffer, bits, strategy, seed, target, recordings=fsdd,
                        epochs=epochs, learning_rate=learning_rate)
+        if report is not None:
+            write_learn_report([result], report, f"{result['model']}: {strategy} on {scenario}")
     except MicroforgeError as exc:
         _fail(exc)
     if as_json:
