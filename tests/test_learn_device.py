@@ -112,3 +112,20 @@ def test_every_kernel_path_on_host_strided_padded_and_multiplied():
     for tile_rows in (1, 3):
         same_training(run_learner(make(), hyper, batches, "host", tile_rows=tile_rows),
                       np.asarray(reference.losses), weights)
+
+
+def test_a_back_of_the_classifier_alone(run):
+    """LR at the pooled features: the back is the reshape and the final dense layer, one trained layer."""
+    graph, _, _, _ = run
+    pool = next(op.index for op in graph.ops if op.type == "AVERAGE_POOL_2D")
+    cut = split(graph, lr_layer=pool, classes=10)
+    assert [type(layer).__name__ for layer in cut.back.layers] == ["Reshape", "Dense"]
+    rng = np.random.default_rng(2)
+    rows = batch_rows(HYPER)
+    batches = [(rng.integers(-128, 128, (rows,) + cut.lr_shape).astype(np.int8), rng.integers(0, 10, rows))
+               for _ in range(5)]
+    reference = Strategy(split(graph, lr_layer=pool, classes=10), HYPER)
+    for lat, y in batches:
+        reference.step(reference.split.dequantize(lat), y)
+    same_training(run_learner(cut, HYPER, batches, "host"), np.asarray(reference.losses),
+                  np.concatenate([a.reshape(-1) for _, _, a in reference.split.back.params()]))

@@ -177,6 +177,8 @@ def generate_learner(split: Split, hyper: Hyper, out_dir, tile_rows: int = 1, we
                             f"{current}, {gw}, {gb}, {dx});")
         if i > first_trained:
             current, other = other, current
+    if not any("grad_b" in line for line in backward):  # one trained layer: no input gradient to hold
+        lines.remove(f"static float grad_b[{t * max(sizes)}];")
     logits = outputs[-1][2]
     lr, m = float(np.float32(hyper.learning_rate)).hex() + "f", float(np.float32(hyper.momentum)).hex() + "f"
     body = [
