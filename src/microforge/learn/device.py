@@ -46,8 +46,8 @@ def _floats(values) -> str:
 
 
 def _window(layer, in_shape, out_shape) -> dict:
-    from microforge.learn.layers import output_size
-
+    """The mf_train_window fields of a convolution or pooling layer."""
+    output_size = L.output_size
     kernel = layer.params["weights"].shape[1:3] if layer.params else layer.filter
     _, top = output_size(in_shape[0], kernel[0], layer.stride[0], layer.padding)
     _, left = output_size(in_shape[1], kernel[1], layer.stride[1], layer.padding)

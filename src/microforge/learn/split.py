@@ -108,7 +108,7 @@ def _check_chain(graph: Graph, cut: int) -> None:
         raise UnsupportedError("learn: the model must have one output, made by its last op")
 
 
-def _real(t: Tensor, axis_size: int) -> np.ndarray:
+def _real(t: Tensor) -> np.ndarray:
     """A constant's real values (int8 weights or int32 bias dequantized per channel; float as is)."""
     data = np.asarray(t.data)
     if t.quant is None or data.dtype == np.float32:
@@ -133,8 +133,8 @@ def back_layer(op: Op) -> L.Layer | None:
     """The float training layer of one op after the cut (None for ops the back drops)."""
     o = op.options
     if op.type in TRAINABLE:
-        weights = _real(op.inputs[1], 0)
-        bias = _real(op.inputs[2], 0) if len(op.inputs) > 2 and op.inputs[2] is not None else \
+        weights = _real(op.inputs[1])
+        bias = _real(op.inputs[2]) if len(op.inputs) > 2 and op.inputs[2] is not None else \
             np.zeros(weights.shape[-1 if op.type == "DEPTHWISE_CONV_2D" else 0], np.float32)
         if op.type == "FULLY_CONNECTED":
             return L.Dense(weights, bias, activation=_activation(op))

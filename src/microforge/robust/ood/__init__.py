@@ -1,5 +1,5 @@
-"""Out-of-distribution detection (in progress): detectors on a classifier's logits and features, and the
-metrics as OpenOOD computes them.
+"""Out-of-distribution detection: detectors on a classifier's logits and features (and the trained ones:
+godin, ae, explicit), their on-chip integer forms (onchip.py), and the metrics as OpenOOD computes them.
 
     from microforge.robust import ood
     energy = ood.detector("energy").fit("model.tflite", in_distribution_inputs)
