@@ -87,7 +87,7 @@ def test_bad_batches_and_tiles_are_refused(run, tmp_path):
         generate_learner(cut, HYPER, tmp_path, tile_rows=3)
 
 
-def test_every_kernel_path_on_host_strided_padded_and_multiplied():
+def test_every_kernel_path_on_host_strided_padded_and_multiplied_and_sanitized():
     """A back the digits model does not have: a 3 x 3 convolution of stride 2 (SAME), a depthwise one with
     depth multiplier 2 (VALID), SAME average pooling of stride 2, a RELU6 dense layer and the classifier."""
     from microforge.graph.ir import Quantization, Tensor
@@ -109,8 +109,9 @@ def test_every_kernel_path_on_host_strided_padded_and_multiplied():
     for lat, y in batches:
         reference.step(reference.split.dequantize(lat), y)
     weights = np.concatenate([a.reshape(-1) for _, _, a in reference.split.back.params()])
-    for tile_rows in (1, 3):
-        same_training(run_learner(make(), hyper, batches, "host", tile_rows=tile_rows),
+    for tile_rows, sanitize in ((1, False), (3, False), (1, True)):
+        # sanitized: AddressSanitizer and UBSan stop the run on any write outside the learner's buffers
+        same_training(run_learner(make(), hyper, batches, "host", tile_rows=tile_rows, sanitize=sanitize),
                       np.asarray(reference.losses), weights)
 
 

@@ -31,9 +31,15 @@ LIBS = ["-lm"]  # the kernels' expf; after the sources, as the linker resolves l
 
 def _host_glue(graph: Graph) -> str:
     """mf_run_batch over all inputs/outputs, and a main() for the sanitized executable."""
-    n_in, n_out = len(graph.inputs), len(graph.outputs)
-    in_bytes = ", ".join(str(t.nbytes) for t in graph.inputs)
-    out_bytes = ", ".join(str(t.nbytes) for t in graph.outputs)
+    return host_glue([t.nbytes for t in graph.inputs], [t.nbytes for t in graph.outputs])
+
+
+def host_glue(input_bytes: list[int], output_bytes: list[int]) -> str:
+    """The host glue of any folder with the generated model's interface (mf_init, mf_invoke, mf_input,
+    mf_output) and these input and output sizes."""
+    n_in, n_out = len(input_bytes), len(output_bytes)
+    in_bytes = ", ".join(map(str, input_bytes))
+    out_bytes = ", ".join(map(str, output_bytes))
     return f"""#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>

@@ -249,8 +249,9 @@ class LearnerRun:
 
 
 def run_learner(split: Split, hyper: Hyper, batches: list[tuple[np.ndarray, np.ndarray]], target: str = "host",
-                tile_rows: int = 1, weights_output: bool = True, build_dir=None) -> LearnerRun:
-    """Run the generated learner on `batches` ((latents (rows, *lr_shape) int8, labels (rows,)) each)."""
+                tile_rows: int = 1, weights_output: bool = True, build_dir=None, sanitize: bool = False) -> LearnerRun:
+    """Run the generated learner on `batches` ((latents (rows, *lr_shape) int8, labels (rows,)) each);
+    on host with `sanitize`, under AddressSanitizer and UndefinedBehaviorSanitizer."""
     rows = batch_rows(hyper)
     for n, (x, y) in enumerate(batches):
         if np.asarray(x).shape != (rows,) + split.lr_shape or len(y) != rows:
@@ -264,7 +265,7 @@ def run_learner(split: Split, hyper: Hyper, batches: list[tuple[np.ndarray, np.n
     try:
         folder = generate_learner(split, hyper, work / "learner", tile_rows, weights_output)
         if target == "host":
-            return _run_host(folder, packed, weights_output)
+            return _run_host(folder, packed, weights_output, sanitize)
         if target in ("qemu-m4", "qemu-m7"):
             from microforge.codegen.targets.qemu import run_on_qemu
 
@@ -279,26 +280,46 @@ def run_learner(split: Split, hyper: Hyper, batches: list[tuple[np.ndarray, np.n
             temp.cleanup()
 
 
-def _run_host(folder: Path, packed: list[bytes], weights_output: bool) -> LearnerRun:
-    from microforge.codegen.host import HOST_CFLAGS
+def _run_host(folder: Path, packed: list[bytes], weights_output: bool, sanitize: bool = False) -> LearnerRun:
+    """Build the learner for this machine and run the batches: as a library called in-process, or with
+    `sanitize` as an executable under AddressSanitizer and UndefinedBehaviorSanitizer (any write outside
+    the learner's buffers, or undefined arithmetic, stops it with an error)."""
+    from microforge.codegen.host import HOST_CFLAGS, LIBS, SANITIZE, WARNINGS, host_glue
+    from microforge.codegen.targets.qemu import read_interface
 
+    input_bytes, output_bytes = read_interface(folder)
+    (folder / "mf_host.c").write_text(host_glue(input_bytes, output_bytes))
+    sources = [str(folder / name) for name in ("model.c", "mf_train.c", "mf_host.c")]
+    if sanitize:
+        exe = folder / "learner"
+        _compile(["gcc", *WARNINGS, *HOST_CFLAGS, *SANITIZE, "-DMF_HOST_MAIN", "-I", str(folder), *sources, *LIBS,
+                  "-o", str(exe)])
+        done = subprocess.run([str(exe), str(len(packed))], input=b"".join(packed), capture_output=True, timeout=600)
+        if done.returncode != 0:
+            raise TargetError(f"learn: the sanitized learner failed (exit {done.returncode}):\n"
+                              f"{done.stderr.decode(errors='replace')[-4000:]}")
+        losses = np.frombuffer(done.stdout, np.float32, len(packed)).astype(np.float64).tolist()
+        weights = (np.frombuffer(done.stdout, np.float32, offset=4 * len(packed))[-output_bytes[1] // 4:].copy()
+                   if weights_output else None)
+        return LearnerRun(losses, weights, [])
     library = folder / "learner.so"
-    cmd = ["gcc", "-shared", "-fPIC", *HOST_CFLAGS, "-std=c99", "-Wall", "-Wextra", "-Werror",
-           str(folder / "model.c"), str(folder / "mf_train.c"), "-lm", "-o", str(library)]
-    done = subprocess.run(cmd, capture_output=True, text=True, check=False)
-    if done.returncode != 0:
-        raise TargetError(f"learn: compiling the learner failed:\n{done.stderr[-4000:]}")
+    _compile(["gcc", *WARNINGS, *HOST_CFLAGS, "-shared", "-fPIC", "-I", str(folder), *sources, *LIBS,
+              "-o", str(library)])
     lib = ctypes.CDLL(str(library))
     lib.mf_input.restype = lib.mf_output.restype = ctypes.c_void_p
     lib.mf_init()
     losses = []
-    weights_bytes = int(next(line.split()[2] for line in (folder / "model.h").read_text().splitlines()
-                             if line.startswith("#define MF_OUTPUT1_BYTES"))) if weights_output else 0
     for data in packed:
         ctypes.memmove(lib.mf_input(0), data, len(data))
         lib.mf_invoke()
         losses.append(float(ctypes.c_float.from_address(lib.mf_output(0)).value))
     weights = None
     if weights_output:
-        weights = np.frombuffer(ctypes.string_at(lib.mf_output(1), weights_bytes), np.float32).copy()
+        weights = np.frombuffer(ctypes.string_at(lib.mf_output(1), output_bytes[1]), np.float32).copy()
     return LearnerRun(losses, weights, [])
+
+
+def _compile(cmd: list[str]) -> None:
+    done = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise TargetError(f"learn: compiling the learner failed:\n{' '.join(cmd)}\n{done.stderr[-4000:]}")
