@@ -38,7 +38,8 @@ def _plots(results: list[dict]) -> dict[str, bytes]:
     image = ax.imshow(shown, vmin=0, vmax=100, cmap="viridis")
     for i in range(len(matrix)):
         for j in range(i + 1):
-            ax.text(j, i, f"{matrix[i, j]:.0f}", ha="center", va="center", fontsize=8, color="w")
+            ax.text(j, i, f"{matrix[i, j]:.0f}", ha="center", va="center", fontsize=8,
+                    color="k" if matrix[i, j] > 60 else "w")  # readable on the light and the dark end
     ax.set_xticks(range(len(names)), names)
     ax.set_yticks(range(len(names)), names)
     ax.set_xlabel("test set of experience")
@@ -58,7 +59,10 @@ def _plots(results: list[dict]) -> dict[str, bytes]:
     ax.legend(fontsize=7)
     out["average_accuracy"] = _figure_png(fig)
     plt.close(fig)
-    layers = {r["lr_layer"]["op"]: r for r in results if r["strategy"] == "latent-replay"}
+    layers = {}  # latent replay per LR layer, at 8 bits where there is a choice
+    for r in (r for r in results if r["strategy"] == "latent-replay"):
+        if r["lr_layer"]["op"] not in layers or r["bits"] == 8:
+            layers[r["lr_layer"]["op"]] = r
     if len(layers) > 1:
         fig, ax = plt.subplots(figsize=(6, 3.6))
         for op, r in sorted(layers.items()):
@@ -68,7 +72,7 @@ def _plots(results: list[dict]) -> dict[str, bytes]:
         ax.set_xscale("log")
         ax.set_xlabel("learner RAM (KiB, log)")
         ax.set_ylabel("final average accuracy %")
-        ax.set_title("memory against the LR layer")
+        ax.set_title("memory against the LR layer (latent replay, 8 bits)")
         out["memory_vs_lr_layer"] = _figure_png(fig)
         plt.close(fig)
     return out
