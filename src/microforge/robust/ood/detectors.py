@@ -61,8 +61,9 @@ def features_tensor(graph: Graph) -> Tensor:
 
 
 def _real(t: Tensor, v: np.ndarray) -> np.ndarray:
-    v = v.reshape(len(v), -1)
-    if t.dtype == np.float32:
+    """The real values (N, size) of tensor t's values v: float as they are, integers dequantized."""
+    v = np.asarray(v).reshape(len(v), -1)
+    if t.dtype == np.float32 or t.quant is None:
         return v.astype(np.float64)
     return (v.astype(np.float64) - t.zero_point) * float(t.scale)
 

@@ -41,7 +41,8 @@ from microforge.frontend.writer import write_tflite
 from microforge.graph.builder import GraphBuilder
 from microforge.graph.ir import Graph, Tensor
 from microforge.reference.interpreter import check_supported, run
-from microforge.robust.ood.detectors import DETECTORS, Detector, activations, features_tensor, logits_tensor
+from microforge.robust.ood.detectors import (DETECTORS, Detector, _real, activations, features_tensor,
+                                            logits_tensor)
 
 BATCH = 32  # examples per training step
 NORM_EPSILON = 1e-12  # as tf.math.l2_normalize: |v| is at least sqrt(1e-12), so a zero vector has cosine 0
@@ -98,14 +99,6 @@ def _check_batch(detector: Detector, x, what: str = "inputs") -> np.ndarray:
 def _features(detector: Detector, x, what: str = "inputs") -> np.ndarray:
     """The classifier's dequantized penultimate features (N, F) of x, float64."""
     return activations(detector.graph, _check_batch(detector, x, what), [features_tensor(detector.graph)])[0]
-
-
-def _real(t: Tensor, v: np.ndarray) -> np.ndarray:
-    """The real values (N, size) of tensor t's values v: float as they are, integers dequantized."""
-    v = np.asarray(v).reshape(len(v), -1)
-    if t.dtype == np.float32 or t.quant is None:
-        return v.astype(np.float64)
-    return (v.astype(np.float64) - t.zero_point) * float(t.scale)
 
 
 def _array(state: dict, key: str, ndim: int, what: str) -> np.ndarray:
