@@ -40,6 +40,11 @@ def decode(codes: np.ndarray, bits: int) -> np.ndarray:
     return (codes.astype(np.float32) * np.float32(255.0 / levels) - np.float32(128.0)).astype(np.float32)
 
 
+def sample_bytes(shape: tuple, bits: int = 8) -> int:
+    """Bytes one stored sample of `shape` takes at `bits`: its values packed, and a one-byte label."""
+    return math.ceil(int(np.prod(shape)) * bits / 8) + 1
+
+
 class ReplayBuffer:
     """A fixed number of latent samples with their labels, stored at `bits`."""
 
@@ -62,7 +67,7 @@ class ReplayBuffer:
     @property
     def sample_bytes(self) -> int:
         """Bytes one stored sample takes: its latents at `bits` (packed) and a one-byte label."""
-        return math.ceil(int(np.prod(self.shape)) * self.bits / 8) + 1
+        return sample_bytes(self.shape, self.bits)
 
     @property
     def nbytes(self) -> int:

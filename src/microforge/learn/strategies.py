@@ -22,7 +22,7 @@ import numpy as np
 from microforge.errors import InputError
 from microforge.learn import layers as L
 from microforge.learn.metrics import average_accuracy, backward_transfer, forgetting
-from microforge.learn.replay import ReplayBuffer
+from microforge.learn.replay import ReplayBuffer, sample_bytes
 from microforge.learn.scenarios import Experience
 from microforge.learn.split import Split
 
@@ -160,13 +160,13 @@ class RawReplay(Strategy):
     def __init__(self, split: Split, buffer_size: int = 1500, lr_bits: int = 8, policy: str = "class-balanced",
                  hyper: Hyper | None = None, latents: Latents | None = None):
         super().__init__(split, hyper, latents)
-        latent_bytes = ReplayBuffer(buffer_size, split.lr_shape, 1.0, 0, bits=lr_bits).nbytes
+        latent_bytes = buffer_size * sample_bytes(split.lr_shape, lr_bits)
         t = split.front.inputs[0]
         if t.dtype != np.int8:
             raise InputError("learn: raw replay stores int8 model inputs; the model's input is "
                              f"{np.dtype(t.dtype).name}")
         shape = tuple(t.shape)
-        per_sample = ReplayBuffer(1, shape, 1.0, 0).sample_bytes
+        per_sample = sample_bytes(shape)
         # scale 1, zero point 0: values() gives back the int8 inputs themselves
         self.buffer = ReplayBuffer(latent_bytes // per_sample, shape, 1.0, 0, policy=policy, seed=self.hyper.seed)
 
@@ -210,7 +210,7 @@ class Joint(Strategy):
 
     def memory(self):
         stored = sum(len(e.train_y) for e in self.seen)
-        return {"buffer_bytes": stored * ReplayBuffer(1, self.split.lr_shape, 1.0, 0).sample_bytes,
+        return {"buffer_bytes": stored * sample_bytes(self.split.lr_shape),
                 "buffer_samples": stored}
 
 
