@@ -188,6 +188,10 @@ def test_bad_input_names_what_and_where(graph, stream):
         Hyper(epochs=0)
     with pytest.raises(InputError, match="strategy 'ewc'"):
         strategy("ewc", cut)
+    with pytest.raises(InputError, match="capacity must be a number of samples >= 0, not -5"):
+        strategy("raw-replay", cut, buffer_size=-5)
+    with pytest.raises(InputError, match="9 bits are not one of"):
+        strategy("raw-replay", cut, lr_bits=9)
     with pytest.raises(TargetError, match="unknown target 'stm32'"):
         learn(MODEL, scenario="digits-class-incremental", target="stm32")
     with pytest.raises(InputError, match="scenario 'mnist'"):

@@ -46,6 +46,8 @@ def test_bytes_count_the_packed_codes_and_a_label():
     assert ReplayBuffer(100, (25, 5, 32), 1.0, 0, bits=4).nbytes == 100 * (2000 + 1)
     assert ReplayBuffer(10, (3,), 1.0, 0, bits=7).sample_bytes == 3 + 1  # 21 bits in 3 bytes
     assert sample_bytes((3,), 7) == 3 + 1 and sample_bytes((25, 5, 32)) == 4000 + 1
+    with pytest.raises(InputError, match="9 bits"):
+        sample_bytes((3,), 9)
 
 
 def test_class_balanced_gives_every_class_an_equal_share():

@@ -40,9 +40,22 @@ def decode(codes: np.ndarray, bits: int) -> np.ndarray:
     return (codes.astype(np.float32) * np.float32(255.0 / levels) - np.float32(128.0)).astype(np.float32)
 
 
+def check_capacity(capacity) -> int:
+    """A buffer size in samples, or our error naming the bad one."""
+    if isinstance(capacity, bool) or not isinstance(capacity, (int, np.integer)) or capacity < 0:
+        raise InputError(f"replay buffer: capacity must be a number of samples >= 0, not {capacity!r}")
+    return int(capacity)
+
+
+def check_bits(bits) -> int:
+    if bits not in BITS:
+        raise InputError(f"replay buffer: {bits} bits are not one of {', '.join(map(str, BITS))}")
+    return bits
+
+
 def sample_bytes(shape: tuple, bits: int = 8) -> int:
     """Bytes one stored sample of `shape` takes at `bits`: its values packed, and a one-byte label."""
-    return math.ceil(int(np.prod(shape)) * bits / 8) + 1
+    return math.ceil(int(np.prod(shape)) * check_bits(bits) / 8) + 1
 
 
 class ReplayBuffer:
@@ -50,13 +63,10 @@ class ReplayBuffer:
 
     def __init__(self, capacity: int, sample_shape: tuple, scale: float, zero_point: int, bits: int = 8,
                  policy: str = "class-balanced", seed: int = 0):
-        if isinstance(capacity, bool) or not isinstance(capacity, (int, np.integer)) or capacity < 0:
-            raise InputError(f"replay buffer: capacity must be a number of samples >= 0, not {capacity!r}")
-        if bits not in BITS:
-            raise InputError(f"replay buffer: {bits} bits are not one of {', '.join(map(str, BITS))}")
+        capacity, bits = check_capacity(capacity), check_bits(bits)
         if policy not in POLICIES:
             raise InputError(f"replay buffer: policy '{policy}' is not one of {', '.join(POLICIES)}")
-        self.capacity, self.shape, self.bits, self.policy = int(capacity), tuple(sample_shape), bits, policy
+        self.capacity, self.shape, self.bits, self.policy = capacity, tuple(sample_shape), bits, policy
         self.scale, self.zero_point = np.float32(scale), int(zero_point)
         self.rng = np.random.default_rng(seed)
         dtype = np.float32 if bits == 32 else np.uint8

@@ -22,7 +22,7 @@ import numpy as np
 from microforge.errors import InputError
 from microforge.learn import layers as L
 from microforge.learn.metrics import average_accuracy, backward_transfer, forgetting
-from microforge.learn.replay import ReplayBuffer, sample_bytes
+from microforge.learn.replay import ReplayBuffer, check_capacity, sample_bytes
 from microforge.learn.scenarios import Experience
 from microforge.learn.split import Split
 
@@ -160,7 +160,7 @@ class RawReplay(Strategy):
     def __init__(self, split: Split, buffer_size: int = 1500, lr_bits: int = 8, policy: str = "class-balanced",
                  hyper: Hyper | None = None, latents: Latents | None = None):
         super().__init__(split, hyper, latents)
-        latent_bytes = buffer_size * sample_bytes(split.lr_shape, lr_bits)
+        latent_bytes = check_capacity(buffer_size) * sample_bytes(split.lr_shape, lr_bits)
         t = split.front.inputs[0]
         if t.dtype != np.int8:
             raise InputError("learn: raw replay stores int8 model inputs; the model's input is "
