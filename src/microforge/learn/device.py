@@ -32,7 +32,7 @@ import numpy as np
 from microforge.errors import InputError, TargetError
 from microforge.learn import layers as L
 from microforge.learn.split import Split
-from microforge.learn.strategies import Hyper
+from microforge.learn.strategies import Hyper, replay_count
 
 KERNELS = ("mf_train.c", "mf_train.h")
 ACT = {"NONE": "MF_ACT_NONE", "RELU": "MF_ACT_RELU", "RELU6": "MF_ACT_RELU6"}
@@ -88,7 +88,7 @@ def layout(split: Split, hyper: Hyper, tile_rows: int = 1) -> LearnerLayout:
 
 def batch_rows(hyper: Hyper) -> int:
     """Samples per mini-batch on the device: `batch` new ones and their replays."""
-    return hyper.batch + int(round(hyper.batch * hyper.replay_ratio))
+    return hyper.batch + replay_count(hyper.batch, hyper.replay_ratio)
 
 
 def generate_learner(split: Split, hyper: Hyper, out_dir, tile_rows: int = 1, weights_output: bool = True) -> Path:

@@ -21,6 +21,7 @@ import math
 import numpy as np
 
 from microforge.errors import InputError
+from microforge.learn.rng import Rng
 
 POLICIES = ("class-balanced", "reservoir")
 BITS = (2, 3, 4, 5, 6, 7, 8, 32)
@@ -68,7 +69,7 @@ class ReplayBuffer:
             raise InputError(f"replay buffer: policy '{policy}' is not one of {', '.join(POLICIES)}")
         self.capacity, self.shape, self.bits, self.policy = capacity, tuple(sample_shape), bits, policy
         self.scale, self.zero_point = np.float32(scale), int(zero_point)
-        self.rng = np.random.default_rng(seed)
+        self.rng = Rng(seed, stream=1)  # the C learner draws the same numbers (learn.rng)
         dtype = np.float32 if bits == 32 else np.uint8
         self.data = np.zeros((0,) + self.shape, dtype)
         self.labels = np.zeros(0, np.int64)
@@ -122,7 +123,7 @@ class ReplayBuffer:
         self.seen += fill
         for x, y in zip(stored[fill:], labels[fill:]):
             self.seen += 1
-            slot = int(self.rng.integers(0, self.seen))  # sample number `seen` is kept with chance capacity / seen
+            slot = self.rng.below(self.seen)  # sample number `seen` is kept with chance capacity / seen
             if slot < self.capacity:
                 self.data[slot], self.labels[slot] = x, y
 
@@ -137,13 +138,13 @@ class ReplayBuffer:
         for k, c in enumerate(classes):
             members = np.flatnonzero(all_labels == c)
             quota = share + (1 if k < spare else 0)
-            keep.append(members if len(members) <= quota else np.sort(self.rng.choice(members, quota, replace=False)))
-        kept = np.concatenate(keep)
+            keep.append(members if len(members) <= quota else members[self.rng.choose(len(members), quota)])
+        kept = np.sort(np.concatenate(keep))  # ascending: the device compacts in place, row kept[i] to row i
         self.data, self.labels = data[kept], all_labels[kept]
 
     def sample(self, count: int) -> tuple[np.ndarray, np.ndarray]:
         """`count` stored samples drawn uniformly with replacement: (real latents, labels)."""
         if len(self) == 0 or count <= 0:
             return np.zeros((0,) + self.shape, np.float32), np.zeros(0, np.int64)
-        index = self.rng.integers(0, len(self), count)
+        index = self.rng.integers(len(self), count)
         return self.values(index), self.labels[index]

@@ -4,7 +4,7 @@ Every strategy trains only the float back (split.py) by SGD with momentum on min
 is frozen, so the latents of a sample never change and are computed once (Latents caches them).
 
 - LatentReplay: a replay buffer of latents at `lr_bits` (replay.py). Each mini-batch holds `batch` new
-  samples and round(batch * replay_ratio) replays drawn from the buffer; after an experience its latents
+  samples and replay_count(batch, replay_ratio) replays drawn from the buffer; after an experience its latents
   are offered to the buffer. The first experience of a scenario is the one the model was trained on: the
   learner does not train on it, it only fills the buffer (`observe`).
 - Naive: the same without a buffer (fine-tuning on the new data alone: the lower bound).
@@ -15,6 +15,7 @@ is frozen, so the latents of a sample never change and are computed once (Latent
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -23,6 +24,7 @@ from microforge.errors import InputError
 from microforge.learn import layers as L
 from microforge.learn.metrics import average_accuracy, backward_transfer, forgetting
 from microforge.learn.replay import ReplayBuffer, check_capacity, sample_bytes
+from microforge.learn.rng import Rng
 from microforge.learn.scenarios import Experience
 from microforge.learn.split import Split
 
@@ -64,13 +66,19 @@ class Hyper:
                 raise InputError(f"learn: {name} must be a number >= 0, not {value!r}")
 
 
+def replay_count(new: int, ratio: float) -> int:
+    """Replays beside `new` new samples in a mini-batch: new * ratio rounded half up (as the C learner
+    computes it; Python's round() would round half to even)."""
+    return int(math.floor(new * float(ratio) + 0.5))
+
+
 class Strategy:
     name = "strategy"
 
     def __init__(self, split: Split, hyper: Hyper | None = None, latents: Latents | None = None):
         self.split, self.hyper = split, hyper or Hyper()
         self.latents = latents or Latents(split)
-        self.rng = np.random.default_rng(self.hyper.seed)
+        self.rng = Rng(self.hyper.seed)  # stream 0: the shuffles (the buffer draws from stream 1)
         self.optimizer = L.SGD(self.hyper.learning_rate, momentum=self.hyper.momentum)
         self.losses: list[float] = []  # every mini-batch's loss, in order
 
@@ -100,7 +108,7 @@ class Strategy:
             order = self.rng.permutation(len(y))
             for start in range(0, len(order), h.batch):
                 pick = order[start:start + h.batch]
-                rx, ry = self.replays(int(round(len(pick) * h.replay_ratio)))
+                rx, ry = self.replays(replay_count(len(pick), h.replay_ratio))
                 self.step(np.concatenate([x[pick], rx]), np.concatenate([y[pick], ry]))
 
     def observe(self, experience: Experience) -> None:
