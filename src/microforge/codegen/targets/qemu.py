@@ -598,7 +598,7 @@ def _parse_console(text: str, count: int, output_bytes: list[int], board: Board
 def run_on_qemu(model_dir: str | Path, board: str, inputs: Sequence, *, cflags: Sequence[str] | None = None,
                 timeout_s: float = 120.0, count_instructions: bool = True, stack_samples: int = 4,
                 max_samples_per_run: int | None = None, build_dir: str | Path | None = None,
-                plugin_mode: str = "tb", profile: bool = False) -> QemuResult:
+                plugin_mode: str = "tb", profile: bool = False, stateful: bool = False) -> QemuResult:
     """Build `model_dir` (a generated model folder) for `board` ("qemu-m4" | "qemu-m7"), run every sample
     of `inputs` under QEMU, and return outputs and measurements.
 
@@ -613,6 +613,8 @@ def run_on_qemu(model_dir: str | Path, board: str, inputs: Sequence, *, cflags: 
     plugin_mode     "tb" (one add per translated block; default) or "insn" (one per instruction; slower)
     profile         also count each op (QemuResult.op_instructions): the model is compiled with
                     -DMF_PROFILE, which calls a marker function between its ops (2 instructions each)
+    stateful        the samples are requests to a model that keeps state between calls (the on-device
+                    learner): they must all run in one firmware image, after one mf_init
     """
     if board not in BOARDS:
         raise TargetError(f"unknown board {board!r}; choose one of {', '.join(BOARDS)}")
@@ -655,6 +657,9 @@ def run_on_qemu(model_dir: str | Path, board: str, inputs: Sequence, *, cflags: 
         if max_samples_per_run is not None:
             per_run = max(1, min(per_run, int(max_samples_per_run)))
         batches = [samples[i:i + per_run] for i in range(0, len(samples), per_run)] or [[]]
+        if stateful and len(batches) > 1:
+            raise TargetError(f"{board}: the {len(samples)} requests ({stride} bytes each) do not fit in one image "
+                              f"beside the firmware: {per_run} do")
 
         outputs: list[tuple[bytes, ...]] = []
         instructions: list[int] = []
