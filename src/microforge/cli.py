@@ -586,8 +586,8 @@ def learn_command(model: Path = typer.Argument(..., help="an int8 classifier tra
                   seed: int = typer.Option(0, "--seed"),
                   epochs: int = typer.Option(8, "--epochs", help="passes over each new experience"),
                   learning_rate: float = typer.Option(0.03, "--learning-rate"),
-                  target: str = typer.Option("reference", "--target", help="reference | qemu-m4 | qemu-m7 (also "
-                                             "measure the generated C learner there)"),
+                  target: str = typer.Option("reference", "--target", help="reference | host | qemu-m4 | qemu-m7 "
+                                             "(also play the scenario on the generated C learner image there)"),
                   as_json: bool = typer.Option(False, "--json", help="print JSON"),
                   report: Optional[Path] = typer.Option(None, "--report", help="write Markdown + HTML with plots here")
                   ) -> None:
@@ -622,11 +622,20 @@ def learn_command(model: Path = typer.Argument(..., help="an int8 classifier tra
     console.print(f"final average accuracy {100 * result['final_average_accuracy']:.1f}%, forgetting "
                   f"{100 * result['forgetting']:.1f} points; RAM {_kib(m['total_ram_bytes'])} (arena "
                   f"{_kib(m['arena_bytes'])}, weights {_kib(m['weights_bytes'])}, gradients {_kib(m['gradients_bytes'])}, "
-                  f"optimizer {_kib(m['optimizer_bytes'])}, buffer {_kib(m['buffer_bytes'])}), flash {_kib(m['flash_bytes'])}",
+                  f"optimizer {_kib(m['optimizer_bytes'])}, buffer {_kib(m['buffer_bytes'])}, staging {_kib(m['staging_bytes'])}), flash {_kib(m['flash_bytes'])}",
                   highlight=False)
     if result["target"]:
         t = result["target"]
-        console.print(f"{target}: {t['instructions_per_update']:,} instructions per update ({t['rows_per_update']} "
-                      f"samples), a new class in {t['learn_new_class_seconds']:.1f} s at {t['clock_hz'] / 1e6:.0f} MHz "
-                      f"({t['updates_per_new_class']} updates); C losses equal the reference's: "
-                      f"{'yes' if t['losses_equal_reference'] else 'NO'}", highlight=False)
+        agree = t["accuracy_equal_reference"] and t["losses_equal_reference"]
+        console.print(f"{target}: the learner image reached {100 * t['final_average_accuracy']:.1f}%; accuracies "
+                      f"and losses equal the reference's: {'yes' if agree else 'NO'} (largest loss difference "
+                      f"{t['max_loss_relative_difference']:.1e} relative)", highlight=False)
+        if t["instructions_per_update"] is not None:
+            console.print(f"  {t['instructions_per_update']:,} instructions per update of {t['rows_per_update']} samples "
+                          f"(forward {t['instructions_per_forward']:,}, backward {t['instructions_per_backward']:,}, "
+                          f"SGD {t['instructions_per_optimizer_step']:,}); {t['instructions_per_staged_sample']:,} per "
+                          f"staged sample, {t['instructions_per_prediction']:,} per prediction; a new class in "
+                          f"{t['learn_new_class_seconds']:.2f} s at {t['clock_hz'] / 1e6:.0f} MHz (one instruction a "
+                          f"cycle); image RAM {_kib(t['ram_bytes'])}, flash {_kib(t['flash_bytes'])}", highlight=False)
+        if not agree:
+            raise typer.Exit(code=1)

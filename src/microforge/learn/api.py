@@ -1,18 +1,23 @@
 """`microforge learn`: a strategy run through a scenario on a split model, with the learner's memory
-and, on an emulated core, the generated C learner's cost.
+and, on a device target, the same scenario played on the generated C learner image.
 
-Memory is what the device's learner holds (learn.device.layout: the C learner runs a mini-batch one
-sample at a time, adding up the gradients):
+Memory is what the learner image holds (learn.device.layout and learn.onchip.onchip_layout: the C
+learner runs a mini-batch one sample at a time, adding up the gradients):
 - arena_bytes: the front's planned activation arena plus the back's activations, pre-activations and two
   gradient buffers for one sample, float32;
 - weights_bytes: the back's trainable parameters, float32, in RAM;
 - gradients_bytes: their gradients; optimizer_bytes: the momentum velocities (0 without momentum);
 - buffer_bytes: the replay buffer at its bits (replay.py);
-- flash_bytes: the front's constants and the back's initial float32 weights (code not counted).
-On qemu-m4 or qemu-m7, `target` holds the C learner's instructions per SGD step (a mini-batch of new
-samples and replays), checked against the reference's losses on the same steps, and the time to learn
-one new class: the steps of one experience (its training samples in mini-batches, all epochs) at the
+- staging_bytes: latent replay's staging area for a new experience's samples (the largest later one of
+  the scenario) with the schedule's index scratch;
+- flash_bytes: the front's constants, the back's initial float32 weights and the initial replay buffer
+  (code not counted).
+On "host", "qemu-m4" or "qemu-m7", `target` holds the scenario played on the learner image (onchip_cost):
+its accuracy matrix, whether it equals the Python run's, and on an emulated core the instructions per
+SGD step (forward, backward, update) and the time to learn one new class, staging and steps, at the
 board's clock, one instruction per cycle (optimistic: flash wait states and FPU stalls are not counted).
+device_cost measures a few steps of the bare back learner (learn.device), for LR layers whose buffer
+does not fit a board.
 """
 
 from __future__ import annotations
@@ -23,30 +28,72 @@ from pathlib import Path
 
 import numpy as np
 
-from microforge.errors import TargetError
+from microforge.errors import InputError, TargetError
 from microforge.learn import scenarios
 from microforge.learn.device import batch_rows, layout, run_learner
 from microforge.learn.split import split as split_model
-from microforge.learn.strategies import Hyper, run_stream, strategy as make_strategy
+from microforge.learn.onchip import onchip_layout, run_onchip
+from microforge.learn.strategies import Hyper, LatentReplay, run_stream, strategy as make_strategy
 from microforge.robust.data import load_model
 
-TARGETS = ("reference", "qemu-m4", "qemu-m7")
+TARGETS = ("reference", "host", "qemu-m4", "qemu-m7")
 CLOCK_HZ = {"qemu-m4": 120e6, "qemu-m7": 216e6}  # STM32L4R5 (MLPerf Tiny's board) and STM32F746 at full speed
 MEASURED_STEPS = 3
 
 
-def memory(split, learner) -> dict:
+def memory(split, learner, stream=None) -> dict:
+    """What the learner holds on the device (see the module docstring); for latent replay, the learner
+    image's own layout (learn.onchip), staging `max_new` = the largest later experience of `stream`."""
     from microforge.plan import plan
 
     found = layout(split, learner.hyper)
     params_bytes = found.weights_bytes
     front_constants = sum(t.nbytes for t in split.front.tensors if t.is_constant)
-    one_sample = found.activations_bytes  # tile of one row
-    out = {"arena_bytes": int(plan(split.front).arena_bytes) + one_sample,
+    out = {"arena_bytes": int(plan(split.front).arena_bytes) + found.activations_bytes,  # a tile of one row
            "weights_bytes": params_bytes, "gradients_bytes": found.gradients_bytes,
-           "optimizer_bytes": found.optimizer_bytes, "buffer_bytes": int(learner.memory()["buffer_bytes"])}
+           "optimizer_bytes": found.optimizer_bytes, "buffer_bytes": int(learner.memory()["buffer_bytes"]),
+           "staging_bytes": 0}
+    initial_buffer = 0
+    if isinstance(learner, LatentReplay) and stream:
+        out["staging_bytes"] = onchip_layout(learner, max(len(e.train_y) for e in stream[1:])).staging_bytes
+        initial_buffer = min(learner.buffer.capacity, len(stream[0].train_y)) * learner.buffer.sample_bytes
     out["total_ram_bytes"] = sum(out.values())
-    out["flash_bytes"] = front_constants + params_bytes
+    out["flash_bytes"] = front_constants + params_bytes + initial_buffer
+    return out
+
+
+def onchip_cost(split, strategy_name: str, buffer: int, bits: int, policy: str, hyper: Hyper, stream, target: str,
+                reference=None) -> dict:
+    """The whole scenario played on the learner image (learn.onchip) on `target`, against the Python run
+    `reference` (a StreamResult of the same configuration): the device's accuracy matrix, whether its
+    accuracies and losses equal the reference's, and on an emulated core the instructions of a step
+    (forward, backward, update), a prediction and a staged sample, and the time to learn each new class
+    (staging its training samples through the front, then every step) at the board's clock."""
+    if strategy_name != "latent-replay":
+        raise InputError(f"learn: the on-device learner runs latent replay; '{strategy_name}' is a reference "
+                         "baseline only (use --target reference)")
+    run = run_onchip(make_strategy(strategy_name, copy.deepcopy(split), buffer, bits, policy, hyper), stream, target)
+    differences = np.abs(np.subtract(run.losses, reference.losses)) / np.maximum(np.abs(reference.losses), 1e-12)
+    out = {"accuracy_matrix": run.accuracy_matrix, "final_average_accuracy": run.average_accuracy[-1],
+           "forgetting": run.forgetting,
+           "accuracy_equal_reference": bool(np.allclose(run.accuracy_matrix, reference.accuracy_matrix, atol=1e-9)),
+           "losses_equal_reference": bool(len(run.losses) == len(reference.losses) and differences.max() <= 1e-3),
+           "max_loss_relative_difference": float(differences.max()) if len(differences) else 0.0,
+           "rows_per_update": batch_rows(hyper), "updates_per_new_class":
+               [hyper.epochs * math.ceil(len(e.train_y) / hyper.batch) for e in stream[1:]],
+           "instructions_per_update": None, "learn_new_class_seconds": None}
+    if target in CLOCK_HZ:
+        clock = CLOCK_HZ[target]
+        forward, backward, update = (int(np.median([p[k] for p in run.step_parts])) for k in range(3))
+        out.update({"instructions_per_update": int(np.median(run.step_instructions)),
+                    "instructions_per_forward": forward, "instructions_per_backward": backward,
+                    "instructions_per_optimizer_step": update,
+                    "instructions_per_prediction": int(np.median(run.predict_instructions)),
+                    "instructions_per_staged_sample": int(np.median(run.learn_instructions)),
+                    "learn_new_class_seconds": float(np.mean(run.experience_instructions)) / clock,
+                    "learn_each_new_class_seconds": [n / clock for n in run.experience_instructions],
+                    "clock_hz": clock, "flash_bytes": run.flash_bytes, "ram_bytes": run.ram_bytes,
+                    "stack_bytes": run.stack_bytes})
     return out
 
 
@@ -97,7 +144,12 @@ def learn(model, scenario: str = "fsdd-class-incremental", lr_layer=None, buffer
     graph = load_model(model)
     stream = stream if stream is not None else scenarios.scenario(scenario, graph.inputs[0], recordings)
     split = split_model(graph, lr_layer, classes=max(c for e in stream for c in e.classes) + 1)
-    learner = make_strategy(strategy, split, buffer, bits, policy, Hyper(seed=seed, **hyper))
+    hyper = Hyper(seed=seed, **hyper)
+    untrained = copy.deepcopy(split) if target != "reference" else None  # run_stream trains split's back
+    learner = make_strategy(strategy, split, buffer, bits, policy, hyper)
+    if target != "reference" and strategy != "latent-replay":
+        raise InputError(f"learn: the on-device learner runs latent replay; '{strategy}' is a reference baseline "
+                         "only (use --target reference)")
     result = run_stream(learner, stream)
     return {"scenario": scenario, "strategy": strategy, "seed": seed,
             "lr_layer": {"op": split.lr_op, "tensor": split.lr.name, "shape": list(split.lr_shape)},
@@ -105,6 +157,7 @@ def learn(model, scenario: str = "fsdd-class-incremental", lr_layer=None, buffer
             "experiences": result.experiences, "accuracy_matrix": result.accuracy_matrix,
             "average_accuracy": result.average_accuracy, "final_average_accuracy": result.final_average_accuracy,
             "forgetting": result.forgetting, "backward_transfer": result.backward_transfer,
-            "memory": memory(split, learner),
-            "target": None if target == "reference" else device_cost(split, learner, stream, target),
+            "memory": memory(split, learner, stream),
+            "target": None if target == "reference" else onchip_cost(untrained, strategy, buffer, bits, policy, hyper,
+                                                                      stream, target, result),
             "model": Path(str(model)).name if isinstance(model, (str, Path)) else None}
