@@ -73,18 +73,58 @@ def test_the_image_refuses_bad_requests_and_a_full_staging_area(cut, stream, tmp
     x = stream[1].train_x[0].tobytes()
 
     def request(kind, label=0):
-        return [np.array([kind, label], "<i4").tobytes(), x]
+        return [x, np.array([kind, label], "<i4").tobytes()]
 
     replies = _run_host(folder, [request(STEP), request(LEARN, 10), request(LEARN, -1), request(LEARN, 5),
                                  request(LEARN, 5), request(LEARN, 5), request(7), request(STEP), request(LEARN, 5),
                                  request(PREDICT)], sanitize=True)
-    status = [int(np.frombuffer(r[0], "<i4", 1)[0]) for r in replies]
+    status = [int(np.frombuffer(r[1], "<i4", 1)[0]) for r in replies]
     # nothing staged; label 10 and -1 outside 0..9; two staged; the third does not fit; an unknown request;
     # a step of the schedule starts, so staging more waits until it is done; a prediction
     assert status == [-3, -1, -1, 0, 0, -2, -5, 1, -4, 0]
-    assert np.isfinite(np.frombuffer(replies[-1][1], "<f4")).all()
+    assert np.isfinite(np.frombuffer(replies[-1][0], "<f4")).all()
 
 
 def test_requests_that_fail_on_the_device_are_our_error(cut, stream):
     with pytest.raises(TargetError, match="staging area is full"):
         run_onchip(LatentReplay(copy.deepcopy(cut), 20, hyper=HYPER), stream, "host", max_new=5)
+
+
+def test_the_dut_firmware_streams_a_new_class_in_and_learns_it(cut, stream, tmp_path):
+    from microforge.bench.dut import qemu_dut
+    from microforge.errors import DeviceError
+    from microforge.learn.scenarios import Experience
+
+    hyper = Hyper(epochs=1, batch=8, replay_ratio=2.0, seed=1)
+    learner = LatentReplay(copy.deepcopy(cut), 30, hyper=hyper)
+    learner.observe(stream[0])
+    folder = generate_onchip_learner(learner, tmp_path / "image", max_new=20, target="cortex-m4")
+    new = stream[1]
+    x, y = new.train_x[:20], new.train_y[:20]
+    probe = new.test_x[:1]
+    with qemu_dut(folder, "qemu-m4", timeout_s=60, build_dir=tmp_path / "build") as dut:
+        assert dut.profile()["mf-inputs"] == str(probe[0].nbytes)  # infer takes one model input
+        dut.load(probe[0])
+        before = dut.infer(1).results
+        assert [dut.learn(sample, int(label)) for sample, label in zip(x, y)] == list(range(1, 21))
+        with pytest.raises(DeviceError, match=r"Staging area full: 20 samples"):
+            dut.learn(x[0], 5)
+        with pytest.raises(DeviceError, match=r"needs a label 0\.\.9"):
+            dut.command("mf-learn 10")
+        dut.command("db load 10")
+        dut.command("db " + "00" * 10)
+        with pytest.raises(DeviceError, match=r"Sample has 10 bytes; the model takes 64"):
+            dut.command("mf-learn 5")
+        steps, elapsed_us = dut.learn_run()
+        assert steps == 3 and elapsed_us > 0  # 20 samples in mini-batches of 8, one epoch
+        with pytest.raises(DeviceError, match="Nothing staged"):
+            dut.learn_run()
+        dut.load(probe[0])
+        after = dut.infer(1).results
+    # the Python strategy, taught the same samples, gives the same logits (printed to three decimals)
+    expected_before = learner.split.back.forward(learner.split.dequantize(learner.split.latents(probe)))[0]
+    learner.train(Experience("new", (5,), x, y, probe, new.test_y[:1]))
+    expected_after = learner.split.back.forward(learner.split.dequantize(learner.split.latents(probe)))[0]
+    np.testing.assert_allclose(before, expected_before, atol=1.5e-3)
+    np.testing.assert_allclose(after, expected_after, atol=1.5e-3)
+    assert np.abs(np.subtract(after, before)).max() > 0.01  # it learned something

@@ -26,9 +26,11 @@ same random numbers (learn.rng, xorshift32), so that the device reaches the Pyth
   application can interleave learning with inference; `mf_learn_batch()` runs them all.
 - `mf_predict(sample, logits)`: the front and the back's forward on one input.
 
-The harnesses reach it through mf_invoke with two inputs: a request (int32 kind, int32 label: 0 predict,
-1 learn, 2 one learning step) and a model input; outputs are the reply (int32 status, float32 loss) and
-the logits (float32), and with `weights_output` every trained parameter. `run_onchip(...)` plays a whole
+The harnesses reach it through mf_invoke with two inputs: a model input and a request (int32 kind,
+int32 label: 0 predict, 1 learn, 2 one learning step); outputs are the logits (float32) and the reply
+(int32 status, float32 loss), and with `weights_output` every trained parameter. Input 0 and output 0
+alone are a classifier's interface, which the DUT firmware uses for `infer`; its `mf-learn` commands
+call mf_learn and mf_learn_batch (model.h defines MF_LEARN). `run_onchip(...)` plays a whole
 scenario as such requests on "host" or "qemu-m4"/"qemu-m7" and returns the accuracy matrix, the losses,
 and on an emulated core the instructions of every request, with each step split into forward, backward
 and update.
@@ -202,9 +204,9 @@ def generate_onchip_learner(learner: LatentReplay, out_dir, max_new: int, tile_r
         "    do {", "        more = mf_learn_step(&loss);", "        steps += 1;", "    } while (more > 0);",
         "    return more < 0 ? more : steps;", "}", "",
         "void *mf_input(int index) {",
-        "    if (index == 0) return request;", "    if (index == 1) return front_input(0);", "    return 0;", "}", "",
+        "    if (index == 0) return front_input(0);", "    if (index == 1) return request;", "    return 0;", "}", "",
         "void *mf_output(int index) {",
-        "    if (index == 0) return reply;", "    if (index == 1) return logits_out;",
+        "    if (index == 0) return logits_out;", "    if (index == 1) return reply;",
         *(["    if (index == 2) return weights;"] if weights_output else []), "    return 0;", "}", "",
         "void mf_invoke(void) {",
         "    int32_t status = MF_LEARN_OK;", "    float loss = 0.0f;",
@@ -219,7 +221,8 @@ def generate_onchip_learner(learner: LatentReplay, out_dir, max_new: int, tile_r
     (out / "model.c").write_text("\n".join(model_c) + "\n")
     back = layout(split, hyper, tile_rows)
     places = onchip_layout(learner, max_new)
-    outputs_bytes = [8, classes * FLOAT] + ([back.weights_bytes] if weights_output else [])
+    outputs_bytes = [classes * FLOAT, 8] + ([back.weights_bytes] if weights_output else [])
+    output_types = ["float", "int32_t", "float"][:len(outputs_bytes)]
     input_bytes = int(split.front.inputs[0].nbytes)
     static_ram = (back.weights_bytes + back.gradients_bytes + back.optimizer_bytes + back.activations_bytes
                   + places.buffer_bytes + places.staging_bytes + front.arena_bytes)
@@ -230,9 +233,10 @@ def generate_onchip_learner(learner: LatentReplay, out_dir, max_new: int, tile_r
         f"#define MF_LEARN_CAPACITY {capacity}", f"#define MF_LEARN_SAMPLE_BYTES {input_bytes}",
         "#define MF_LEARN_OK 0", "#define MF_LEARN_BAD_LABEL (-1)", "#define MF_LEARN_FULL (-2)",
         "#define MF_LEARN_NOTHING_STAGED (-3)", "#define MF_LEARN_BUSY (-4)", "#define MF_LEARN_BAD_REQUEST (-5)", "",
-        "#define MF_NUM_INPUTS 2", f"#define MF_INPUT0_BYTES {REQUEST_BYTES}", f"#define MF_INPUT1_BYTES {input_bytes}",
+        "#define MF_NUM_INPUTS 2", f"#define MF_INPUT0_BYTES {input_bytes}", f"#define MF_INPUT1_BYTES {REQUEST_BYTES}",
         f"#define MF_NUM_OUTPUTS {len(outputs_bytes)}",
-        *[f"#define MF_OUTPUT{i}_BYTES {n}" for i, n in enumerate(outputs_bytes)],
+        *[f"#define MF_OUTPUT{i}_BYTES {n}\n#define MF_OUTPUT{i}_TYPE {c}" for i, (n, c) in
+          enumerate(zip(outputs_bytes, output_types))],
         f"#define MF_ARENA_BYTES {static_ram}",
         f"#define MF_CONSTANT_BYTES {front.constant_bytes + back.weights_bytes + count * (latent + 1)}", "",
         "/* Load the initial weights and replay buffer into RAM. */", "void mf_init(void);",
@@ -244,8 +248,8 @@ def generate_onchip_learner(learner: LatentReplay, out_dir, max_new: int, tile_r
         " * buffer then holds the staged samples' share), or an error; the step's mean loss in *loss. */",
         "int32_t mf_learn_step(float *loss);",
         "/* Every step of the learning run: their number, or an error. */", "int32_t mf_learn_batch(void);",
-        "/* The harnesses' interface: input 0 a request (int32 kind: 0 predict, 1 learn, 2 one step; int32",
-        " * label), input 1 a model input; output 0 (int32 status, float32 loss), output 1 the logits. */",
+        "/* The harnesses' interface: input 0 a model input, input 1 a request (int32 kind: 0 predict, 1 learn,",
+        " * 2 one step; int32 label); output 0 the logits, output 1 the reply (int32 status, float32 loss). */",
         "void mf_invoke(void);", "void *mf_input(int index);", "void *mf_output(int index);", "", "#endif", "",
     ]
     (out / "model.h").write_text("\n".join(header))
@@ -356,7 +360,7 @@ def run_onchip(learner: LatentReplay, stream: list[Experience], target: str = "h
         learner._check_labels(experience)
     max_new = max(len(e.train_y) for e in stream[1:]) if max_new is None else max_new
     requests, steps = _requests(stream, learner.hyper)
-    samples = [[np.array([kind, label], "<i4").tobytes(), np.ascontiguousarray(x).tobytes()]
+    samples = [[np.ascontiguousarray(x).tobytes(), np.array([kind, label], "<i4").tobytes()]
                for kind, label, x in requests]
     temp = tempfile.TemporaryDirectory(prefix="microforge-onchip-") if build_dir is None else None
     work = Path(temp.name if temp else build_dir)
@@ -387,12 +391,12 @@ def _read_outputs(run: OnchipRun, learner, stream, requests, outputs, weights_ou
     matrix, predictions, current = [], [], []
     tests = sum(len(e.test_y) for e in stream)
     for (kind, label, _), out in zip(requests, outputs):
-        status, loss = int(np.frombuffer(out[0], "<i4", 1)[0]), float(np.frombuffer(out[0], "<f4", 1, 4)[0])
+        status, loss = int(np.frombuffer(out[1], "<i4", 1)[0]), float(np.frombuffer(out[1], "<f4", 1, 4)[0])
         if status < 0:
             raise TargetError(f"learn: the device refused a {('predict', 'learn', 'step')[kind]} request "
                               f"(label {label}): {STATUS.get(status, status)}")
         if kind == PREDICT:
-            current.append(int(np.argmax(np.frombuffer(out[1], "<f4"))))
+            current.append(int(np.argmax(np.frombuffer(out[0], "<f4"))))
             if len(current) == tests:
                 predictions.append(np.array(current))
                 current = []

@@ -19,6 +19,15 @@
  *   help%             a summary of the commands
  * microforge extensions:
  *   mf-results%       m-results-hex-[<hex>]   the raw bytes of all outputs in order (bit-exact)
+ * and, for a learner image (learn.onchip: model.h defines MF_LEARN), where `infer` predicts the loaded
+ * sample's class:
+ *   mf-learn L%       m-learn-staged-<n>      stage the loaded sample (exactly one model input) as a new
+ *                                             sample of class L; n samples are staged now
+ *   mf-learn-run%     m-learn-start, m-lap-us-<t0>, m-lap-us-<t1>, m-learn-done-<steps>
+ *                                             learn from the staged samples and replays (every epoch),
+ *                                             then keep their share in the replay buffer
+ *   (a label outside the classes, a full staging area, a sample of the wrong size, nothing staged:
+ *    e-[...])
  *
  * Commands are at most 80 characters (EE_CMD_SIZE) without the '%'; tokens are separated by spaces.
  * Carriage returns and line feeds are ignored so that the firmware can be driven from a terminal.
@@ -213,6 +222,12 @@ static void mf_restore_inputs(void) {
         memcpy(mf_input((int)k), source, mf_dut_input_bytes[k]);
         source += mf_dut_input_bytes[k];
     }
+#if defined(MF_LEARN)
+    {
+        static const int32_t predict[2] = {0, 0}; /* the learner's request word: predict input 0 */
+        memcpy(mf_input(1), predict, sizeof predict);
+    }
+#endif
 }
 
 static __attribute__((noinline)) void mf_run_inferences(uint32_t count) {
@@ -309,7 +324,12 @@ static void mf_cmd_help(void) {
             "db print       the loaded bytes as hex\r\n"
             "infer N [W]    W warm-up inferences (default 10), then N timed ones\r\n"
             "results        the outputs, dequantized\r\n"
-            "mf-results     the outputs' raw bytes as hex\r\n");
+            "mf-results     the outputs' raw bytes as hex\r\n"
+#if defined(MF_LEARN)
+            "mf-learn L     stage the loaded sample as a new sample of class L\r\n"
+            "mf-learn-run   learn from the staged samples and the replay buffer\r\n"
+#endif
+            );
 }
 
 static void mf_cmd_db(char *tokens[], uint32_t count) {
@@ -416,6 +436,66 @@ static void mf_cmd_infer(char *tokens[], uint32_t count) {
     mf_print_results();
 }
 
+#if defined(MF_LEARN)
+static uint32_t mf_staged;
+
+static void mf_cmd_learn(char *tokens[], uint32_t count) {
+    uint32_t label;
+    int32_t status;
+    if (count < 2u || !mf_parse_u32(tokens[1], &label) || label >= (uint32_t)MF_LEARN_CLASSES) {
+        mf_puts("e-[Command 'mf-learn' needs a label 0..");
+        mf_put_u32((uint32_t)MF_LEARN_CLASSES - 1u);
+        mf_puts("]\r\n");
+        return;
+    }
+    if (mf_db_received != (uint32_t)MF_LEARN_SAMPLE_BYTES || mf_db_expected != (uint32_t)MF_LEARN_SAMPLE_BYTES) {
+        mf_puts("e-[Sample has ");
+        mf_put_u32(mf_db_received);
+        mf_puts(" bytes; the model takes ");
+        mf_put_u32((uint32_t)MF_LEARN_SAMPLE_BYTES);
+        mf_puts("]\r\n");
+        return;
+    }
+    status = mf_learn(mf_dut_db_buffer, (int32_t)label);
+    if (status == MF_LEARN_FULL) {
+        mf_puts("e-[Staging area full: ");
+        mf_put_u32((uint32_t)MF_LEARN_MAX_NEW);
+        mf_puts(" samples; send 'mf-learn-run' first]\r\n");
+    } else if (status != MF_LEARN_OK) {
+        mf_error("The learner refused the sample");
+    } else {
+        mf_staged += 1u;
+        mf_puts("m-learn-staged-");
+        mf_put_u32(mf_staged);
+        mf_end_line();
+    }
+}
+
+static void mf_cmd_learn_run(void) {
+    uint32_t start, stop;
+    int32_t steps;
+    if (mf_staged == 0u) {
+        mf_error("Nothing staged: send samples with 'mf-learn L' first");
+        return;
+    }
+    mf_puts("m-learn-start\r\n");
+    start = mf_bsp_time_us();
+    steps = mf_learn_batch();
+    stop = mf_bsp_time_us();
+    mf_staged = 0u;
+    mf_have_results = 0;
+    if (steps < 0) {
+        mf_error("The learning run failed");
+        return;
+    }
+    mf_lap(start);
+    mf_lap(stop);
+    mf_puts("m-learn-done-");
+    mf_put_u32((uint32_t)steps);
+    mf_end_line();
+}
+#endif
+
 static void mf_dispatch(char *line) {
     char *tokens[MF_DUT_MAX_TOKENS];
     uint32_t count = mf_tokenize(line, tokens);
@@ -434,6 +514,12 @@ static void mf_dispatch(char *line) {
         mf_cmd_db(tokens, count);
     } else if (mf_equal(tokens[0], "infer")) {
         mf_cmd_infer(tokens, count);
+#if defined(MF_LEARN)
+    } else if (mf_equal(tokens[0], "mf-learn")) {
+        mf_cmd_learn(tokens, count);
+    } else if (mf_equal(tokens[0], "mf-learn-run")) {
+        mf_cmd_learn_run();
+#endif
     } else if (mf_equal(tokens[0], "results") || mf_equal(tokens[0], "mf-results")) {
         if (!mf_have_results) {
             mf_error("No results: run 'infer' after loading the input");
