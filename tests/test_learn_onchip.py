@@ -128,3 +128,27 @@ def test_the_dut_firmware_streams_a_new_class_in_and_learns_it(cut, stream, tmp_
     np.testing.assert_allclose(before, expected_before, atol=1.5e-3)
     np.testing.assert_allclose(after, expected_after, atol=1.5e-3)
     assert np.abs(np.subtract(after, before)).max() > 0.01  # it learned something
+
+
+def test_generate_learn_writes_the_image_from_a_config(tmp_path):
+    import json
+
+    from typer.testing import CliRunner
+
+    from microforge.cli import app
+
+    config = tmp_path / "learn.json"
+    config.write_text(json.dumps({"scenario": "digits-class-incremental", "lr_layer": "3", "buffer": 40,
+                                  "max_new": 50, "epochs": 1}))
+    out = CliRunner().invoke(app, ["generate", str(MODEL), "-o", str(tmp_path / "image"), "--learn", str(config)])
+    assert out.exit_code == 0, out.output
+    assert "40 of 40 replays in the initial buffer" in out.output and "(50 new samples)" in out.output
+    header = (tmp_path / "image" / "model.h").read_text()
+    assert "#define MF_LEARN_MAX_NEW 50" in header and "#define MF_LEARN_CAPACITY 40" in header
+    assert (tmp_path / "image" / "front.c").is_file() and not (tmp_path / "image" / "CMakeLists.txt").exists()
+    config.write_text(json.dumps({"scenario": "digits-class-incremental", "bufer": 40}))
+    bad = CliRunner().invoke(app, ["generate", str(MODEL), "-o", str(tmp_path / "bad"), "--learn", str(config)])
+    assert bad.exit_code == 2 and "unknown keys bufer" in bad.output
+    config.write_text(json.dumps({"scenario": "digits-class-incremental", "lr_layer": 3, "policy": "fifo"}))
+    bad = CliRunner().invoke(app, ["generate", str(MODEL), "-o", str(tmp_path / "bad"), "--learn", str(config)])
+    assert bad.exit_code == 2 and "policy 'fifo'" in bad.output

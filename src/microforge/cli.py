@@ -131,14 +131,47 @@ def load_model_with(model: Path, ood: Optional[Path]):
     return chip_graph(load_detector(ood, graph))
 
 
+def _generate_learner(model: Path, out: Path, target: str, config: Path, ood) -> None:
+    from microforge.learn.onchip import generate_onchip_learner, learner_from_config
+    from microforge.learn.api import memory
+
+    try:
+        if ood is not None:
+            raise InputError("--ood and --learn: the learner image has no OOD detector yet; give one of them")
+        try:
+            settings = json.loads(config.read_text())
+        except (OSError, ValueError) as exc:
+            raise InputError(f"--learn {config}: not a readable JSON file ({exc})") from exc
+        learner, stream, max_new, tile_rows = learner_from_config(model, settings)
+        generate_onchip_learner(learner, out, max_new, tile_rows, target=target)
+        m = memory(learner.split, learner, stream, max_new)
+    except MicroforgeError as exc:
+        _fail(exc)
+    console.print(f"wrote the learner image to {out}/ (model.h: mf_learn, mf_learn_step, mf_learn_batch, mf_predict; "
+                  f"front.h: the frozen front), LR layer op {learner.split.lr_op} {list(learner.split.lr_shape)}, "
+                  f"{len(learner.buffer)} of {learner.buffer.capacity} replays in the initial buffer", highlight=False)
+    for key in ("arena_bytes", "weights_bytes", "gradients_bytes", "optimizer_bytes", "buffer_bytes"):
+        console.print(f"  {key[:-6].replace('_', ' '):<18}{_kib(m[key])}", highlight=False)
+    console.print(f"  {'staging':<18}{_kib(m['staging_bytes'])} ({max_new} new samples)", highlight=False)
+    console.print(f"  {'RAM in all':<18}{_kib(m['total_ram_bytes'])}", highlight=False)
+    console.print(f"  {'flash (data)':<18}{_kib(m['flash_bytes'])}", highlight=False)
+
+
 @app.command()
 def generate(model: Path = typer.Argument(..., help="a .tflite model"),
              out: Path = typer.Option(..., "-o", "--out", help="folder to write the C into"),
              target: str = typer.Option("portable", help="portable | host | cortex-m4 | cortex-m7 | cortex-m0plus"),
-             ood: Optional[Path] = typer.Option(None, "--ood", help=OOD_OPTION_HELP)) -> None:
+             ood: Optional[Path] = typer.Option(None, "--ood", help=OOD_OPTION_HELP),
+             learn: Optional[Path] = typer.Option(None, "--learn", help="a JSON learner config: write the on-device "
+                                                  "learner image instead (keys: lr_layer, buffer, policy, max_new, "
+                                                  "scenario or initial_data, epochs, learning_rate, batch, ...)")
+             ) -> None:
     """Write model-specific C99: model.h/model.c, only the kernels the model uses, Makefile and CMake."""
     from microforge.codegen import generate as write_c
 
+    if learn is not None:
+        _generate_learner(model, out, target, learn, ood)
+        return
     try:
         generated = write_c(load_model_with(model, ood), out, target=target)
     except MicroforgeError as exc:

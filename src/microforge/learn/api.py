@@ -41,9 +41,10 @@ CLOCK_HZ = {"qemu-m4": 120e6, "qemu-m7": 216e6}  # STM32L4R5 (MLPerf Tiny's boar
 MEASURED_STEPS = 3
 
 
-def memory(split, learner, stream=None) -> dict:
+def memory(split, learner, stream=None, max_new: int | None = None) -> dict:
     """What the learner holds on the device (see the module docstring); for latent replay, the learner
-    image's own layout (learn.onchip), staging `max_new` = the largest later experience of `stream`."""
+    image's own layout (learn.onchip), staging `max_new` samples (default: the largest later experience
+    of `stream`), its initial buffer filled from stream[0]."""
     from microforge.plan import plan
 
     found = layout(split, learner.hyper)
@@ -55,7 +56,8 @@ def memory(split, learner, stream=None) -> dict:
            "staging_bytes": 0}
     initial_buffer = 0
     if isinstance(learner, LatentReplay) and stream:
-        out["staging_bytes"] = onchip_layout(learner, max(len(e.train_y) for e in stream[1:])).staging_bytes
+        max_new = max(len(e.train_y) for e in stream[1:]) if max_new is None else max_new
+        out["staging_bytes"] = onchip_layout(learner, max_new).staging_bytes
         initial_buffer = min(learner.buffer.capacity, len(stream[0].train_y)) * learner.buffer.sample_bytes
     out["total_ram_bytes"] = sum(out.values())
     out["flash_bytes"] = front_constants + params_bytes + initial_buffer
