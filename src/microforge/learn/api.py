@@ -76,7 +76,8 @@ def onchip_cost(split, strategy_name: str, buffer: int, bits: int, policy: str, 
                          "baseline only (use --target reference)")
     run = run_onchip(make_strategy(strategy_name, copy.deepcopy(split), buffer, bits, policy, hyper), stream, target)
     differences = np.abs(np.subtract(run.losses, reference.losses)) / np.maximum(np.abs(reference.losses), 1e-12)
-    out = {"accuracy_matrix": run.accuracy_matrix, "final_average_accuracy": run.average_accuracy[-1],
+    out = {"scope": "the whole scenario on the learner image",
+           "accuracy_matrix": run.accuracy_matrix, "final_average_accuracy": run.average_accuracy[-1],
            "forgetting": run.forgetting,
            "accuracy_equal_reference": bool(np.allclose(run.accuracy_matrix, reference.accuracy_matrix, atol=1e-9)),
            "losses_equal_reference": bool(len(run.losses) == len(reference.losses) and differences.max() <= 1e-3),
@@ -124,7 +125,10 @@ def device_cost(split, learner, stream, target: str) -> dict:
     agree = bool(np.allclose(run.losses, reference.losses, rtol=1e-4))
     steps = h.epochs * math.ceil(len(new.train_y) / h.batch)
     per_step = float(np.median(run.instructions))
-    return {"instructions_per_update": int(per_step), "rows_per_update": rows,
+    forward, backward, update = (int(np.median([p[k] for p in run.step_parts])) for k in range(3))
+    return {"scope": f"{MEASURED_STEPS} steps of the bare back learner", "instructions_per_update": int(per_step),
+            "instructions_per_forward": forward, "instructions_per_backward": backward,
+            "instructions_per_optimizer_step": update, "rows_per_update": rows,
             "learn_new_class_seconds": steps * per_step / CLOCK_HZ[target], "updates_per_new_class": steps,
             "clock_hz": CLOCK_HZ[target], "losses_equal_reference": agree, "flash_bytes": run.flash_bytes,
             "ram_bytes": run.ram_bytes, "stack_bytes": run.stack_bytes}

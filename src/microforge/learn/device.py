@@ -302,6 +302,14 @@ class LearnerRun:
     flash_bytes: int | None = None
     ram_bytes: int | None = None
     stack_bytes: int | None = None
+    step_parts: list[tuple[int, int, int]] = field(default_factory=list)  # (forward, backward, update) per step
+
+
+def step_parts(marks: list[int]) -> tuple[int, int, int]:
+    """A step's instructions between its profile marks (learn_step): the forward of each tile (gathering
+    and dequantizing its rows included), its loss and backward, then the SGD update."""
+    *tiles, update = marks
+    return sum(tiles[0::2]), sum(tiles[1::2]), update
 
 
 def run_learner(split: Split, hyper: Hyper, batches: list[tuple[np.ndarray, np.ndarray]], target: str = "host",
@@ -325,11 +333,12 @@ def run_learner(split: Split, hyper: Hyper, batches: list[tuple[np.ndarray, np.n
         if target in ("qemu-m4", "qemu-m7"):
             from microforge.codegen.targets.qemu import run_on_qemu
 
-            result = run_on_qemu(folder, target, packed, stack_samples=1, cflags=LEARNER_CFLAGS)
+            result = run_on_qemu(folder, target, packed, stack_samples=1, cflags=LEARNER_CFLAGS, profile=True)
             losses = [float(np.frombuffer(o[0], np.float32)[0]) for o in result.output_tensors]
             weights = np.frombuffer(result.output_tensors[-1][1], np.float32).copy() if weights_output else None
             return LearnerRun(losses, weights, list(result.instructions), result.init_instructions,
-                              result.model_flash_bytes, result.model_ram_bytes, result.stack_bytes)
+                              result.model_flash_bytes, result.model_ram_bytes, result.stack_bytes,
+                              [step_parts(marks) for marks in result.op_instructions])
         raise TargetError(f"learn: unknown target {target!r}; choose host, qemu-m4 or qemu-m7")
     finally:
         if temp is not None:

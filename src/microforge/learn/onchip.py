@@ -48,7 +48,7 @@ import numpy as np
 
 from microforge.errors import InputError, TargetError
 from microforge.learn.device import (FLOAT, LEARNER_CFLAGS, _back_code, _check_tiles, _compile, _copy_kernels,
-                                     _weights_copy, batch_rows, layout)
+                                     _weights_copy, batch_rows, layout, step_parts)
 from microforge.learn.metrics import average_accuracy, backward_transfer, forgetting
 from microforge.learn.scenarios import Experience
 from microforge.learn.strategies import LatentReplay, replay_count
@@ -426,8 +426,7 @@ def _read_outputs(run: OnchipRun, learner, stream, requests, outputs, weights_ou
 
 
 def _count(run: OnchipRun, requests, instructions, parts, steps) -> None:
-    """Sort the per-request instructions by kind; a step's profile marks split it into the forward of
-    each tile (gathering and dequantizing its rows included), its loss and backward, and the update."""
+    """Sort the per-request instructions by kind; a step's profile marks split it (device.step_parts)."""
     experience, staging = -1, False
     for (kind, _, _), n, marks in zip(requests, instructions, parts):
         if kind == PREDICT:
@@ -441,8 +440,7 @@ def _count(run: OnchipRun, requests, instructions, parts, steps) -> None:
             run.learn_instructions.append(n)
         else:
             run.step_instructions.append(n)
-            *tiles, update = marks
-            run.step_parts.append((sum(tiles[0::2]), sum(tiles[1::2]), update))
+            run.step_parts.append(step_parts(marks))
         run.experience_instructions[-1] += n
 
 
