@@ -135,37 +135,18 @@ def _back_code(split: Split, hyper: Hyper, tile_rows: int) -> tuple[list[str], s
         x, shape = y, out_shape
     lines += structs
     for layer, xi, y, z, idx, window in outputs:
-        w, b = (f"param{idx[0]}", f"param{idx[1]}") if idx else (None, None)
-        if isinstance(layer, L.Conv2D):
-            forward.append(f"mf_train_conv_forward(&{window}, n, {xi}, {w}, {b}, {z}, {y});")
-        elif isinstance(layer, L.DepthwiseConv2D):
-            forward.append(f"mf_train_depthwise_forward(&{window}, n, {xi}, {w}, {b}, {z}, {y});")
-        elif isinstance(layer, L.AveragePool2D):
-            forward.append(f"mf_train_avgpool_forward(&{window}, n, {xi}, {y});")
-        elif isinstance(layer, L.Dense):
-            o, n_in = layer.params["weights"].shape
-            forward.append(f"mf_train_dense_forward(n, {n_in}, {o}, {ACT[layer.activation]}, {xi}, {w}, {b}, {z}, {y});")
+        if not isinstance(layer, L.Reshape):
+            forward.append(_call(layer, "forward", window, xi, *_names("param", idx), z, y))
     # backward: dy in `current`, the input gradient into the other buffer; the first layer's is skipped
     current, other = "grad_a", "grad_b"
     first_trained = next(i for i, entry in enumerate(outputs) if not isinstance(entry[0], L.Reshape))
     for i in range(len(outputs) - 1, -1, -1):
         layer, xi, y, z, idx, window = outputs[i]
-        if isinstance(layer, L.Reshape):
-            continue
+        if isinstance(layer, L.Reshape) or (not layer.params and i == first_trained):
+            continue  # a reshape moves nothing; a first pooling layer has no gradient to pass down
         dx = other if i > first_trained else "0"
-        w = f"param{idx[0]}" if idx else None
-        gw, gb = (f"grad{idx[0]}", f"grad{idx[1]}") if idx else (None, None)
-        if isinstance(layer, L.Conv2D):
-            backward.append(f"mf_train_conv_backward(&{window}, n, {xi}, {w}, {z}, {current}, {gw}, {gb}, {dx});")
-        elif isinstance(layer, L.DepthwiseConv2D):
-            backward.append(f"mf_train_depthwise_backward(&{window}, n, {xi}, {w}, {z}, {current}, {gw}, {gb}, {dx});")
-        elif isinstance(layer, L.AveragePool2D):
-            if i > first_trained:
-                backward.append(f"mf_train_avgpool_backward(&{window}, n, {current}, {dx});")
-        elif isinstance(layer, L.Dense):
-            o, n_in = layer.params["weights"].shape
-            backward.append(f"mf_train_dense_backward(n, {n_in}, {o}, {ACT[layer.activation]}, {xi}, {w}, {z}, "
-                            f"{current}, {gw}, {gb}, {dx});")
+        backward.append(_call(layer, "backward", window, xi, _names("param", idx)[0], z, current,
+                              *_names("grad", idx), dx))
         if i > first_trained:
             current, other = other, current
     if not any("grad_b" in line for line in backward):  # one trained layer: no input gradient to hold
@@ -210,6 +191,32 @@ def _back_code(split: Split, hyper: Hyper, tile_rows: int) -> tuple[list[str], s
         "}", "",
     ]
     return lines, "\n".join(functions), logits, [f"param{k}" for k in range(len(params))]
+
+
+# The training kernel of each layer type, and the arguments it takes beside the window (or, for FULLY_CONNECTED,
+# its sizes and activation) and the rows: mf_train.h's signatures.
+KERNEL_OF = {L.Conv2D: "mf_train_conv", L.DepthwiseConv2D: "mf_train_depthwise", L.AveragePool2D: "mf_train_avgpool",
+             L.Dense: "mf_train_dense"}
+ARGUMENTS = {  # names as _call receives them: x, w, b, z, y forward; x, w, z, dy, dw, db, dx backward
+    ("forward", True): ("x", "w", "b", "z", "y"), ("forward", False): ("x", "y"),
+    ("backward", True): ("x", "w", "z", "dy", "dw", "db", "dx"), ("backward", False): ("dy", "dx")}
+
+
+def _names(prefix: str, indices: tuple) -> tuple:
+    """The C names of a layer's weights and bias (param0, param1, ... or grad0, ...), None without them."""
+    return (f"{prefix}{indices[0]}", f"{prefix}{indices[1]}") if indices else (None, None)
+
+
+def _call(layer, direction: str, window: str | None, *values) -> str:
+    """One kernel call of `layer`: its forward (values x, w, b, z, y) or backward (x, w, z, dy, dw, db, dx)."""
+    given = dict(zip(ARGUMENTS[(direction, True)], values))
+    names = ARGUMENTS[(direction, bool(layer.params))]
+    if isinstance(layer, L.Dense):
+        outputs, inputs = layer.params["weights"].shape
+        head = ["n", str(inputs), str(outputs), ACT[layer.activation]]
+    else:
+        head = [f"&{window}", "n"]
+    return f"{KERNEL_OF[type(layer)]}_{direction}({', '.join(head + [str(given[k]) for k in names])});"
 
 
 def _copy_kernels(out: Path) -> None:
