@@ -201,4 +201,9 @@ def test_bad_input_names_what_and_where(graph, stream):
         learn(MODEL, scenario="digits-class-incremental", target="stm32")
     with pytest.raises(InputError, match="scenario 'mnist'"):
         learn(MODEL, scenario="mnist")
+    # LR op 0: 1,025 B a replay; 100 of them, their staging area and the back do not fit 256 KB
+    with pytest.raises(InputError, match=r"over the budget of 262,144 B; a buffer of at most 32 samples \(1025 B each\)"):
+        learn(MODEL, scenario="digits-class-incremental", lr_layer=0, buffer=100, ram_budget=262144, stream=stream)
+    with pytest.raises(InputError, match="cut at a later LR layer"):
+        learn(MODEL, scenario="digits-class-incremental", lr_layer=0, buffer=100, ram_budget=1000, stream=stream)
     assert isinstance(cut.back, L.Sequential)

@@ -133,7 +133,7 @@ def load_model_with(model: Path, ood: Optional[Path]):
 
 def _generate_learner(model: Path, out: Path, target: str, config: Path, ood) -> None:
     from microforge.learn.onchip import generate_onchip_learner, learner_from_config
-    from microforge.learn.api import memory
+    from microforge.learn.api import check_ram_budget, memory
 
     try:
         if ood is not None:
@@ -145,6 +145,8 @@ def _generate_learner(model: Path, out: Path, target: str, config: Path, ood) ->
         learner, stream, max_new, tile_rows = learner_from_config(model, settings)
         generate_onchip_learner(learner, out, max_new, tile_rows, target=target)
         m = memory(learner.split, learner, stream, max_new)
+        if "ram_budget" in settings:
+            check_ram_budget(m, settings["ram_budget"], learner)
     except MicroforgeError as exc:
         _fail(exc)
     console.print(f"wrote the learner image to {out}/ (model.h: mf_learn, mf_learn_step, mf_learn_batch, mf_predict; "
@@ -621,6 +623,8 @@ def learn_command(model: Path = typer.Argument(..., help="an int8 classifier tra
                   learning_rate: float = typer.Option(0.03, "--learning-rate"),
                   target: str = typer.Option("reference", "--target", help="reference | host | qemu-m4 | qemu-m7 "
                                              "(also play the scenario on the generated C learner image there)"),
+                  ram_budget: Optional[int] = typer.Option(None, "--ram-budget", help="refuse a learner needing more "
+                                                            "RAM than this many bytes (e.g. 262144)"),
                   as_json: bool = typer.Option(False, "--json", help="print JSON"),
                   report: Optional[Path] = typer.Option(None, "--report", help="write Markdown + HTML with plots here")
                   ) -> None:
@@ -630,7 +634,7 @@ def learn_command(model: Path = typer.Argument(..., help="an int8 classifier tra
 
     try:
         result = learn(model, scenario, lr_layer, buffer, bits, strategy, seed, target, recordings=fsdd,
-                       epochs=epochs, learning_rate=learning_rate)
+                       ram_budget=ram_budget, epochs=epochs, learning_rate=learning_rate)
         if report is not None:
             write_learn_report([result], report, f"{result['model']}: {strategy} on {scenario}")
     except MicroforgeError as exc:

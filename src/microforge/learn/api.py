@@ -64,6 +64,25 @@ def memory(split, learner, stream=None, max_new: int | None = None) -> dict:
     return out
 
 
+def check_ram_budget(ram: dict, budget, learner) -> None:
+    """Our error when the learner's RAM (a memory() dict) is over `budget` bytes, saying how large a
+    buffer would fit."""
+    if isinstance(budget, bool) or not isinstance(budget, (int, np.integer)) or budget <= 0:
+        raise InputError(f"learn: the RAM budget must be a number of bytes > 0, not {budget!r}")
+    if ram["total_ram_bytes"] <= budget:
+        return
+    parts = ", ".join(f"{k[:-6]} {ram[k]:,}" for k in ram if k not in ("total_ram_bytes", "flash_bytes") and ram[k])
+    message = (f"learn: the learner needs {ram['total_ram_bytes']:,} B of RAM ({parts}), over the budget of "
+               f"{int(budget):,} B")
+    buffer = getattr(learner, "buffer", None)
+    if buffer is not None and buffer.capacity:
+        rest = ram["total_ram_bytes"] - ram["buffer_bytes"]
+        fits = max(0, (int(budget) - rest) // buffer.sample_bytes)
+        message += (f"; a buffer of at most {fits} samples ({buffer.sample_bytes} B each) would fit" if fits else
+                    "; even without replays it does not fit: cut at a later LR layer")
+    raise InputError(message)
+
+
 def onchip_cost(split, strategy_name: str, buffer: int, bits: int, policy: str, hyper: Hyper, stream, target: str,
                 reference=None) -> dict:
     """The whole scenario played on the learner image (learn.onchip) on `target`, against the Python run
@@ -142,9 +161,10 @@ def _replayable(learner, stream):
 
 def learn(model, scenario: str = "fsdd-class-incremental", lr_layer=None, buffer: int = 1500, bits: int = 8,
           strategy: str = "latent-replay", seed: int = 0, target: str = "reference", recordings=None,
-          policy: str = "class-balanced", stream=None, **hyper) -> dict:
+          policy: str = "class-balanced", stream=None, ram_budget: int | None = None, **hyper) -> dict:
     """Run `strategy` through `scenario` on `model` (trained on the scenario's first experience) and
-    return the contract's result: the accuracy matrix, final average accuracy, forgetting, memory."""
+    return the contract's result: the accuracy matrix, final average accuracy, forgetting, memory.
+    With `ram_budget` (bytes), a learner that would not fit is refused before training."""
     if target not in TARGETS:
         raise TargetError(f"learn: unknown target {target!r}; choose one of {', '.join(TARGETS)}")
     graph = load_model(model)
@@ -156,6 +176,9 @@ def learn(model, scenario: str = "fsdd-class-incremental", lr_layer=None, buffer
     if target != "reference" and strategy != "latent-replay":
         raise InputError(f"learn: the on-device learner runs latent replay; '{strategy}' is a reference baseline "
                          "only (use --target reference)")
+    ram = memory(split, learner, stream)
+    if ram_budget is not None:
+        check_ram_budget(ram, ram_budget, learner)
     result = run_stream(learner, stream)
     return {"scenario": scenario, "strategy": strategy, "seed": seed,
             "lr_layer": {"op": split.lr_op, "tensor": split.lr.name, "shape": list(split.lr_shape)},
@@ -163,7 +186,7 @@ def learn(model, scenario: str = "fsdd-class-incremental", lr_layer=None, buffer
             "experiences": result.experiences, "accuracy_matrix": result.accuracy_matrix,
             "average_accuracy": result.average_accuracy, "final_average_accuracy": result.final_average_accuracy,
             "forgetting": result.forgetting, "backward_transfer": result.backward_transfer,
-            "memory": memory(split, learner, stream),
+            "memory": ram,
             "target": None if target == "reference" else onchip_cost(untrained, strategy, buffer, bits, policy, hyper,
                                                                       stream, target, result),
             "model": Path(str(model)).name if isinstance(model, (str, Path)) else None}

@@ -476,6 +476,7 @@ CONFIG_KEYS = {"lr_layer": "the latent-replay layer: an op index or a tensor nam
                "initial_data": "instead of a scenario: an .npz with x (model inputs) and y (labels)",
                "classes": "classes of the learner's head (default: the data's largest label + 1)",
                "tile_rows": "rows per tile of a step (default 1)",
+               "ram_budget": "refuse a learner needing more RAM than this many bytes",
                "epochs": "", "learning_rate": "", "momentum": "", "batch": "", "replay_ratio": "", "seed": ""}
 
 
