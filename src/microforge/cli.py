@@ -608,7 +608,8 @@ def ood_evaluate(model: Path = typer.Argument(..., help="the classifier (.tflite
 def learn_command(model: Path = typer.Argument(..., help="an int8 classifier trained on the scenario's first "
                                                          "experience (e.g. models/learn/fsdd_digits0-4_int8.tflite)"),
                   scenario: str = typer.Option("fsdd-class-incremental", "--scenario",
-                                               help="fsdd-class-incremental | digits-class-incremental"),
+                                               help="fsdd-class-incremental | digits-class-incremental | "
+                                                    "fsdd-new-instances | digits-new-instances"),
                   fsdd: Optional[Path] = typer.Option(None, "--fsdd", help="FSDD recordings folder "
                                                                           "(default: ../shared/data/fsdd/recordings)"),
                   lr_layer: Optional[str] = typer.Option(None, "--lr-layer", help="the latent-replay layer: a tensor "
