@@ -125,8 +125,10 @@ def test_learn_reports_the_contract_fields_and_memory(graph, stream):
 
 
 def test_on_qemu_m4_the_learner_image_plays_the_scenario_as_the_reference():
+    # a small step: at 0.1, mini-batches of 4 new images make the trajectory chaotic enough that the
+    # kernels' different order of float sums flips a test image by the end
     result = learn(MODEL, scenario="digits-class-incremental", buffer=100, epochs=1, target="qemu-m4",
-                   batch=4, replay_ratio=3.0)
+                   batch=4, replay_ratio=3.0, learning_rate=0.03)
     t = result["target"]
     assert t["accuracy_equal_reference"] and t["losses_equal_reference"] and t["rows_per_update"] == 16
     assert t["accuracy_matrix"] == result["accuracy_matrix"]
@@ -202,7 +204,7 @@ def test_bad_input_names_what_and_where(graph, stream):
     with pytest.raises(InputError, match="scenario 'mnist'"):
         learn(MODEL, scenario="mnist")
     # LR op 0: 1,025 B a replay; 100 of them, their staging area and the back do not fit 256 KB
-    with pytest.raises(InputError, match=r"over the budget of 262,144 B; a buffer of at most 32 samples \(1025 B each\)"):
+    with pytest.raises(InputError, match=r"over the budget of 262,144 B; a buffer of 31 samples \(1025 B each\) fits"):
         learn(MODEL, scenario="digits-class-incremental", lr_layer=0, buffer=100, ram_budget=262144, stream=stream)
     with pytest.raises(InputError, match="cut at a later LR layer"):
         learn(MODEL, scenario="digits-class-incremental", lr_layer=0, buffer=100, ram_budget=1000, stream=stream)

@@ -43,16 +43,16 @@ def test_the_image_learns_as_the_python_strategy_under_the_sanitizers(cut, strea
     reference, learner, device = _both(cut, stream, policy)
     assert device.accuracy_matrix == reference.accuracy_matrix
     assert len(device.losses) == len(reference.losses) == sum(2 * -(-len(e.train_y) // 8) for e in stream[1:])
-    np.testing.assert_allclose(device.losses, reference.losses, rtol=1e-4)
+    np.testing.assert_allclose(device.losses, reference.losses, rtol=1e-3)
     trained = np.concatenate([a.reshape(-1) for _, _, a in learner.split.back.params()])
-    np.testing.assert_allclose(device.weights, trained, rtol=1e-3, atol=1e-5)
+    np.testing.assert_allclose(device.weights, trained, rtol=1e-3, atol=5e-5)
     assert reference.accuracy_matrix[-1][-1] > 0.5  # it did learn the newest digit
 
 
 def test_tiles_of_rows_change_nothing_but_the_order_of_sums(cut, stream):
     reference, _, device = _both(cut, stream, tile_rows=5)  # 8 + 16 rows a step: a partial last tile
     assert device.accuracy_matrix == reference.accuracy_matrix
-    np.testing.assert_allclose(device.losses, reference.losses, rtol=1e-4)
+    np.testing.assert_allclose(device.losses, reference.losses, rtol=1e-3)
 
 
 def test_only_eight_bit_latent_replay_goes_on_the_device(cut, stream, tmp_path):

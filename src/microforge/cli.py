@@ -621,7 +621,11 @@ def learn_command(model: Path = typer.Argument(..., help="an int8 classifier tra
                                                help="latent-replay | naive | joint | raw-replay"),
                   seed: int = typer.Option(0, "--seed"),
                   epochs: int = typer.Option(8, "--epochs", help="passes over each new experience"),
-                  learning_rate: float = typer.Option(0.03, "--learning-rate"),
+                  learning_rate: float = typer.Option(0.1, "--learning-rate", help="SGD's, decayed by cosine over "
+                                                      "each experience's epochs (a back that is only the head "
+                                                      "wants more: 3.0 with 16 epochs on FSDD's pooled features)"),
+                  replay_ratio: float = typer.Option(10.0, "--replay-ratio", help="replays per new sample in a "
+                                                     "mini-batch"),
                   target: str = typer.Option("reference", "--target", help="reference | host | qemu-m4 | qemu-m7 "
                                              "(also play the scenario on the generated C learner image there)"),
                   ram_budget: Optional[int] = typer.Option(None, "--ram-budget", help="refuse a learner needing more "
@@ -635,7 +639,7 @@ def learn_command(model: Path = typer.Argument(..., help="an int8 classifier tra
 
     try:
         result = learn(model, scenario, lr_layer, buffer, bits, strategy, seed, target, recordings=fsdd,
-                       ram_budget=ram_budget, epochs=epochs, learning_rate=learning_rate)
+                       ram_budget=ram_budget, epochs=epochs, learning_rate=learning_rate, replay_ratio=replay_ratio)
         if report is not None:
             write_learn_report([result], report, f"{result['model']}: {strategy} on {scenario}")
     except MicroforgeError as exc:

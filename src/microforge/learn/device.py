@@ -152,7 +152,7 @@ def _back_code(split: Split, hyper: Hyper, tile_rows: int) -> tuple[list[str], s
     if not any("grad_b" in line for line in backward):  # one trained layer: no input gradient to hold
         lines.remove(f"static float grad_b[{t * max(sizes)}];")
     logits = outputs[-1][2]
-    lr, m = float(np.float32(hyper.learning_rate)).hex() + "f", float(np.float32(hyper.momentum)).hex() + "f"
+    m = float(np.float32(hyper.momentum)).hex() + "f"
     zero, scale = split.lr.zero_point, float(np.float32(split.lr.scale)).hex() + "f"
     functions = [
         "/* Built with -DMF_PROFILE, marks between the parts of a step (forward, backward, update) for the",
@@ -166,9 +166,10 @@ def _back_code(split: Split, hyper: Hyper, tile_rows: int) -> tuple[list[str], s
         "}", "",
         f"/* The n <= {t} dequantized rows in `latents` through the back: the logits in {logits}. */",
         "static void back_forward(int32_t n) {", *[f"    {line}" for line in forward], "}", "",
-        "/* One SGD step on `rows` latent rows (int8, found by pointer) with their labels, a tile of rows at a",
-        " * time (the weight gradients added up over the tiles); the mini-batch's mean loss. */",
-        "static float learn_step(int32_t rows, const int8_t *const *row_latents, const uint8_t *row_labels) {",
+        "/* One SGD step at `learning_rate` on `rows` latent rows (int8, found by pointer) with their labels, a",
+        " * tile of rows at a time (the weight gradients added up over the tiles); the mini-batch's mean loss. */",
+        "static float learn_step(int32_t rows, const int8_t *const *row_latents, const uint8_t *row_labels,",
+        "                        float learning_rate) {",
         "    float total = 0.0f;",
         *[f"    memset(grad{k}, 0, sizeof(grad{k}));" for k in range(len(params))],
         f"    for (int32_t tile = 0; tile < rows; tile += {t}) {{",
@@ -184,7 +185,8 @@ def _back_code(split: Split, hyper: Hyper, tile_rows: int) -> tuple[list[str], s
         *[f"        {line}" for line in backward],
         "    }",
         "    MF_PROFILE_MARK();",
-        *[f"    mf_train_sgd({a.size}, {lr}, {m}, param{k}, grad{k}, {f'velocity{k}' if hyper.momentum > 0 else '0'});"
+        *[f"    mf_train_sgd({a.size}, learning_rate, {m}, param{k}, grad{k}, "
+          f"{f'velocity{k}' if hyper.momentum > 0 else '0'});"
           for k, (_, _, a) in enumerate(params)],
         "    MF_PROFILE_MARK();",
         "    return total / (float)rows;",
@@ -261,7 +263,8 @@ def generate_learner(split: Split, hyper: Hyper, out_dir, tile_rows: int = 1, we
         "    return 0;", "}", "",
         "void mf_invoke(void) {",
         f"    for (int32_t i = 0; i < {rows}; ++i) batch_rows[i] = batch + i * {latent};",
-        f"    loss = learn_step({rows}, batch_rows, (const uint8_t *)batch + {rows * latent});",
+        f"    loss = learn_step({rows}, batch_rows, (const uint8_t *)batch + {rows * latent}, "
+        f"{float(np.float32(hyper.learning_rate)).hex()}f);",
         *_weights_copy(params, sizes, weights_output),
         "}",
     ]

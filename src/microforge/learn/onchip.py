@@ -72,7 +72,7 @@ class OnchipLayout:
 def onchip_layout(learner: LatentReplay, max_new: int) -> OnchipLayout:
     latent = int(np.prod(learner.split.lr_shape))
     rows = learner.buffer.capacity + max_new
-    per_row = (2 if rows <= 0xFFFF else 4) + (learner.buffer.policy == "class-balanced")  # order, keep
+    per_row = (2 if rows <= 0xFFFF else 4) + 5 * (learner.buffer.policy == "class-balanced")  # order; keep, key
     return OnchipLayout(learner.buffer.capacity, max_new, learner.buffer.capacity * (latent + 1),
                         max_new * (latent + 1) + rows * per_row)
 
@@ -135,9 +135,12 @@ def generate_onchip_learner(learner: LatentReplay, out_dir, max_new: int, tile_r
         f"static const int8_t initial_store[{max(1, count * latent)}] = {{{_c_ints(codes)}}};",
         f"static const uint8_t initial_labels[{max(1, count)}] = {{{_c_ints(buffer.labels)}}};",
         f"static {index_type} order[STORE_ROWS];  /* an epoch's shuffle of the staged rows; the eviction pool */",
-        *(["static uint8_t keep[STORE_ROWS];  /* the rows a class-balanced update keeps */"]
+        *(["static uint8_t keep[STORE_ROWS];  /* the rows a class-balanced update keeps */",
+           "static uint32_t keys[STORE_ROWS];  /* each row's random key: a class keeps its highest */",
+           f"static const uint32_t initial_keys[{max(1, count)}] = {{{_c_ints(buffer.keys)}}};"]
           if buffer.policy == "class-balanced" else []),
         f"static const int32_t replays_for[BATCH + 1] = {{{_c_ints(replays)}}};  /* per new rows */",
+        f"static const float epoch_rates[EPOCHS] = {{{', '.join(float(r).hex() + 'f' for r in hyper.epoch_rates())}}};",
         f"static const int8_t *step_rows[{rows}];", f"static uint8_t step_labels[{rows}];",
         "static int32_t count, staged, epoch, position;", "static uint32_t seen, rng_shuffle, rng_buffer;",
         "static int32_t request[2];", "static uint8_t reply[8];", f"static float logits_out[{classes}];",
@@ -155,6 +158,7 @@ def generate_onchip_learner(learner: LatentReplay, out_dir, max_new: int, tile_r
         "void mf_init(void) {",
         "    front_init();", "    back_init();",
         f"    memcpy(store, initial_store, {count * latent});", f"    memcpy(store_labels, initial_labels, {count});",
+        *([f"    memcpy(keys, initial_keys, {4 * count});"] if buffer.policy == "class-balanced" else []),
         f"    count = {count};", "    staged = 0;", "    epoch = 0;", "    position = 0;",
         f"    seen = {buffer.seen}u;", f"    rng_shuffle = {learner.rng.state}u;", f"    rng_buffer = {buffer.rng.state}u;",
         "}", "",
@@ -173,7 +177,7 @@ def generate_onchip_learner(learner: LatentReplay, out_dir, max_new: int, tile_r
         "    run_front(sample);",
         "    memcpy(store + (count + staged) * LATENT, front_output(0), LATENT);",
         "    store_labels[count + staged] = (uint8_t)label;", "    staged += 1;", "    return MF_LEARN_OK;", "}", "",
-        *_update_c(buffer.policy, index_type),
+        *_update_c(buffer.policy),
         "static void shuffle_staged(void) {",
         f"    for (int32_t i = 0; i < staged; ++i) order[i] = ({index_type})i;",
         "    for (int32_t i = staged - 1; i > 0; --i) {",
@@ -192,7 +196,7 @@ def generate_onchip_learner(learner: LatentReplay, out_dir, max_new: int, tile_r
         "        const int32_t row = (int32_t)below(&rng_buffer, (uint32_t)count);",
         "        step_rows[fresh + k] = store + row * LATENT;", "        step_labels[fresh + k] = store_labels[row];",
         "    }",
-        "    *loss = learn_step(fresh + replayed, step_rows, step_labels);",
+        "    *loss = learn_step(fresh + replayed, step_rows, step_labels, epoch_rates[epoch]);",
         "    position += fresh;",
         "    if (position < staged) return 1;",
         "    position = 0;",
@@ -219,6 +223,7 @@ def generate_onchip_learner(learner: LatentReplay, out_dir, max_new: int, tile_r
         "}",
     ]
     (out / "model.c").write_text("\n".join(model_c) + "\n")
+    initial_bytes = count * (latent + 1 + (4 if buffer.policy == "class-balanced" else 0))
     back = layout(split, hyper, tile_rows)
     places = onchip_layout(learner, max_new)
     outputs_bytes = [classes * FLOAT, 8] + ([back.weights_bytes] if weights_output else [])
@@ -238,7 +243,7 @@ def generate_onchip_learner(learner: LatentReplay, out_dir, max_new: int, tile_r
         *[f"#define MF_OUTPUT{i}_BYTES {n}\n#define MF_OUTPUT{i}_TYPE {c}" for i, (n, c) in
           enumerate(zip(outputs_bytes, output_types))],
         f"#define MF_ARENA_BYTES {static_ram}",
-        f"#define MF_CONSTANT_BYTES {front.constant_bytes + back.weights_bytes + count * (latent + 1)}", "",
+        f"#define MF_CONSTANT_BYTES {front.constant_bytes + back.weights_bytes + initial_bytes}", "",
         "/* Load the initial weights and replay buffer into RAM. */", "void mf_init(void);",
         "/* The logits (MF_LEARN_CLASSES floats) of one model input (MF_LEARN_SAMPLE_BYTES). */",
         "void mf_predict(const void *sample, float *logits);",
@@ -259,7 +264,7 @@ def generate_onchip_learner(learner: LatentReplay, out_dir, max_new: int, tile_r
         f"(front.c, bit-exact with TFLite Micro), a float32 back of {len(params)} trainable tensors, a replay buffer "
         f"of {capacity} latent samples ({count} filled at start), up to {max_new} new samples staged per "
         f"learning run.\n\n- RAM: {static_ram:,} bytes of static buffers (`MF_ARENA_BYTES`), plus the stack.\n"
-        f"- Flash: {front.constant_bytes + back.weights_bytes + count * (latent + 1):,} bytes of data, plus code.\n\n"
+        f"- Flash: {front.constant_bytes + back.weights_bytes + initial_bytes:,} bytes of data, plus code.\n\n"
         "Use: `mf_init()` once; `mf_predict(sample, logits)` classifies; `mf_learn(sample, label)` stages a new "
         "sample, then `mf_learn_batch()` (or `mf_learn_step(&loss)` repeatedly, between other work) learns from "
         "the staged samples and the replays. Build with the Makefile or add the .c files to your project.\n")
@@ -270,7 +275,7 @@ def generate_onchip_learner(learner: LatentReplay, out_dir, max_new: int, tile_r
     return out
 
 
-def _update_c(policy: str, index_type: str) -> list[str]:
+def _update_c(policy: str) -> list[str]:
     """update_buffer(): the staged rows offered to the buffer, as replay.ReplayBuffer.add does."""
     if policy == "reservoir":
         return [
@@ -283,11 +288,17 @@ def _update_c(policy: str, index_type: str) -> list[str]:
             "        seen += 1u;", "        const uint32_t slot = below(&rng_buffer, seen);",
             "        if (slot < (uint32_t)CAPACITY) copy_row((int32_t)slot, first + k);", "    }", "}", ""]
     return [
+        "/* How many rows of class c have a key >= threshold. */",
+        "static int32_t count_keys(int32_t total, int32_t c, uint32_t threshold) {",
+        "    int32_t n = 0;",
+        "    for (int32_t i = 0; i < total; ++i) n += store_labels[i] == c && keys[i] >= threshold;",
+        "    return n;", "}", "",
         "static void update_buffer(void) {",
         "    static int32_t members[CLASSES];",
         "    const int32_t total = count + staged;",
         "    seen += (uint32_t)staged;",
         "    if (CAPACITY == 0) return;",
+        "    for (int32_t i = count; i < total; ++i) keys[i] = next_u32(&rng_buffer);",
         "    memset(members, 0, sizeof(members));",
         "    for (int32_t i = 0; i < total; ++i) members[store_labels[i]] += 1;",
         "    int32_t present = 0;",
@@ -297,18 +308,27 @@ def _update_c(policy: str, index_type: str) -> list[str]:
         "    for (int32_t c = 0, k = 0; c < CLASSES; ++c) {",
         "        if (members[c] == 0) continue;",
         "        const int32_t quota = share + (k < spare ? 1 : 0);", "        k += 1;",
-        "        int32_t m = 0;",
-        f"        for (int32_t i = 0; i < total; ++i) if (store_labels[i] == c) order[m++] = ({index_type})i;",
-        "        if (m <= quota) {",
-        "            for (int32_t i = 0; i < m; ++i) keep[order[i]] = 1;",
-        "            continue;", "        }",
-        "        for (int32_t i = 0; i < quota; ++i) {  /* a partial Fisher-Yates: quota distinct members */",
-        "            const int32_t j = i + (int32_t)below(&rng_buffer, (uint32_t)(m - i));",
-        "            const int32_t t = (int32_t)order[i];", "            order[i] = order[j];",
-        f"            order[j] = ({index_type})t;", "            keep[order[i]] = 1;", "        }", "    }",
+        "        /* the largest threshold that `quota` keys reach: keep every key above it, then the rows of",
+        "         * exactly that key in ascending order until the quota is met (the Python sort's choice) */",
+        "        uint32_t low = 0u, high = 0xFFFFFFFFu;",
+        "        if (members[c] > quota) {",
+        "            while (low < high) {",
+        "                const uint32_t middle = low + (uint32_t)(((uint64_t)high - low + 1u) >> 1);",
+        "                if (count_keys(total, c, middle) >= quota) low = middle;", "                else high = middle - 1u;",
+        "            }", "        }",
+        "        int32_t taken = 0;",
+        "        for (int32_t i = 0; i < total; ++i) {",
+        "            if (store_labels[i] != c || keys[i] < low || keys[i] == low) continue;",
+        "            keep[i] = 1;", "            taken += 1;", "        }",
+        "        for (int32_t i = 0; i < total && taken < quota; ++i) {",
+        "            if (store_labels[i] != c || keys[i] != low) continue;",
+        "            keep[i] = 1;", "            taken += 1;", "        }",
+        "    }",
         "    int32_t kept = 0;  /* in ascending order, row i moves down to row kept <= i */",
         "    for (int32_t i = 0; i < total; ++i) {",
-        "        if (!keep[i]) continue;", "        if (kept != i) copy_row(kept, i);", "        kept += 1;", "    }",
+        "        if (!keep[i]) continue;",
+        "        if (kept != i) {", "            copy_row(kept, i);", "            keys[kept] = keys[i];", "        }",
+        "        kept += 1;", "    }",
         "    count = kept;", "}", ""]
 
 

@@ -8,8 +8,12 @@ latents (the comparison the Ravaglia et al. study makes). A sample costs ceil(si
 byte for its label.
 
 Policies, both fed one experience at a time:
-- "class-balanced": every class seen gets an equal share of the slots; a new class takes its share from
-  the others, each giving up randomly chosen samples;
+- "class-balanced": every class seen gets an equal share of the slots, a new class taking its share
+  from the others; within a class the kept samples are a uniform random subset of all the samples of
+  that class seen so far, whichever experience brought them (each sample draws a random 32-bit key on
+  arrival and a class keeps its highest keys, ties to the earliest: Efraimidis-Spirakis sampling with
+  equal weights, as Avalanche's class-balanced buffer does), so a class that returns with new instances
+  does not wash out its older ones;
 - "reservoir": reservoir sampling over the stream of samples (every sample seen has the same chance to
   be in the buffer).
 """
@@ -73,6 +77,7 @@ class ReplayBuffer:
         dtype = np.float32 if bits == 32 else np.uint8
         self.data = np.zeros((0,) + self.shape, dtype)
         self.labels = np.zeros(0, np.int64)
+        self.keys = np.zeros(0, np.int64)  # class-balanced: each stored sample's random key
         self.seen = 0  # samples offered so far (the reservoir's count)
 
     @property
@@ -131,6 +136,7 @@ class ReplayBuffer:
         self.seen += len(labels)
         data = np.concatenate([self.data, self._stored(latents)])
         all_labels = np.concatenate([self.labels, labels])
+        keys = np.concatenate([self.keys, [self.rng.next_u32() for _ in range(len(labels))]]).astype(np.int64)
         classes = np.unique(all_labels)
         share = self.capacity // len(classes)
         spare = self.capacity - share * len(classes)  # the first classes get one more slot
@@ -138,9 +144,10 @@ class ReplayBuffer:
         for k, c in enumerate(classes):
             members = np.flatnonzero(all_labels == c)
             quota = share + (1 if k < spare else 0)
-            keep.append(members if len(members) <= quota else members[self.rng.choose(len(members), quota)])
+            # the highest keys, ties to the lowest index (lexsort sorts by its last key first)
+            keep.append(members if len(members) <= quota else members[np.lexsort((members, -keys[members]))[:quota]])
         kept = np.sort(np.concatenate(keep))  # ascending: the device compacts in place, row kept[i] to row i
-        self.data, self.labels = data[kept], all_labels[kept]
+        self.data, self.labels, self.keys = data[kept], all_labels[kept], keys[kept]
 
     def sample(self, count: int) -> tuple[np.ndarray, np.ndarray]:
         """`count` stored samples drawn uniformly with replacement: (real latents, labels)."""
