@@ -32,6 +32,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 import microforge  # noqa: E402,F401
 from microforge.learn.api import device_cost, memory, onchip_cost  # noqa: E402
+from microforge.learn import layers as L  # noqa: E402
 from microforge.learn.device import batch_rows  # noqa: E402
 from microforge.learn.scenarios import default_model, scenario  # noqa: E402
 from microforge.learn.split import lr_op_index, split  # noqa: E402
@@ -115,10 +116,11 @@ def macs_per_update(cut, hyper) -> dict:
     """Multiply-adds of one full SGD step: the forward, and the backward (weight gradients and, past the
     first layer, input gradients), of every row of the mini-batch."""
     shape, forward, backward = cut.lr_shape, 0, 0
+    first = next(i for i, layer in enumerate(cut.back.layers) if not isinstance(layer, L.Reshape))
     for i, layer in enumerate(cut.back.layers):
         m = layer.macs(shape)
         forward += m["forward"]
-        backward += m["weight_grad"] + (m["input_grad"] if i > 0 else 0)
+        backward += m["weight_grad"] + (m["input_grad"] if i > first else 0)  # the C skips the first one's
         shape = layer.output_shape(shape)
     rows = batch_rows(hyper)
     return {"forward": forward * rows, "backward": backward * rows, "total": (forward + backward) * rows}
