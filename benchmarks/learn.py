@@ -45,6 +45,8 @@ MODELS = {name: (full, default_model(full)) for name, full in SCENARIOS.items()}
 # replay samples: over half the FSDD training clips; 500 digits
 BUFFER = {"fsdd": 1500, "digits": 500, "fsdd-speakers": 1500, "digits-rotated": 500}
 BITS_STUDY = ("fsdd", "digits")  # the bits and LR-layer sweeps; new-instances runs the baselines and the cheapest cut
+BITS = (32, 8, 7, 6, 4)
+SLOW_NEW_INSTANCES = ("fsdd-speakers",)
 DEVICE_TARGETS = ("qemu-m4", "qemu-m7")
 ONCHIP_RAM = 256 * 1024  # learners within this play the whole scenario on the image; larger ones a few steps
 
@@ -58,9 +60,13 @@ def hyper_for(cut, seed: int) -> Hyper:
     return Hyper(seed=seed)
 
 
-def runs(name: str, seeds: int, quick: bool) -> dict:
+def runs(name: str, seeds: int, quick: bool, bits_study=BITS, middle_cuts: bool = True) -> dict:
     """Every configuration of the study on one scenario: label -> {per-seed results, mean, std, memory},
-    and on qemu-m4 and qemu-m7 the C learner's cost of each LR layer (seed 0)."""
+    and on qemu-m4 and qemu-m7 the C learner's cost of each LR layer (seed 0). At the default LR layer:
+    latent replay at every bits of `bits_study` and the three baselines; at the last cut (the pooled
+    features, the cheapest learner) latent replay and the naive and joint bounds; with `middle_cuts`,
+    latent replay at every cut between. The new-instances scenarios run the 8- and 32-bit latent replay
+    and the baselines; FSDD's (three experiences of 1,350 clips) at the last cut only, for time."""
     scenario_name, path = MODELS[name]
     graph = microforge.load(path)
     stream = scenario(scenario_name, graph.inputs[0])
@@ -68,11 +74,15 @@ def runs(name: str, seeds: int, quick: bool) -> dict:
     convs = [op.index for op in graph.ops if op.type in ("CONV_2D", "DEPTHWISE_CONV_2D")]
     pool = [op.index for op in graph.ops if op.type == "AVERAGE_POOL_2D"]
     lr_layers = sorted(set(convs[convs.index(default):] + pool[-1:]))  # the default and every later cut
-    configs = [("latent-replay", default, bits) for bits in (32, 8, 7, 6, 4)]
+    last = lr_layers[-1]
+    configs = [("latent-replay", default, bits) for bits in bits_study]
     configs += [("naive", default, 8), ("joint", default, 8), ("raw-replay", default, 8)]
-    configs += [("latent-replay", layer, 8) for layer in lr_layers if layer != default]
+    configs += [("latent-replay", layer, 8) for layer in lr_layers[1:-1] if middle_cuts]
+    configs += [("latent-replay", last, 8), ("naive", last, 8), ("joint", last, 8)]
     if name not in BITS_STUDY:
-        configs = [c for c in configs if c[2] in (8, 32) and (c[1] == default or c[1] == lr_layers[-1])]
+        configs = [c for c in configs if c[2] in (8, 32)]
+    if name in SLOW_NEW_INSTANCES:
+        configs = [("latent-replay", last, 32), ("raw-replay", last, 8)] + [c for c in configs if c[1] == last]
     if quick:
         configs = [c for c in configs if c[1] == default and c[2] in (8, 32)]
     out = {}
@@ -138,18 +148,21 @@ def targets(results: dict) -> list[str]:
                     and r["lr_op"] == default)
 
     f32, b8, b4 = pick("latent-replay", 32), pick("latent-replay"), pick("latent-replay", 4)
-    naive, joint = pick("naive"), pick("joint")
     loss8, loss4 = f32["mean_final"] - b8["mean_final"], f32["mean_final"] - b4["mean_final"]
     lines.append(f"8-bit replays vs float: {100 * loss8:+.2f} points lost (target <= 0.3): "
                  f"{'met' if loss8 <= 0.003 else 'NOT met'}")
     lines.append(f"4-bit replays vs float: {100 * loss4:+.2f} points lost (target <= 2): "
                  f"{'met' if loss4 <= 0.02 else 'NOT met'}")
-    gap, above = joint["mean_final"] - b8["mean_final"], b8["mean_final"] - naive["mean_final"]
-    lines.append(f"latent replay {100 * b8['mean_final']:.1f}% vs joint {100 * joint['mean_final']:.1f}% "
-                 f"(within 3 points: {'met' if gap <= 0.03 else 'NOT met'}) and naive {100 * naive['mean_final']:.1f}% "
-                 f"(>= 20 points above: {'met' if above >= 0.2 else 'NOT met'}); forgetting "
-                 f"{100 * b8['mean_forgetting']:.1f} points (target <= 5): "
-                 f"{'met' if b8['mean_forgetting'] <= 0.05 else 'NOT met'}")
+    last = max(r["lr_op"] for r in fsdd.values())
+    for cut in (default, last):
+        found = {r["strategy"]: r for r in fsdd.values() if r["lr_op"] == cut and r["bits"] == 8}
+        b8, naive, joint = found["latent-replay"], found["naive"], found["joint"]
+        gap, above = joint["mean_final"] - b8["mean_final"], b8["mean_final"] - naive["mean_final"]
+        lines.append(f"LR op {cut}: latent replay {100 * b8['mean_final']:.1f}% vs joint {100 * joint['mean_final']:.1f}% "
+                     f"(within 3 points: {'met' if gap <= 0.03 else 'NOT met'}) and naive "
+                     f"{100 * naive['mean_final']:.1f}% (>= 20 points above: {'met' if above >= 0.2 else 'NOT met'}); "
+                     f"forgetting {100 * b8['mean_forgetting']:.1f} points (target <= 5): "
+                     f"{'met' if b8['mean_forgetting'] <= 0.05 else 'NOT met'}")
     for r in (r for r in fsdd.values() if "device" in r):
         ram, dev = r["memory"]["total_ram_bytes"], r["device"]["qemu-m4"]
         ok = ram <= 256 * 1024 and r["memory"]["flash_bytes"] <= 1 << 20
@@ -243,6 +256,8 @@ def main(argv=None) -> int:
     parser.add_argument("--seeds", type=int, default=5)
     parser.add_argument("--scenarios", default=",".join(SCENARIOS), help=f"of {', '.join(SCENARIOS)}")
     parser.add_argument("--quick", action="store_true", help="only the default LR layer")
+    parser.add_argument("--bits", default=",".join(map(str, BITS)), help="the bits study at the default LR layer")
+    parser.add_argument("--no-middle-cuts", action="store_true", help="skip the cuts between the default and the last")
     parser.add_argument("--reports-only", action="store_true",
                         help="rebuild the HTML reports from benchmarks/results/learn.json without training")
     args = parser.parse_args(argv)
@@ -250,7 +265,9 @@ def main(argv=None) -> int:
         write_reports(json.loads((RESULTS / "learn.json").read_text())["results"])
         return 0
     started = time.time()
-    results = {name: runs(name, args.seeds, args.quick) for name in args.scenarios.split(",")}
+    bits = tuple(int(b) for b in args.bits.split(","))
+    results = {name: runs(name, args.seeds, args.quick, bits, not args.no_middle_cuts)
+               for name in args.scenarios.split(",")}
     command = "python benchmarks/learn.py" + ("" if len(sys.argv) == 1 else " " + " ".join(sys.argv[1:]))
     meta = {"command": command, "seconds": time.time() - started, "seeds": args.seeds, "targets": targets(results)}
     RESULTS.mkdir(parents=True, exist_ok=True)
