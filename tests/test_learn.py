@@ -206,6 +206,8 @@ def test_bad_input_names_what_and_where(graph, stream):
     # LR op 0: 1,025 B a replay; 100 of them, their staging area and the back do not fit 256 KB
     with pytest.raises(InputError, match=r"over the budget of 262,144 B; a buffer of 31 samples \(1025 B each\) fits"):
         learn(MODEL, scenario="digits-class-incremental", lr_layer=0, buffer=100, ram_budget=262144, stream=stream)
+    with pytest.raises(InputError, match=r"needs [\d,]+ B of RAM; qemu-m4 has"):
+        learn(MODEL, scenario="digits-class-incremental", lr_layer=0, buffer=5000, target="qemu-m4", stream=stream)
     with pytest.raises(InputError, match="cut at a later LR layer"):
         learn(MODEL, scenario="digits-class-incremental", lr_layer=0, buffer=100, ram_budget=1000, stream=stream)
     assert isinstance(cut.back, L.Sequential)

@@ -83,6 +83,18 @@ def check_ram_budget(ram: dict, budget, learner) -> None:
     raise InputError(message)
 
 
+def check_fits_board(ram: dict, target: str) -> None:
+    """Our error when a learner image (its memory() dict) cannot fit the emulated board's RAM."""
+    if target not in CLOCK_HZ:
+        return
+    from microforge.codegen.targets.qemu import BOARDS
+
+    room = BOARDS[target].ram_bytes - 64 * 1024  # the firmware's own data and stack beside it
+    if ram["total_ram_bytes"] > room:
+        raise InputError(f"learn: the learner image needs {ram['total_ram_bytes']:,} B of RAM; {target} has {room:,} B "
+                         "for it. Cut at a later LR layer (--lr-layer) or store fewer replays (--buffer)")
+
+
 def onchip_cost(split, strategy_name: str, buffer: int, bits: int, policy: str, hyper: Hyper, stream, target: str,
                 reference=None) -> dict:
     """The whole scenario played on the learner image (learn.onchip) on `target`, against the Python run
@@ -93,7 +105,9 @@ def onchip_cost(split, strategy_name: str, buffer: int, bits: int, policy: str, 
     if strategy_name != "latent-replay":
         raise InputError(f"learn: the on-device learner runs latent replay; '{strategy_name}' is a reference "
                          "baseline only (use --target reference)")
-    run = run_onchip(make_strategy(strategy_name, copy.deepcopy(split), buffer, bits, policy, hyper), stream, target)
+    learner = make_strategy(strategy_name, copy.deepcopy(split), buffer, bits, policy, hyper)
+    check_fits_board(memory(split, learner, stream), target)
+    run = run_onchip(learner, stream, target)
     differences = np.abs(np.subtract(run.losses, reference.losses)) / np.maximum(np.abs(reference.losses), 1e-12)
     out = {"scope": "the whole scenario on the learner image",
            "accuracy_matrix": run.accuracy_matrix, "final_average_accuracy": run.average_accuracy[-1],
@@ -182,6 +196,8 @@ def learn(model, scenario: str = "fsdd-class-incremental", lr_layer=None, buffer
     ram = memory(split, learner, stream)
     if ram_budget is not None:
         check_ram_budget(ram, ram_budget, learner)
+    if target != "reference":
+        check_fits_board(ram, target)
     result = run_stream(learner, stream)
     return {"scenario": scenario, "strategy": strategy, "seed": seed,
             "lr_layer": {"op": split.lr_op, "tensor": split.lr.name, "shape": list(split.lr_shape)},
