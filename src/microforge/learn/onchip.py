@@ -66,15 +66,16 @@ class OnchipLayout:
     capacity: int
     max_new: int
     buffer_bytes: int  # the replay buffer: capacity latent rows and labels
-    staging_bytes: int  # max_new staged rows and labels, the index scratch and the eviction marks
+    staging_bytes: int  # max_new staged rows, labels and shuffle slots; class-balanced: every row's mark and key
 
 
 def onchip_layout(learner: LatentReplay, max_new: int) -> OnchipLayout:
     latent = int(np.prod(learner.split.lr_shape))
     rows = learner.buffer.capacity + max_new
-    per_row = (2 if rows <= 0xFFFF else 4) + 5 * (learner.buffer.policy == "class-balanced")  # order; keep, key
+    per_new = latent + 1 + (2 if max_new <= 0xFFFF else 4)  # a staged row, its label, its place in the shuffle
+    per_row = 5 if learner.buffer.policy == "class-balanced" else 0  # every row's keep mark and random key
     return OnchipLayout(learner.buffer.capacity, max_new, learner.buffer.capacity * (latent + 1),
-                        max_new * (latent + 1) + rows * per_row)
+                        max_new * per_new + rows * per_row)
 
 
 def _check(learner: LatentReplay, max_new) -> None:
@@ -117,7 +118,7 @@ def generate_onchip_learner(learner: LatentReplay, out_dir, max_new: int, tile_r
     latent = int(np.prod(split.lr_shape))
     capacity, count = buffer.capacity, len(buffer)
     store_rows = capacity + max_new
-    index_type = "uint16_t" if store_rows <= 0xFFFF else "uint32_t"
+    index_type = "uint16_t" if max_new <= 0xFFFF else "uint32_t"
     codes = buffer.data.astype(np.int32) - 128  # 8-bit codes are the int8 latents plus 128
     replays = [replay_count(n, hyper.replay_ratio) for n in range(hyper.batch + 1)]
     declarations, functions, logits, params = _back_code(split, hyper, tile_rows)
@@ -134,7 +135,7 @@ def generate_onchip_learner(learner: LatentReplay, out_dir, max_new: int, tile_r
         "static int8_t store[STORE_ROWS * LATENT];", "static uint8_t store_labels[STORE_ROWS];",
         f"static const int8_t initial_store[{max(1, count * latent)}] = {{{_c_ints(codes)}}};",
         f"static const uint8_t initial_labels[{max(1, count)}] = {{{_c_ints(buffer.labels)}}};",
-        f"static {index_type} order[STORE_ROWS];  /* an epoch's shuffle of the staged rows; the eviction pool */",
+        f"static {index_type} order[MAX_NEW];  /* an epoch's shuffle of the staged rows */",
         *(["static uint8_t keep[STORE_ROWS];  /* the rows a class-balanced update keeps */",
            "static uint32_t keys[STORE_ROWS];  /* each row's random key: a class keeps its highest */",
            f"static const uint32_t initial_keys[{max(1, count)}] = {{{_c_ints(buffer.keys)}}};"]
