@@ -94,7 +94,8 @@ def runs(name: str, seeds: int, quick: bool, bits_study=BITS, middle_cuts: bool 
         started = time.time()
         for seed in range(seeds):
             cut = split(graph, layer, classes=10)
-            untrained = copy.deepcopy(cut) if seed == 0 else None
+            if seed == 0:
+                untrained = copy.deepcopy(cut)  # seed 0's starting point, for the device run
             shared = latents.setdefault(layer, Latents(cut))
             shared.split = cut  # the front is the same; the latents cached are valid for every copy
             learner = strategy(strategy_name, cut, BUFFER[name], bits, hyper=hyper_for(cut, seed), latents=shared)
