@@ -131,7 +131,7 @@ def test_on_qemu_m4_the_learner_image_plays_the_scenario_as_the_reference():
                    batch=4, replay_ratio=3.0, learning_rate=0.03)
     t = result["target"]
     assert t["accuracy_equal_reference"] and t["losses_equal_reference"] and t["rows_per_update"] == 16
-    assert t["accuracy_matrix"] == result["accuracy_matrix"]
+    assert t["accuracy_matrix"] == result["accuracy_matrix"] and t["max_loss_absolute_difference"] < 1e-4
     # each new digit: its training images in mini-batches of 4, one epoch
     stream = digits_class_incremental(microforge.load(MODEL).inputs[0])
     assert t["updates_per_new_class"] == [-(-len(e.train_y) // 4) for e in stream[1:]]

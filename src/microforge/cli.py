@@ -671,7 +671,8 @@ def learn_command(model: Path = typer.Argument(..., help="an int8 classifier tra
         agree = t["accuracy_equal_reference"] and t["losses_equal_reference"]
         console.print(f"{target}: the learner image reached {100 * t['final_average_accuracy']:.1f}%; accuracies "
                       f"and losses equal the reference's: {'yes' if agree else 'NO'} (largest loss difference "
-                      f"{t['max_loss_relative_difference']:.1e} relative)", highlight=False)
+                      f"{t['max_loss_absolute_difference']:.1e}, {t['max_loss_relative_difference']:.1e} relative)",
+                      highlight=False)
         if t["instructions_per_update"] is not None:
             console.print(f"  {t['instructions_per_update']:,} instructions per update of {t['rows_per_update']} samples "
                           f"(forward {t['instructions_per_forward']:,}, backward {t['instructions_per_backward']:,}, "

@@ -118,6 +118,9 @@ def onchip_cost(split, strategy_name: str, buffer: int, bits: int, policy: str, 
            "losses_equal_reference": bool(len(run.losses) == len(reference.losses)
                                           and np.allclose(run.losses, reference.losses, rtol=2e-3, atol=1e-4)),
            "max_loss_relative_difference": float(differences.max()) if len(differences) else 0.0,
+           # the relative one blows up where a loss nears 0; this one does not
+           "max_loss_absolute_difference": float(np.abs(np.subtract(run.losses, reference.losses)).max())
+           if len(differences) else 0.0,
            "rows_per_update": batch_rows(hyper), "updates_per_new_class":
                [hyper.epochs * math.ceil(len(e.train_y) / hyper.batch) for e in stream[1:]],
            "instructions_per_update": None, "learn_new_class_seconds": None}
