@@ -113,6 +113,16 @@ def training_features(files, copies: int, rng: np.random.Generator) -> tuple[np.
 # model
 
 
+def fit(tf, model, x_train, y_train, validation, epochs: int):
+    """Train `model` as every FSDD keyword model here is trained: Adam at LEARNING_RATE with cosine decay
+    over all steps, BATCH_SIZE, shuffled, `validation` = (x, y) reported each epoch. Returns the history."""
+    steps = epochs * math.ceil(len(x_train) / BATCH_SIZE)
+    model.compile(optimizer=tf.keras.optimizers.Adam(tf.keras.optimizers.schedules.CosineDecay(LEARNING_RATE, steps)),
+                  loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    return model.fit(x_train, y_train, batch_size=BATCH_SIZE, epochs=epochs, shuffle=True,
+                     validation_data=validation, verbose=2)
+
+
 def build_model(tf, frames: int, coefficients: int, batch_size: int | None = None):
     """DS-CNN after the MLPerf Tiny KWS reference, narrower (32 instead of 64 channels).
 
@@ -194,11 +204,7 @@ def main(argv=None) -> int:
 
     frames, coefficients = x_test.shape[1:]
     model = build_model(tf, frames, coefficients)
-    steps = args.epochs * math.ceil(len(x_train) / BATCH_SIZE)
-    model.compile(optimizer=tf.keras.optimizers.Adam(tf.keras.optimizers.schedules.CosineDecay(LEARNING_RATE, steps)),
-                  loss="sparse_categorical_crossentropy", metrics=["accuracy"])
-    history = model.fit(x_train[..., None], y_train, batch_size=BATCH_SIZE, epochs=args.epochs, shuffle=True,
-                        validation_data=(x_val[..., None], y_val), verbose=2)
+    history = fit(tf, model, x_train[..., None], y_train, (x_val[..., None], y_val), args.epochs)
     float_test_acc = float(np.mean(np.argmax(model.predict(x_test[..., None], verbose=0), axis=1) == y_test))
     print(f"float test accuracy {float_test_acc:.4f}", flush=True)
 

@@ -108,7 +108,6 @@ def train_speakers(tf, out: Path, recordings: Path, epochs: int, seed: int, file
     augmentation, validation indices, schedule and int8 conversion; measured on the seen speakers' test
     clips (TFLite Micro and microforge) and on every new speaker's test clips and all its clips."""
     import hashlib
-    import math
     import time
 
     import numpy as np
@@ -137,12 +136,7 @@ def train_speakers(tf, out: Path, recordings: Path, epochs: int, seed: int, file
 
     tf.keras.utils.set_random_seed(seed)
     model = train_fsdd_kws.build_model(tf, 49, 10)  # its own 10-class head: all digits are there
-    steps = epochs * math.ceil(len(x_train) / train_fsdd_kws.BATCH_SIZE)
-    schedule = tf.keras.optimizers.schedules.CosineDecay(train_fsdd_kws.LEARNING_RATE, steps)
-    model.compile(optimizer=tf.keras.optimizers.Adam(schedule), loss="sparse_categorical_crossentropy",
-                  metrics=["accuracy"])
-    history = model.fit(x_train, y_train, batch_size=train_fsdd_kws.BATCH_SIZE, epochs=epochs, shuffle=True,
-                        validation_data=(x_val, y_val), verbose=2)
+    history = train_fsdd_kws.fit(tf, model, x_train, y_train, (x_val, y_val), epochs)
     float_test = float(np.mean(model.predict(x_test[..., None], verbose=0).argmax(1) == y_test))
 
     pick = rng.permutation(len(x_clean))[:train_fsdd_kws.REPRESENTATIVE_SAMPLES]  # clean clips only

@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import math
 import os
 import sys
 import time
@@ -157,12 +156,7 @@ def train_kws(tf, out: Path, recordings: Path, epochs: int, seed: int, digits=KW
     tf.keras.utils.set_random_seed(seed)
     # -3: the Flatten after the average pool, before the 10-class Dense and its Softmax
     model = with_head(tf, train_fsdd_kws.build_model(tf, 49, 10), -3, len(digits), softmax_layer=True)
-    steps = epochs * math.ceil(len(x_train) / train_fsdd_kws.BATCH_SIZE)
-    schedule = tf.keras.optimizers.schedules.CosineDecay(train_fsdd_kws.LEARNING_RATE, steps)
-    model.compile(optimizer=tf.keras.optimizers.Adam(schedule), loss="sparse_categorical_crossentropy",
-                  metrics=["accuracy"])
-    history = model.fit(x_train, y_train, batch_size=train_fsdd_kws.BATCH_SIZE, epochs=epochs, shuffle=True,
-                        validation_data=(x_val, y_val), verbose=2)
+    history = train_fsdd_kws.fit(tf, model, x_train, y_train, (x_val, y_val), epochs)
     float_test = float(np.mean(model.predict(id_test.x, verbose=0).argmax(1) == id_test.labels))
 
     pick = rng.permutation(len(x_clean))[:train_fsdd_kws.REPRESENTATIVE_SAMPLES]  # clean clips only
