@@ -68,46 +68,78 @@ def c_array_body(data: np.ndarray) -> str:
     return "{\n    " + ",\n    ".join(lines) + "\n}" if items else "{0}"
 
 
-class _Context:
-    """The EmitContext a lowering sees (see lowering.py)."""
+class ConstantPool:
+    """The constants of one C file: their declarations, names (unique in the file) and bytes. Models
+    generated into one file share a pool, so a constant tensor two of them read is written once."""
 
-    def __init__(self, graph: Graph, target: str, tensor_offsets: dict[int, int], scratch_offsets: dict[int, int]):
+    def __init__(self) -> None:
+        self.declarations: list[str] = []
+        self.constant_bytes = 0
+        self.names: set[str] = set()
+        self.tensor_constants: dict[int, str] = {}  # id of a constant Tensor -> its array
+
+    def unique(self, hint: str) -> str:
+        base = "mf_" + c_identifier(hint)
+        name, k = base, 1
+        while name in self.names:
+            k += 1
+            name = f"{base}_{k}"
+        self.names.add(name)
+        return name
+
+
+class _Context:
+    """The EmitContext a lowering sees (see lowering.py). `shared`: tensor index -> the constant whose
+    leading slice that tensor is (the widest member's weights, for a member of a weight-shared family)."""
+
+    def __init__(self, graph: Graph, target: str, tensor_offsets: dict[int, int], scratch_offsets: dict[int, int],
+                 pool: ConstantPool | None = None, shared: dict[int, Tensor] | None = None):
         self.graph = graph
         self.target = target
         self.tensor_offsets = tensor_offsets
         self.scratch_offsets = scratch_offsets
-        self.declarations: list[str] = []
-        self.constant_bytes = 0
-        self._names: set[str] = set()
-        self._tensor_constants: dict[int, str] = {}
+        self.pool = pool if pool is not None else ConstantPool()
+        self.shared = shared or {}
         self.exponent_slots: dict[int, int] = {}  # tensor index -> its slot in mf_exponent
         self.op: Op | None = None
 
+    @property
+    def declarations(self) -> list[str]:
+        return self.pool.declarations
+
+    @property
+    def constant_bytes(self) -> int:
+        return self.pool.constant_bytes
+
     def _unique(self, hint: str) -> str:
-        base = "mf_" + c_identifier(hint)
-        name, k = base, 1
-        while name in self._names:
-            k += 1
-            name = f"{base}_{k}"
-        self._names.add(name)
-        return name
+        return self.pool.unique(hint)
 
     def tensor(self, t: Tensor) -> str:
         ctype = CTYPES[t.dtype]
         if t.is_constant:
-            if t.index not in self._tensor_constants:
-                self._tensor_constants[t.index] = self.constant(t.name, t.data, ctype)
-            return self._tensor_constants[t.index]
+            if id(t) not in self.pool.tensor_constants:
+                self.pool.tensor_constants[id(t)] = self.constant(t.name, t.data, ctype)
+            return self.pool.tensor_constants[id(t)]
         return f"(({ctype} *)(mf_arena + {self.tensor_offsets[t.index]}))"
+
+    def shared_weights(self, t: Tensor) -> Tensor | None:
+        return self.shared.get(t.index)
 
     def constant(self, name_hint: str, data, ctype: str | None = None) -> str:
         data = np.asarray(data)
         ctype = ctype or CTYPES[data.dtype]
         name = self._unique(name_hint)
-        self.declarations.append(f"static const {ctype} {name}[{max(data.size, 1)}] MF_ALIGNED(16) = "
-                                 f"{c_array_body(data)};")
-        self.constant_bytes += data.size * data.dtype.itemsize
+        self.pool.declarations.append(f"static const {ctype} {name}[{max(data.size, 1)}] MF_ALIGNED(16) = "
+                                      f"{c_array_body(data)};")
+        self.pool.constant_bytes += data.size * data.dtype.itemsize
         return name
+
+    def constant_once(self, key: Tensor, name_hint: str, make) -> str:
+        """The array of `make()` (a re-laid-out copy of the constant `key`), written once per pool."""
+        slot = ("layout", id(key), name_hint)
+        if slot not in self.pool.tensor_constants:
+            self.pool.tensor_constants[slot] = self.constant(name_hint, make())
+        return self.pool.tensor_constants[slot]
 
     def struct(self, ctype: str, name_hint: str, fields: dict) -> str:
         name = self._unique(name_hint)
@@ -176,11 +208,12 @@ def unsupported_for_codegen(graph: Graph) -> list[str]:
     return problems
 
 
-def kernel_memory(graph: Graph, target: str = "portable") -> tuple[dict[int, int], dict[int, dict[int, int]]]:
+def kernel_memory(graph: Graph, target: str = "portable", shared: dict[int, Tensor] | None = None
+                  ) -> tuple[dict[int, int], dict[int, dict[int, int]]]:
     """What the C kernels ask of the planner: op index -> scratch bytes, and op index -> {input position:
     safe distance} for outputs that may overlap dying inputs. Lowers every op once with placeholder
     pointers; raises UnsupportedError listing every op without C."""
-    probe = _ScratchProbe(graph, target, {}, {})
+    probe = _ScratchProbe(graph, target, {}, {}, shared=shared)
     scratch, overlaps, refused = {}, {}, unsupported_for_codegen(graph)
     for op in graph.ops:
         if _lowering(op) is None:
@@ -210,16 +243,46 @@ def generate(graph: Graph, out_dir: str | Path, target: str = "portable", strate
     mf_output and MF_* macros; another prefix p gives p.h / p.c with p_init, ... and P_* macros, so that
     two models (the frozen front of a learner and the learner itself, say) link into one image beside
     the kernels they share."""
-    if target not in TARGETS:
-        raise UnsupportedError(f"unknown target {target!r}; choose one of {', '.join(TARGETS)}")
     if not re.fullmatch(r"[a-z][a-z0-9_]{0,30}", prefix):
         raise UnsupportedError(f"prefix {prefix!r} must be a lower-case C identifier")
-    scratch, overlaps = kernel_memory(graph, target)
+    lowered = lower(graph, target, strategy, overlap)
+    out = Path(out_dir)
+    headers = write_kernels(out, lowered.sources)
+    base = "model" if prefix == "mf" else prefix
+    ctx, arena_plan = lowered.ctx, lowered.plan
+    (out / f"{base}.h").write_text(header(graph, arena_plan.arena_bytes, ctx.constant_bytes, prefix))
+    (out / f"{base}.c").write_text(_model_c(graph, arena_plan, ctx, lowered.body, headers, prefix))
+    write_build_files(out, lowered.sources, f"{base}.c")
+    generated = GeneratedModel(out, arena_plan, arena_plan.arena_bytes, ctx.constant_bytes,
+                               [f"{base}.c"] + lowered.sources, target)
+    (out / "README.md").write_text(_readme(graph, generated))
+    return generated
+
+
+@dataclass
+class LoweredModel:
+    """A planned graph lowered to C: the plan, the context holding its constants, the statements of its
+    invoke function in schedule order and the kernel sources they need."""
+
+    graph: Graph
+    plan: Plan
+    ctx: _Context
+    body: list[str]
+    sources: list[str]
+
+
+def lower(graph: Graph, target: str = "portable", strategy: str = "auto", overlap: bool = True,
+          pool: ConstantPool | None = None, shared: dict[int, Tensor] | None = None) -> LoweredModel:
+    """Plan `graph` and lower every op (see `generate`). Models lowered with one `pool` write their
+    constants into it, once each; `shared` (tensor index -> a constant of another graph in the pool) marks
+    weights that are the leading slice of that constant, read in place (dynamic/image.py)."""
+    if target not in TARGETS:
+        raise UnsupportedError(f"unknown target {target!r}; choose one of {', '.join(TARGETS)}")
+    scratch, overlaps = kernel_memory(graph, target, shared)
     if not overlap:
         overlaps = {}
     arena_plan = make_plan(graph, strategy=strategy, scratch=scratch, overlaps=overlaps)
-    scratch_offsets = arena_plan.scratch_offsets()
-    ctx = _Context(graph, target, arena_plan.tensor_offsets(), scratch_offsets)
+    ctx = _Context(graph, target, arena_plan.tensor_offsets(), arena_plan.scratch_offsets(), pool, shared)
     body, sources = [], []
     for step in arena_plan.schedule:
         op = graph.ops[step]
@@ -227,20 +290,21 @@ def generate(graph: Graph, out_dir: str | Path, target: str = "portable", strate
         call = _lowering(op)(op, ctx)
         body.append(f"    /* op {op.index}: {op.type} -> {op.outputs[0].name[:60]} */\n    {call.statement}")
         sources += [s for s in call.sources if s not in sources]
-    out = Path(out_dir)
+    return LoweredModel(graph, arena_plan, ctx, body, sources)
+
+
+def write_kernels(out: Path, sources: list[str]) -> list[str]:
+    """Copy the kernel sources and their headers into `out`; returns the headers model.c includes."""
     out.mkdir(parents=True, exist_ok=True)
     headers = ["mf_common.h"] + [s[:-2] + ".h" for s in sources if (KERNEL_DIR / (s[:-2] + ".h")).is_file()]
     for name in headers + sources + ["mf_dsp.h"]:  # mf_dsp.h: the kernels' own (model.c does not include it)
         (out / name).write_bytes((KERNEL_DIR / name).read_bytes())
-    base = "model" if prefix == "mf" else prefix
-    (out / f"{base}.h").write_text(_header(graph, arena_plan, ctx.constant_bytes, prefix))
-    (out / f"{base}.c").write_text(_model_c(graph, arena_plan, ctx, body, headers, prefix))
-    (out / "Makefile").write_text(_makefile(sources, f"{base}.c"))
-    (out / "CMakeLists.txt").write_text(_cmake(sources, f"{base}.c"))
-    generated = GeneratedModel(out, arena_plan, arena_plan.arena_bytes, ctx.constant_bytes, [f"{base}.c"] + sources,
-                               target)
-    (out / "README.md").write_text(_readme(graph, generated))
-    return generated
+    return headers
+
+
+def write_build_files(out: Path, sources: list[str], model_c: str) -> None:
+    (out / "Makefile").write_text(_makefile(sources, model_c))
+    (out / "CMakeLists.txt").write_text(_cmake(sources, model_c))
 
 
 def _io_macros(kind: str, tensors: list[Tensor], macro: str = "MF") -> list[str]:
@@ -273,7 +337,8 @@ def _ood_macros(graph: Graph) -> list[str]:
             f"#define MF_OOD_SCORE_UNIT {c_value(float(flag_op.options['unit']))}", ""]
 
 
-def _header(graph: Graph, arena_plan: Plan, constant_bytes: int, prefix: str = "mf") -> str:
+def header(graph: Graph, arena_bytes: int, constant_bytes: int, prefix: str = "mf", extra: tuple[str, ...] = ()) -> str:
+    """model.h: the interface of `graph`'s C (`extra`: more declarations, before the #endif)."""
     p, m = prefix, prefix.upper()
     ood = _ood_macros(graph)
     if ood and prefix != "mf":
@@ -281,7 +346,7 @@ def _header(graph: Graph, arena_plan: Plan, constant_bytes: int, prefix: str = "
     lines = [
         "/* Generated by microforge: the model's C interface. */",
         f"#ifndef {m}_MODEL_H", f"#define {m}_MODEL_H", "", "#include <stdint.h>", "",
-        f"#define {m}_ARENA_BYTES {arena_plan.arena_bytes}",
+        f"#define {m}_ARENA_BYTES {arena_bytes}",
         f"#define {m}_CONSTANT_BYTES {constant_bytes} /* weights and parameters, in flash */",
         *_io_macros("INPUT", graph.inputs, m), *_io_macros("OUTPUT", graph.outputs, m), "", *ood,
         "/* Prepare the model (nothing to do today: every parameter is a compile-time constant). */",
@@ -289,7 +354,7 @@ def _header(graph: Graph, arena_plan: Plan, constant_bytes: int, prefix: str = "
         f"/* One inference: read the inputs from {p}_input(i), write the outputs to {p}_output(i). */",
         f"void {p}_invoke(void);",
         f"/* Where input/output i lives inside the arena ({m}_INPUTi_BYTES / {m}_OUTPUTi_BYTES bytes). */",
-        f"void *{p}_input(int index);", f"void *{p}_output(int index);", "", "#endif", "",
+        f"void *{p}_input(int index);", f"void *{p}_output(int index);", "", *extra, "#endif", "",
     ]
     return "\n".join(lines)
 
@@ -299,15 +364,22 @@ def _pointer_switch(name: str, tensors: list[Tensor], offsets: dict[int, int]) -
     return f"void *{name}(int index) {{\n    switch (index) {{\n{cases}    default: return 0;\n    }}\n}}\n"
 
 
+# Built with -DMF_PROFILE (per-op profiles on the emulated targets), a marker function that the
+# instruction-counting plugin watches is called before each op and after the last; otherwise nothing.
+PROFILE_MARKS = ("#if defined(MF_PROFILE)\nvoid mf_profile_mark(void);\n#define MF_PROFILE_MARK() mf_profile_mark()\n"
+                 "#else\n#define MF_PROFILE_MARK() ((void)0)\n#endif\n\n")
+
+
+def marked_body(body: list[str]) -> str:
+    """The statements of an invoke function with a profile mark before each op and after the last."""
+    return "".join(f"    MF_PROFILE_MARK();\n{statement}\n" for statement in body) + "    MF_PROFILE_MARK();\n"
+
+
 def _model_c(graph: Graph, arena_plan: Plan, ctx: _Context, body: list[str], headers: list[str],
              prefix: str = "mf") -> str:
     offsets = arena_plan.tensor_offsets()
     includes = "\n".join(f'#include "{h}"' for h in headers)
-    # Built with -DMF_PROFILE (per-op profiles on the emulated targets), a marker function that the
-    # instruction-counting plugin watches is called before each op and after the last; otherwise nothing.
-    profile = ("#if defined(MF_PROFILE)\nvoid mf_profile_mark(void);\n#define MF_PROFILE_MARK() mf_profile_mark()\n"
-               "#else\n#define MF_PROFILE_MARK() ((void)0)\n#endif\n\n")
-    marked = "".join(f"    MF_PROFILE_MARK();\n{statement}\n" for statement in body) + "    MF_PROFILE_MARK();\n"
+    marked = marked_body(body)
     return (
         f"/* Generated by microforge. {len(graph.ops)} ops; arena {arena_plan.arena_bytes} bytes "
         f"({arena_plan.strategy} plan); constants {ctx.constant_bytes} bytes. */\n"
@@ -319,7 +391,7 @@ def _model_c(graph: Graph, arena_plan: Plan, ctx: _Context, body: list[str], hea
         f"void {prefix}_init(void) {{}}\n\n"
         + _pointer_switch(f"{prefix}_input", graph.inputs, offsets) + "\n"
         + _pointer_switch(f"{prefix}_output", graph.outputs, offsets) + "\n"
-        + profile + f"void {prefix}_invoke(void) {{\n" + marked + "}\n"
+        + PROFILE_MARKS + f"void {prefix}_invoke(void) {{\n" + marked + "}\n"
     )
 
 

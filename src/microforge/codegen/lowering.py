@@ -52,6 +52,15 @@ class EmitContext(Protocol):
         """Emit `static const <ctype> name = { .field = value, ... };` and return `&name`. Values are ints,
         floats, or C expressions given as str (e.g. array identifiers from `constant`)."""
 
+    def shared_weights(self, t: Tensor) -> Tensor | None:
+        """For a member of a weight-shared family (dynamic/image.py): the widest member's constant whose
+        leading slice `t` is, to be read in place (`tensor` of it, or `constant_once` for a re-laid-out
+        copy) by a kernel that can skip the columns past this member's; None otherwise."""
+
+    def constant_once(self, key: Tensor, name_hint: str, make: Callable[[], np.ndarray]) -> str:
+        """The identifier of an array holding `make()`, a re-laid-out copy of the constant `key`, written
+        once however many models of the file ask for it."""
+
     def scratch(self) -> str:
         """C expression for this op's scratch area (uint8_t *), valid when Call.scratch_bytes > 0."""
 

@@ -152,10 +152,12 @@ class _Quantizer:
     tensor read in another type than it was written in goes through a QUANTIZE op."""
 
     def __init__(self, graph: Graph, observer: RangeObserver, scheme: Scheme, weights: str, method: str, io: str,
-                 layer_schemes: dict[int, Scheme] | None = None):
+                 layer_schemes: dict[int, Scheme] | None = None,
+                 fixed_weights: dict[int, tuple[np.ndarray, np.ndarray]] | None = None):
         self.graph, self.observer, self.scheme, self.base = graph, observer, scheme, scheme
         self.per_channel, self.method, self.io = weights == "per-channel", method, io
         self.layer_schemes = layer_schemes or {}
+        self.fixed_weights = fixed_weights or {}
         self.tensors: list[Tensor] = []
         self.ops: list[Op] = []
         self.mapped: dict[int, Tensor] = {}  # float tensor index -> its quantized tensor
@@ -185,6 +187,10 @@ class _Quantizer:
         """Symmetric int8 weights, per channel along the op's output axis or per tensor."""
         w = float_values(t)
         axis = WEIGHT_OPS[op.type]
+        if op.index in self.fixed_weights:  # chosen by the caller (the members of a weight-shared family)
+            q, scale = self.fixed_weights[op.index]
+            return self.new_tensor(t.name, t.shape, np.int8, Quantization(scale, np.zeros(scale.size), axis),
+                                   np.asarray(q, np.int8).reshape(t.shape))
         if self.scheme.dynamic:
             scale = power_of_two(np.abs(w).max())
             q = np.clip(np.round(w / scale), -127, 127).astype(np.int8)
@@ -356,8 +362,11 @@ def calibrate(graph: Graph, batch: np.ndarray) -> RangeObserver:
 
 def quantize_graph(graph: Graph, calibration, scheme: str = "int8", weights: str = "per-channel",
                    method: str = "minmax", io: str = "int8",
-                   layer_schemes: dict[int, Scheme] | None = None) -> QuantizedModel:
-    """Quantize a float32 Graph with calibration inputs (float32, (N, *input shape)). See module doc."""
+                   layer_schemes: dict[int, Scheme] | None = None,
+                   fixed_weights: dict[int, tuple[np.ndarray, np.ndarray]] | None = None) -> QuantizedModel:
+    """Quantize a float32 Graph with calibration inputs (float32, (N, *input shape)). See module doc.
+    `fixed_weights`: op index -> (int8 weights, scales) to use for that op instead of quantizing its float
+    weights (dynamic.family: every width of a family reads slices of the widest one's bytes)."""
     chosen = Scheme.named(scheme)
     for value, allowed, what in ((weights, WEIGHT_MODES, "weights"), (method, METHODS, "method"),
                                  (io, IO_TYPES, "io")):
@@ -366,7 +375,8 @@ def quantize_graph(graph: Graph, calibration, scheme: str = "int8", weights: str
     check_float_model(graph, chosen)
     batch = calibration_batch(graph, calibration)
     observer = calibrate(graph, batch)
-    quantizer = _Quantizer(graph, observer, chosen, weights, method, "float" if chosen.dynamic else io, layer_schemes)
+    quantizer = _Quantizer(graph, observer, chosen, weights, method, "float" if chosen.dynamic else io, layer_schemes,
+                           fixed_weights)
     quantized = quantizer.build()
     quantized.metadata[METADATA_KEY] = json.dumps(
         {"scheme": scheme, "weights": weights, "method": method, "calibration_samples": len(batch)}).encode()

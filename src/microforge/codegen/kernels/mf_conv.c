@@ -79,10 +79,10 @@ MF_INLINE void mf_conv_dot_1x2(const int8_t *x0, const int8_t *w0, const int8_t 
 }
 
 #if defined(MF_CONV_DSP)
-/* Four products of the int8 words x (rows x, x + stride) and w (weight rows w, w + stride) into a00..a11. */
-#define MF_CONV_MAC4(x, w, stride, a00, a01, a10, a11)                                                  \
+/* Four products of the int8 words x (rows x, x + stride) and w (weight rows w, w + pitch) into a00..a11. */
+#define MF_CONV_MAC4(x, w, stride, pitch, a00, a01, a10, a11)                                           \
     do {                                                                                                \
-        const int32_t wa_ = mf_conv_load4(w), wb_ = mf_conv_load4((w) + (stride));                       \
+        const int32_t wa_ = mf_conv_load4(w), wb_ = mf_conv_load4((w) + (pitch));                        \
         const int32_t wa02_ = mf_conv_sxtb16(wa_), wa13_ = mf_conv_sxtb16_ror8(wa_);                     \
         const int32_t wb02_ = mf_conv_sxtb16(wb_), wb13_ = mf_conv_sxtb16_ror8(wb_);                     \
         const int32_t xa_ = mf_conv_load4(x), xb_ = mf_conv_load4((x) + (stride));                       \
@@ -95,33 +95,34 @@ MF_INLINE void mf_conv_dot_1x2(const int8_t *x0, const int8_t *w0, const int8_t 
     } while (0)
 #endif
 
-/* Two rows (x, x + depth) of a matrix product against all weight rows, with q->fq: y0 and y0 + outs. */
+/* Two rows (x, x + depth) of a matrix product against all weight rows (`pitch` bytes apart: depth, or more
+ * when the rows are the first columns of a wider matrix), with q->fq: y0 and y0 + outs. */
 #if defined(__GNUC__) && !defined(__clang__)
 /* gcc's pre-allocation scheduling hoists all loads of the unrolled loop and spills the accumulators. */
 __attribute__((optimize("no-schedule-insns")))
 #endif
-static void mf_fc_2rows_fast(const int8_t *x, int8_t *y0, int32_t depth, const int8_t *w, int32_t outs,
-                             const mf_requant_s8 *q) {
+static void mf_fc_2rows_fast(const int8_t *x, int8_t *y0, int32_t depth, const int8_t *w, int32_t pitch,
+                             int32_t outs, const mf_requant_s8 *q) {
     const int32_t off = q->output_offset, lo = q->act_min, hi = q->act_max;
     const int32_t *f = q->fq;
     int8_t *y1 = y0 + outs;
     int32_t oc = 0;
-    for (; oc + 2 <= outs; oc += 2, w += 2 * depth, f += 12, y0 += 2, y1 += 2) {
+    for (; oc + 2 <= outs; oc += 2, w += 2 * pitch, f += 12, y0 += 2, y1 += 2) {
         int32_t a00 = 0, a01 = 0, a10 = 0, a11 = 0;
         const int8_t *xp = x, *wp = w;
         int32_t k = depth;
 #if defined(MF_CONV_DSP)
         for (; k >= 8; k -= 8, xp += 8, wp += 8) {
-            MF_CONV_MAC4(xp, wp, depth, a00, a01, a10, a11);
-            MF_CONV_MAC4(xp + 4, wp + 4, depth, a00, a01, a10, a11);
+            MF_CONV_MAC4(xp, wp, depth, pitch, a00, a01, a10, a11);
+            MF_CONV_MAC4(xp + 4, wp + 4, depth, pitch, a00, a01, a10, a11);
         }
         if (k >= 4) {
-            MF_CONV_MAC4(xp, wp, depth, a00, a01, a10, a11);
+            MF_CONV_MAC4(xp, wp, depth, pitch, a00, a01, a10, a11);
             k -= 4, xp += 4, wp += 4;
         }
 #endif
         for (; k > 0; --k, ++xp, ++wp) {
-            const int32_t xa = xp[0], xb = xp[depth], wa = wp[0], wb = wp[depth];
+            const int32_t xa = xp[0], xb = xp[depth], wa = wp[0], wb = wp[pitch];
             a00 += xa * wa;
             a01 += xa * wb;
             a10 += xb * wa;
@@ -142,14 +143,14 @@ static void mf_fc_2rows_fast(const int8_t *x, int8_t *y0, int32_t depth, const i
 
 /* mf_conv_rows_s8 with q->fq. */
 static void mf_conv_rows_fast(const int8_t *x0, const int8_t *x1, int8_t *y0, int8_t *y1, int32_t depth,
-                              const int8_t *w, int32_t oc_begin, int32_t oc_end, const mf_requant_s8 *q) {
+                              const int8_t *w, int32_t pitch, int32_t oc_begin, int32_t oc_end, const mf_requant_s8 *q) {
     const int32_t off = q->output_offset, lo = q->act_min, hi = q->act_max;
     const int32_t *f = q->fq + 6 * oc_begin;
     int32_t acc[4];
     int32_t oc = oc_begin;
     if (x1) {
-        for (; oc + 2 <= oc_end; oc += 2, w += 2 * depth, f += 12, y0 += 2, y1 += 2) {
-            mf_conv_dot_2x2(x0, x1, w, w + depth, depth, acc);
+        for (; oc + 2 <= oc_end; oc += 2, w += 2 * pitch, f += 12, y0 += 2, y1 += 2) {
+            mf_conv_dot_2x2(x0, x1, w, w + pitch, depth, acc);
             y0[0] = mf_conv_fast_out(f, acc[0], lo, hi, off);
             y0[1] = mf_conv_fast_out(f + 6, acc[1], lo, hi, off);
             y1[0] = mf_conv_fast_out(f, acc[2], lo, hi, off);
@@ -162,8 +163,8 @@ static void mf_conv_rows_fast(const int8_t *x0, const int8_t *x1, int8_t *y0, in
         }
         return;
     }
-    for (; oc + 2 <= oc_end; oc += 2, w += 2 * depth, f += 12, y0 += 2) {
-        mf_conv_dot_1x2(x0, w, w + depth, depth, acc);
+    for (; oc + 2 <= oc_end; oc += 2, w += 2 * pitch, f += 12, y0 += 2) {
+        mf_conv_dot_1x2(x0, w, w + pitch, depth, acc);
         y0[0] = mf_conv_fast_out(f, acc[0], lo, hi, off);
         y0[1] = mf_conv_fast_out(f + 6, acc[1], lo, hi, off);
     }
@@ -174,26 +175,27 @@ static void mf_conv_rows_fast(const int8_t *x0, const int8_t *x1, int8_t *y0, in
 }
 
 /* y_r[oc - oc_begin] for rows r < (x1 ? 2 : 1) and oc in [oc_begin, oc_end): the output of channel oc for
- * the input row x_r of `depth` values; w points at the weight row of oc_begin (rows are contiguous). */
+ * the input row x_r of `depth` values; w points at the weight row of oc_begin, the next rows `pitch` bytes
+ * apart. */
 static void mf_conv_rows_s8(const int8_t *x0, const int8_t *x1, int8_t *y0, int8_t *y1, int32_t depth,
-                            const int8_t *w, int32_t oc_begin, int32_t oc_end, const mf_requant_s8 *params) {
+                            const int8_t *w, int32_t pitch, int32_t oc_begin, int32_t oc_end, const mf_requant_s8 *params) {
     /* a local copy: the int8 output stores may alias anything, so fields read through a pointer would be
      * reloaded after every store */
     const mf_requant_s8 rq = *params, *q = &rq;
     if (rq.fq) {
-        mf_conv_rows_fast(x0, x1, y0, y1, depth, w, oc_begin, oc_end, q);
+        mf_conv_rows_fast(x0, x1, y0, y1, depth, w, pitch, oc_begin, oc_end, q);
         return;
     }
     int32_t acc[4];
     int32_t oc = oc_begin;
-    for (; oc + 2 <= oc_end; oc += 2, w += 2 * depth, y0 += 2) {
+    for (; oc + 2 <= oc_end; oc += 2, w += 2 * pitch, y0 += 2) {
         if (x1) {
-            mf_conv_dot_2x2(x0, x1, w, w + depth, depth, acc);
+            mf_conv_dot_2x2(x0, x1, w, w + pitch, depth, acc);
             y1[0] = mf_conv_out_s8(q, oc, acc[2]);
             y1[1] = mf_conv_out_s8(q, oc + 1, acc[3]);
             y1 += 2;
         } else {
-            mf_conv_dot_1x2(x0, w, w + depth, depth, acc);
+            mf_conv_dot_1x2(x0, w, w + pitch, depth, acc);
         }
         y0[0] = mf_conv_out_s8(q, oc, acc[0]);
         y0[1] = mf_conv_out_s8(q, oc + 1, acc[1]);
@@ -214,17 +216,18 @@ static void mf_conv_rows_s8(const int8_t *x0, const int8_t *x1, int8_t *y0, int8
 
 void mf_fc_s8(const mf_fc_params *p, const int8_t *input, int8_t *output) {
     const int32_t depth = p->in_features, outs = p->out_features;
+    const int32_t pitch = p->weight_pitch ? p->weight_pitch : depth;
     const int8_t *w = (const int8_t *)p->weights;
     int32_t r = 0;
     for (; r + 2 <= p->rows; r += 2) {
         const int8_t *x = input + r * depth;
         int8_t *y = output + r * outs;
         if (p->q.fq)
-            mf_fc_2rows_fast(x, y, depth, w, outs, &p->q);
+            mf_fc_2rows_fast(x, y, depth, w, pitch, outs, &p->q);
         else
-            mf_conv_rows_s8(x, x + depth, y, y + outs, depth, w, 0, outs, &p->q);
+            mf_conv_rows_s8(x, x + depth, y, y + outs, depth, w, pitch, 0, outs, &p->q);
     }
-    if (r < p->rows) mf_conv_rows_s8(input + r * depth, 0, output + r * outs, 0, depth, w, 0, outs, &p->q);
+    if (r < p->rows) mf_conv_rows_s8(input + r * depth, 0, output + r * outs, 0, depth, w, pitch, 0, outs, &p->q);
 }
 
 /* ------------------------------------------------------------------------------------------------------
@@ -717,7 +720,7 @@ void mf_conv_s8(const mf_conv_params *p, const int8_t *input, int8_t *output, in
                 const int8_t *x0 = mf_conv_patch(p, x, pix, g, scratch);
                 const int8_t *x1 = two ? mf_conv_patch(p, x, pix + 1, g, scratch + depth) : 0;
                 int8_t *y0 = y + pix * p->out_c + g * gout;
-                mf_conv_rows_s8(x0, x1, y0, two ? y0 + p->out_c : 0, depth, w + g * gout * depth, g * gout,
+                mf_conv_rows_s8(x0, x1, y0, two ? y0 + p->out_c : 0, depth, w + g * gout * depth, depth, g * gout,
                                 (g + 1) * gout, &p->q);
             }
         }

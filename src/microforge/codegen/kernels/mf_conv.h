@@ -58,6 +58,9 @@ typedef struct {
 typedef struct {
     const void *weights;  /* [out_features][in_features] */
     int32_t rows, in_features, out_features;
+    /* int8 (mf_fc_s8): bytes from one weight row to the next; 0 means in_features. More when the rows are
+     * the first columns of a wider matrix (the narrow widths of a weight-shared family, dynamic/image.py) */
+    int32_t weight_pitch;
     mf_requant_s8 q;
     const float *fbias;
     float fmin, fmax;

@@ -502,8 +502,11 @@ def lower_conv_2d(op: Op, ctx: EmitContext) -> Call:
         return Call(f"mf_conv_f32({params}, {_c_in(ctx, x, 'float')}, {ctx.tensor(out)});", SOURCES)
     w_data = constant_data(op, w, "weights")
     _check_depth(op, kh * kw * group_in)
-    rq = _requant(op, x, w, out, w_data, out_c, axis=0, dsp=ctx.target in DSP_TARGETS)
     pointwise = kh == 1 and kw == 1 and win.stride_h == 1 and win.stride_w == 1 and groups == 1
+    shared = ctx.shared_weights(w)
+    if shared is not None:
+        return _shared_conv(op, ctx, x, w, out, shared, win, pointwise, w_data)
+    rq = _requant(op, x, w, out, w_data, out_c, axis=0, dsp=ctx.target in DSP_TARGETS)
     if pointwise and rq.dq is not None:
         return _dsp_fc(ctx, name, w_data.reshape(out_c, c), batches * h * width, rq,
                        _c_in(ctx, x, "int8_t"), ctx.tensor(out),
@@ -551,6 +554,35 @@ def lower_conv_2d(op: Op, ctx: EmitContext) -> Call:
                 scratch_bytes=scratch_bytes, overlaps=overlaps)
 
 
+def _shared_conv(op: Op, ctx: EmitContext, x: Tensor, w: Tensor, out: Tensor, shared: Tensor, win: Window,
+                 pointwise: bool, w_data: np.ndarray) -> Call:
+    """A CONV_2D whose weights are the leading slice of a wider member's (a weight-shared family): the
+    kernels that read TFLite's layout in place, the pointwise one skipping the wider rows' extra columns."""
+    batches, h, width, c = x.shape
+    out_c = w.shape[0]
+    q = _requant(op, x, w, out, w_data, out_c, axis=0).c(ctx)
+    if pointwise and x.shape[0] == 1:
+        params = ctx.struct("mf_fc_params", f"{out.name}_pw", dict(
+            weights=ctx.tensor(shared), rows=batches * h * width, in_features=c, out_features=out_c,
+            weight_pitch=shared.shape[-1], q=q))
+        return Call(f"mf_fc_s8({params}, {_c_in(ctx, x, 'int8_t')}, {ctx.tensor(out)});", SOURCES,
+                    notes=["1x1 convolution as a matrix product, on shared weights"],
+                    overlaps={0: _rows_safe_distance(batches * h * width, c, out_c)})
+    if tuple(shared.shape[1:]) != tuple(w.shape[1:]) or c != w.shape[3]:
+        raise UnsupportedError(f"{op.where}: weights '{w.name}' {list(w.shape)} take fewer input channels than "
+                               f"the shared {list(shared.shape)}: only 1x1 convolutions can share those")
+    params = ctx.struct("mf_conv_params", f"{out.name}_conv", dict(
+        weights=ctx.tensor(shared), **conv_geometry(x, out, win), groups=1, depth_multiplier=1,
+        input_zero_point=x.zero_point, q=q))
+    if _contiguous_patches(win, h, width, 1):
+        scratch, scratch_bytes = "(int8_t *)0", 0
+    else:
+        scratch_bytes = 2 * win.kh * win.kw * c
+        scratch = f"(int8_t *){ctx.scratch()}"
+    return Call(f"mf_conv_s8({params}, {_c_in(ctx, x, 'int8_t')}, {ctx.tensor(out)}, {scratch});", SOURCES,
+                scratch_bytes=scratch_bytes, notes=["convolution on shared weights"])
+
+
 @lowering("DEPTHWISE_CONV_2D")
 def lower_depthwise_conv_2d(op: Op, ctx: EmitContext) -> Call:
     (x, w), out = io_tensors(op, 2)
@@ -579,10 +611,18 @@ def lower_depthwise_conv_2d(op: Op, ctx: EmitContext) -> Call:
     w_data = constant_data(op, w, "weights").reshape(kh * kw, out_c).T  # -> [out_c][kh * kw]
     _check_depth(op, kh * kw)
     fast = kh == 3 and kw == 3 and mult == 1
-    rq = _requant(op, x, w, out, w_data, out_c, axis=3, dsp=ctx.target in DSP_TARGETS and fast and c % 4 == 0)
+    shared = ctx.shared_weights(w)
+    rq = _requant(op, x, w, out, w_data, out_c, axis=3,
+                  dsp=ctx.target in DSP_TARGETS and fast and c % 4 == 0 and shared is None)
     dsp = _dsp_depthwise(w_data, rq.dq) if rq.dq is not None else None
     fields = {}
-    if dsp is not None:
+    if shared is not None:
+        # [channels][kh * kw] of the widest member: every narrower member's channels are a prefix of it
+        weights = ctx.constant_once(shared, f"{shared.name}_w", lambda: np.ascontiguousarray(
+            shared.data.reshape(kh * kw, shared.shape[3]).T).astype(np.int8))
+        q = rq.c(ctx)
+        kernel = "mf_dwconv_3x3_s8" if fast else "mf_dwconv_s8"
+    elif dsp is not None:
         weights = ctx.constant(f"{name}_wdsp", dsp[0], "int32_t")
         q = rq.c(ctx, dsp[1])
         kernel = "mf_dwconv_3x3_s8_dsp"
@@ -618,6 +658,13 @@ def lower_fully_connected(op: Op, ctx: EmitContext) -> Call:
         return Call(f"mf_fc_f32({params}, {_c_in(ctx, x, 'float')}, {ctx.tensor(out)});", SOURCES)
     w_data = constant_data(op, w, "weights")
     _check_depth(op, in_features)
+    shared = ctx.shared_weights(w)
+    if shared is not None:  # rows of the widest member, read with their pitch
+        q = _requant(op, x, w, out, w_data, out_features, axis=0).c(ctx)
+        params = ctx.struct("mf_fc_params", f"{name}_fc", dict(weights=ctx.tensor(shared), **shape,
+                                                               weight_pitch=shared.shape[-1], q=q))
+        return Call(f"mf_fc_s8({params}, {_c_in(ctx, x, 'int8_t')}, {ctx.tensor(out)});", SOURCES,
+                    overlaps={0: _rows_safe_distance(rows, in_features, out_features)})
     rq = _requant(op, x, w, out, w_data, out_features, axis=0, dsp=ctx.target in DSP_TARGETS)
     if rq.dq is not None:
         return _dsp_fc(ctx, name, w_data.reshape(out_features, in_features), rows, rq,

@@ -1,0 +1,209 @@
+"""A weight-shared family of sub-networks: its quantization, its files, and the check that it shares.
+
+A family is one network at several widths w (fractions of its channels). Width w's sub-network keeps the
+first round(w * C) channels of every hidden layer, so each of its weight tensors is the leading slice of
+the widest member's (train.py trains them together). After batch norm is folded, width w's float weights
+are that slice times a positive factor per output channel (its own batch norm's gain over the widest's).
+
+Quantization keeps the sharing exact in int8. The widest member is quantized as usual by our quantizer
+(robust.quantizer; per-channel symmetric weights). Every narrower member then takes, for each layer, the
+leading slice of the widest member's int8 weights and the widest member's per-channel scales times its own
+factors, so its int8 weights are the same bytes; only its biases, requantization constants and activation
+ranges (calibrated on its own activations) differ. The input's parameters come from the same calibration
+data, so one int8 dataset feeds every width.
+
+On disk (models/dynamic/<name>/):
+    family.json           {"format": 1, "name", "widths": [...], "members": [{"width", "model", "sha256"}],
+                           "info": {...training facts...}}
+    width_<w>_int8.tflite one ordinary int8 model per width (TFLM runs each alone)
+`load_family` reads them back and refuses a family whose members do not share their weights.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from microforge.errors import ModelError
+from microforge.frontend.reader import read_tflite
+from microforge.frontend.writer import write_tflite
+from microforge.graph.ir import Graph, Op, Tensor
+from microforge.robust.quantizer import WEIGHT_OPS, float_values, quantize_graph
+
+FAMILY_FILE = "family.json"
+FORMAT = 1
+# Width w's float weights must equal factor * (the widest member's slice) to this relative tolerance per
+# channel: float32 batch-norm folding and conversion leave about 1e-6.
+SHARING_TOLERANCE = 1e-3
+
+
+@dataclass
+class Family:
+    """The members of a family, narrowest first; `graphs[-1]` is the widest."""
+
+    name: str
+    widths: list[float]
+    graphs: list[Graph]
+    manifest: dict = field(default_factory=dict)
+    directory: Path | None = None
+
+    def shared(self, member: int) -> dict[int, Tensor]:
+        """Tensor index in member `member` -> the widest member's weights whose leading slice it is (the
+        widest member's own weights map to themselves)."""
+        if member % len(self.graphs) == len(self.graphs) - 1:
+            return {op.inputs[1].index: op.inputs[1] for op in weight_ops(self.graphs[-1])}
+        return shared_weights(self.graphs[member], self.graphs[-1], self.where(member))
+
+    def where(self, member: int) -> str:
+        return f"{self.name} width {self.widths[member]:g}"
+
+
+def weight_ops(graph: Graph) -> list[Op]:
+    return [op for op in graph.ops if op.type in WEIGHT_OPS]
+
+
+def leading_slice(array: np.ndarray, shape) -> np.ndarray:
+    return array[tuple(slice(0, int(d)) for d in shape)]
+
+
+def shared_weights(member: Graph, widest: Graph, where: str) -> dict[int, Tensor]:
+    """Check that `member` is `widest` cut down: the same ops, and each weight tensor the leading slice of
+    the widest one's, byte for byte. Returns member tensor index -> widest tensor; raises ModelError naming
+    the first op that differs."""
+    if [op.type for op in member.ops] != [op.type for op in widest.ops]:
+        raise ModelError(f"{where}: its ops ({len(member.ops)}) are not those of the widest member "
+                         f"({len(widest.ops)}), so it cannot share its weights")
+    shared = {}
+    for op, wide in zip(weight_ops(member), weight_ops(widest)):
+        w, full = op.inputs[1], wide.inputs[1]
+        if not (w.is_constant and full.is_constant) or w.dtype != np.int8 or full.dtype != np.int8:
+            raise ModelError(f"{where}: {op.where} has no int8 constant weights to share")
+        if len(w.shape) != len(full.shape) or any(a > b for a, b in zip(w.shape, full.shape)):
+            raise ModelError(f"{where}: {op.where} weights '{w.name}' {list(w.shape)} do not fit inside the widest "
+                             f"member's {list(full.shape)}")
+        if not np.array_equal(w.data, leading_slice(full.data, w.shape)):
+            raise ModelError(f"{where}: {op.where} weights '{w.name}' are not the leading slice of the widest "
+                             f"member's '{full.name}': the widths do not share weights")
+        shared[w.index] = full
+    return shared
+
+
+def _channel_factors(op: Op, narrow: np.ndarray, wide_slice: np.ndarray, where: str) -> np.ndarray:
+    """The positive factor per output channel with narrow = factor * wide_slice (least squares, checked)."""
+    axis = WEIGHT_OPS[op.type]
+    a = np.moveaxis(narrow, axis, 0).reshape(narrow.shape[axis], -1)
+    b = np.moveaxis(wide_slice, axis, 0).reshape(narrow.shape[axis], -1)
+    energy = (b * b).sum(axis=1)
+    factors = np.where(energy > 0, (a * b).sum(axis=1) / np.where(energy > 0, energy, 1), 1.0)
+    error = np.abs(a - factors[:, None] * b).max(axis=1)
+    bound = SHARING_TOLERANCE * np.maximum(np.abs(a).max(axis=1), 1e-12)
+    bad = np.flatnonzero((error > bound) | (factors <= 0))
+    if bad.size:
+        c = int(bad[0])
+        raise ModelError(f"{where}: {op.where} float weights of output channel {c} are not a positive multiple of "
+                         f"the widest member's (factor {factors[c]:.4g}, error {error[c]:.3g}): the widths do not "
+                         "share weights")
+    return factors
+
+
+def quantize_family(float_graphs: list[Graph], calibration: np.ndarray, where: str = "family") -> list[Graph]:
+    """Quantize the float members (narrowest first, widest last) to int8 sharing the widest one's weight
+    bytes (module doc). `calibration`: float32 inputs (N, *input shape), the same for every member."""
+    if not float_graphs:
+        raise ModelError(f"{where}: no members")
+    widest = quantize_graph(float_graphs[-1], calibration, "int8").graph
+    wide_float_ops, wide_ops = weight_ops(float_graphs[-1]), weight_ops(widest)
+    members = []
+    for k, graph in enumerate(float_graphs[:-1]):
+        ops = weight_ops(graph)
+        if [op.type for op in ops] != [op.type for op in wide_ops]:
+            raise ModelError(f"{where}: member {k} has other weight layers than the widest member")
+        fixed = {}
+        for op, wide_float, wide in zip(ops, wide_float_ops, wide_ops):
+            q_wide, scale_wide = wide.inputs[1].data, wide.inputs[1].quant.scale
+            narrow = float_values(op.inputs[1])
+            if narrow.ndim != q_wide.ndim or any(a > b for a, b in zip(narrow.shape, q_wide.shape)):
+                raise ModelError(f"{where}: member {k} {op.where} weights {list(narrow.shape)} do not fit inside "
+                                 f"the widest member's {list(q_wide.shape)}")
+            wide_slice = leading_slice(float_values(wide_float.inputs[1]), narrow.shape)
+            factors = _channel_factors(op, narrow, wide_slice, f"{where} member {k}")
+            channels = narrow.shape[WEIGHT_OPS[op.type]]
+            scale = (scale_wide[:channels].astype(np.float64) * factors).astype(np.float32)
+            fixed[op.index] = (leading_slice(q_wide, narrow.shape), scale)
+        members.append(quantize_graph(graph, calibration, "int8", fixed_weights=fixed).graph)
+    members.append(widest)
+    inputs = {(m.inputs[0].scale, m.inputs[0].zero_point) for m in members}
+    if len(inputs) != 1:
+        raise ModelError(f"{where}: the members' inputs were quantized differently ({sorted(inputs)}); "
+                         "they must see the same calibration data")
+    return members
+
+
+def save_family(out_dir, widths, float_models, calibration: np.ndarray, info: dict | None = None,
+                name: str | None = None) -> Path:
+    """Quantize float members (paths or bytes of float .tflite files, or Graphs; in the order of `widths`,
+    increasing) and write the family to `out_dir`. Returns the manifest's path."""
+    widths = [float(w) for w in widths]
+    _check_widths(widths, "save_family")
+    if len(float_models) != len(widths):
+        raise ModelError(f"save_family: {len(widths)} widths but {len(float_models)} models")
+    out = Path(out_dir)
+    name = name or out.name
+    graphs = [m if isinstance(m, Graph) else read_tflite(m) for m in float_models]
+    members = quantize_family(graphs, np.asarray(calibration, np.float32), name)
+    out.mkdir(parents=True, exist_ok=True)
+    entries = []
+    for width, graph in zip(widths, members):
+        data = write_tflite(graph)
+        file = f"width_{width:g}_int8.tflite"
+        (out / file).write_bytes(data)
+        entries.append({"width": width, "model": file, "sha256": hashlib.sha256(data).hexdigest()})
+    manifest = {"format": FORMAT, "name": name, "widths": widths, "members": entries, "info": info or {}}
+    path = out / FAMILY_FILE
+    path.write_text(json.dumps(manifest, indent=2) + "\n")
+    return path
+
+
+def _check_widths(widths: list[float], where: str) -> None:
+    if not widths or any(not 0 < w <= 1 for w in widths) or any(b <= a for a, b in zip(widths, widths[1:])):
+        raise ModelError(f"{where}: widths {widths} must be increasing fractions in (0, 1]")
+
+
+def load_family(directory) -> Family:
+    """Read a family folder (module doc) and check that its members share the widest member's weights."""
+    directory = Path(directory)
+    path = directory / FAMILY_FILE
+    if not path.is_file():
+        raise ModelError(f"{directory}: no {FAMILY_FILE} (a family folder holds one, see microforge.dynamic.family)")
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ModelError(f"{path}: not valid JSON ({exc})") from None
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT or not isinstance(
+            manifest.get("members"), list):
+        raise ModelError(f"{path}: expected {{\"format\": {FORMAT}, \"members\": [...]}}")
+    widths, graphs = [], []
+    for i, entry in enumerate(manifest["members"]):
+        where = f"{path} members[{i}]"
+        if not isinstance(entry, dict) or not isinstance(entry.get("model"), str) or not isinstance(
+                entry.get("width"), (int, float)):
+            raise ModelError(f"{where}: expected {{\"width\": number, \"model\": file name}}")
+        file = entry["model"]
+        if Path(file).name != file or file in ("", ".", ".."):
+            raise ModelError(f"{where}: model {file!r} must be a file name inside the family folder")
+        if not (directory / file).is_file():
+            raise ModelError(f"{where}: {file} not found in {directory}")
+        widths.append(float(entry["width"]))
+        try:
+            graphs.append(read_tflite(directory / file))
+        except ModelError as exc:
+            raise ModelError(f"{where}: {exc}") from None
+    _check_widths(widths, str(path))
+    family = Family(str(manifest.get("name", directory.name)), widths, graphs, manifest, directory)
+    for k in range(len(graphs) - 1):
+        family.shared(k)
+    return family
