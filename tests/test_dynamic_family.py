@@ -12,6 +12,7 @@ from microforge.codegen.emit import generate
 from microforge.codegen.host import HostModel
 from microforge.dynamic.family import load_family, quantize_family, save_family, weight_ops
 from microforge.dynamic.image import generate_family
+from microforge.dynamic.measure import measure_family
 from microforge.errors import ModelError
 from microforge.frontend.writer import write_tflite
 from microforge.graph.builder import GraphBuilder
@@ -176,3 +177,23 @@ def test_bad_family_folders_name_the_defect(family_dir, tmp_path):
     (tmp_path / "family.json").write_text(json.dumps(manifest))
     with pytest.raises(ModelError, match="missing.tflite not found"):
         load_family(tmp_path)
+
+
+def test_every_width_is_bit_exact_in_the_image_on_both_cores(family_dir, tmp_path):
+    from microforge.bench.dataset import write_dataset
+
+    family = load_family(family_dir)
+    x = np.random.default_rng(5).integers(-128, 128, (6, 1, 8, 6, 1), dtype=np.int8)
+    write_dataset(tmp_path / "data", [(f"s{i}.bin", x[i]) for i in range(6)], [i % CLASSES for i in range(6)], CLASSES)
+    measured = measure_family(family, ["qemu-m4", "qemu-m7"], tmp_path / "data", core_samples=3)
+    assert [(m.core, m.width) for m in measured.measurements] == [
+        (core, w) for core in ("cortex-m4", "cortex-m7") for w in WIDTHS]
+    assert all(m.bit_exact for m in measured.measurements)
+    expected_accuracy = [float(np.mean(run(g, x).argmax(axis=1) == np.arange(6) % CLASSES)) for g in family.graphs]
+    assert [m.accuracy for m in measured.measurements[:4]] == expected_accuracy
+    m4 = [m.instructions for m in measured.measurements[:4]]
+    assert m4 == sorted(m4) and m4[0] < m4[-1]  # narrower widths run fewer instructions
+    for cost in measured.costs.values():
+        assert 0 < cost.switch_instructions < 40  # a bounds check and a store, called through a pointer
+        assert cost.flash_bytes < cost.separate_flash_bytes
+        assert cost.arena_bytes <= cost.largest_alone_arena_bytes + 64

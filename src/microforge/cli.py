@@ -682,3 +682,96 @@ def learn_command(model: Path = typer.Argument(..., help="an int8 classifier tra
                           f"cycle); image RAM {_kib(t['ram_bytes'])}, flash {_kib(t['flash_bytes'])}", highlight=False)
         if not agree:
             raise typer.Exit(code=1)
+
+
+dynamic_app = typer.Typer(no_args_is_help=True, help="Weight-shared families of sub-networks: operating points "
+                                                     "measured on the emulated cores, and a runtime manager on budget traces.")
+app.add_typer(dynamic_app, name="dynamic")
+POINTS_FILE = "points.json"  # a family's measured operating points, beside its family.json
+
+
+@dynamic_app.command("points")
+def dynamic_points(family_dir: Path = typer.Argument(..., help="a family folder (family.json + one .tflite per width)"),
+                   target: List[str] = typer.Option(["qemu-m4"], "--target", help="qemu-m4 | qemu-m7; repeat for both"),
+                   dataset: Path = typer.Option(..., "--dataset", help="runner dataset folder (the input bytes)"),
+                   as_json: bool = typer.Option(False, "--json", help="print JSON"),
+                   save: Optional[Path] = typer.Option(None, "--save", help="also write the JSON here (simulate reads "
+                                                                         f"FAMILY_DIR/{POINTS_FILE} by default)"),
+                   plot: Optional[Path] = typer.Option(None, "--plot", help="write the Pareto plots (PNG) here")) -> None:
+    """Measure every width (accuracy on the dataset, exact instructions in the one family image on each core)
+    and list every width x core x clock operating point with latency, energy and power, Pareto front marked."""
+    from microforge.dynamic.family import load_family
+    from microforge.dynamic.measure import points_document
+    from microforge.dynamic.points import plot_points
+
+    try:
+        family = load_family(family_dir)
+        progress = None if as_json else (lambda message: console.print(f"  {message}", style="dim", highlight=False))
+        document, points = points_document(family, target, dataset, progress=progress)
+        if save is not None:
+            save.write_text(json.dumps(document, indent=1) + "\n")
+        if plot is not None:
+            plot_points(points, plot)
+    except MicroforgeError as exc:
+        _fail(exc)
+    if as_json:
+        print(json.dumps(document, indent=1))
+        return
+    table = Table(title=f"{family.name}: {len(points)} operating points (★ Pareto front per core)", title_justify="left")
+    for column in ("core", "width", "MHz", "accuracy %", "instructions", "latency ms", "energy µJ", "power mW", "", "exact"):
+        table.add_column(column, justify="left" if column in ("core", "") else "right")
+    for p in points:
+        table.add_row(p.core, f"{p.width:g}", str(p.mhz), f"{100 * p.accuracy:.1f}", f"{p.instructions:,}",
+                      f"{p.latency_ms:.2f}", f"{p.energy_uj:.1f}", f"{p.power_mw:.1f}", "★" if p.pareto else "",
+                      "yes" if p.bit_exact else "NO")
+    console.print(table)
+    for core, cost in document["family"]["per_core"].items():
+        console.print(f"{core}: the family image's flash {_kib(cost['flash_bytes'])} (widest width alone "
+                      f"{_kib(cost['largest_alone_flash_bytes'])}, the widths as separate models "
+                      f"{_kib(cost['separate_flash_bytes'])}); one arena {_kib(cost['arena_bytes'])}; a switch "
+                      f"{cost['switch_instructions']} instructions", highlight=False)
+    if not all(p.bit_exact for p in points):
+        raise typer.Exit(code=1)
+
+
+@dynamic_app.command("simulate")
+def dynamic_simulate(family_dir: Path = typer.Argument(..., help="a family folder with its measured points.json"),
+                     trace: Path = typer.Option(..., "--trace", help="CSV: t_ms,latency_budget_ms,energy_budget_uj,"
+                                                                     "power_cap_mw,background_load (empty = no budget)"),
+                     target: str = typer.Option("qemu-m4", "--target", help="the core whose points the manager uses"),
+                     points_file: Optional[Path] = typer.Option(None, "--points", help=f"operating points (default "
+                                                                                      f"FAMILY_DIR/{POINTS_FILE})"),
+                     as_json: bool = typer.Option(False, "--json", help="print JSON"),
+                     plot: Optional[Path] = typer.Option(None, "--plot", help="write budget, chosen point and accuracy "
+                                                                              "over time (PNG) here")) -> None:
+    """Replay a budget trace: the runtime manager picks a point per request; deadlines met, energy budget
+    kept and accuracy beside static models and an oracle that knows the future."""
+    from microforge.dynamic.measure import read_points_document
+    from microforge.dynamic.points import TARGET_CORES
+    from microforge.dynamic.trace import plot_trace, read_trace, simulate
+
+    try:
+        if target not in TARGET_CORES:
+            raise InputError(f"target {target!r}: choose from {', '.join(TARGET_CORES)}")
+        core = TARGET_CORES[target]
+        document, points = read_points_document(points_file or family_dir / POINTS_FILE)
+        switch = document.get("family", {}).get("per_core", {}).get(core, {}).get("switch_instructions", 0)
+        result = simulate(points, read_trace(trace), core, switch_instructions=int(switch))
+        if plot is not None:
+            plot_trace(result, plot)
+    except MicroforgeError as exc:
+        _fail(exc)
+    result = {k: v for k, v in result.items() if k != "steps"}
+    if as_json:
+        print(json.dumps(result, indent=1))
+        return
+    table = Table(title=f"{trace.name} on {core}: {result['requests']} requests, {result['infeasible']} infeasible",
+                  title_justify="left")
+    for column in ("policy", "deadlines met %", "energy budget kept %", "mean accuracy %", "switches"):
+        table.add_column(column, justify="left" if column == "policy" else "right")
+    rows = [("manager", result)] + [(name, result[name]) for name in ("oracle", "static_best", "static_largest",
+                                                                       "static_smallest") if name in result]
+    for name, r in rows:
+        table.add_row(name.replace("_", " "), f"{100 * r['deadlines_met']:.1f}", f"{100 * r['energy_budget_kept']:.1f}",
+                      f"{100 * r['mean_accuracy']:.1f}", str(r.get("switches", "")))
+    console.print(table)
