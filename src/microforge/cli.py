@@ -756,7 +756,7 @@ def dynamic_simulate(family_dir: Path = typer.Argument(..., help="a family folde
         core = TARGET_CORES[target]
         document, points = read_points_document(points_file or family_dir / POINTS_FILE)
         switch = document.get("family", {}).get("per_core", {}).get(core, {}).get("switch_instructions", 0)
-        result = simulate(points, read_trace(trace), core, switch_instructions=int(switch))
+        result = simulate(points, read_trace(trace), core, switch_instructions=int(switch), keep_steps=plot is not None)
         if plot is not None:
             plot_trace(result, plot)
     except MicroforgeError as exc:

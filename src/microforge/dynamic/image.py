@@ -65,8 +65,9 @@ def _interface(lowered: list[LoweredModel], family: Family) -> None:
                              f"member's {reference}")
 
 
-def generate_family(family: Family, out_dir, target: str = "portable", strategy: str = "auto") -> FamilyImage:
-    """Write the family's C folder (module doc) to `out_dir`."""
+def generate_family(family: Family, out_dir, target: str = "portable", strategy: str = "auto",
+                    header_lines: tuple[str, ...] = ()) -> FamilyImage:
+    """Write the family's C folder (module doc) to `out_dir`; `header_lines` go into model.h as well."""
     pool = ConstantPool()
     lowered = []
     for k, graph in enumerate(family.graphs):
@@ -90,7 +91,7 @@ def generate_family(family: Family, out_dir, target: str = "portable", strategy:
         "   in 0 .. MF_NUM_OPERATING_POINTS - 1. */",
         "int32_t mf_set_operating_point(int32_t k);",
         "/* The width mf_invoke runs now. */",
-        "int32_t mf_operating_point(void);", "")
+        "int32_t mf_operating_point(void);", "", *header_lines)
     (out / "model.h").write_text(header(lowered[-1].graph, arena, pool.constant_bytes, extra=extra))
     (out / "model.c").write_text(_model_c(family, lowered, headers, arena, pool))
     write_build_files(out, sources, "model.c")

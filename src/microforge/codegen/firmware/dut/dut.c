@@ -28,6 +28,14 @@
  *                                             then keep their share in the replay buffer
  *   (a label outside the classes, a full staging area, a sample of the wrong size, nothing staged:
  *    e-[...])
+ * and, for a weight-shared family with its runtime manager (dynamic.onchip: model.h defines MF_DYNAMIC):
+ *   mf-request L E P B%  m-request-[<point>,<feasible>,<width>,<mhz>,<latency_us>,<switches>]
+ *                        one request of a budget trace: latency budget L us, energy budget E nJ, power
+ *                        cap P uW (each "-" for none) under a background load of B per mille (0..999).
+ *                        The manager (mf_manager.c) picks the point, the image switches to its width if
+ *                        it must, runs the loaded sample, plays the background task (below), reports the
+ *                        latency at the point's clock and feeds it back to the manager; <switches>
+ *                        counts the requests so far whose point differs from the one before.
  *
  * Commands are at most 80 characters (EE_CMD_SIZE) without the '%'; tokens are separated by spaces.
  * Carriage returns and line feeds are ignored so that the firmware can be driven from a terminal.
@@ -53,9 +61,12 @@
 #include "mf_bsp.h"
 #include "mf_dut.h"
 #include "model.h"
+#if defined(MF_DYNAMIC)
+#include "mf_manager.h" /* the family's runtime manager, beside model.c (dynamic.onchip) */
+#endif
 
 #define MF_DUT_CMD_SIZE 80u /* EE_CMD_SIZE of the reference */
-#define MF_DUT_MAX_TOKENS 4u
+#define MF_DUT_MAX_TOKENS 5u
 #define MF_DUT_FW_VERSION "ULPMark for tinyML Firmware V0.0.1" /* EE_FW_VERSION of the reference */
 #define MF_DUT_VENDOR "microforge"
 #define MF_DUT_DEFAULT_WARMUP 10u
@@ -325,6 +336,9 @@ static void mf_cmd_help(void) {
             "infer N [W]    W warm-up inferences (default 10), then N timed ones\r\n"
             "results        the outputs, dequantized\r\n"
             "mf-results     the outputs' raw bytes as hex\r\n"
+#if defined(MF_DYNAMIC)
+            "mf-request L E P B  one request of a budget trace (us, nJ, uW or -, load per mille)\r\n"
+#endif
 #if defined(MF_LEARN)
             "mf-learn L     stage the loaded sample as a new sample of class L\r\n"
             "mf-learn-run   learn from the staged samples and the replay buffer\r\n"
@@ -496,6 +510,77 @@ static void mf_cmd_learn_run(void) {
 }
 #endif
 
+#if defined(MF_DYNAMIC)
+static uint32_t mf_switches;      /* requests whose point (width or clock) differs from the previous one's */
+static int32_t mf_last_point = -1;
+
+/* A budget token: "-" (no budget) or an unsigned integer below 2^31. */
+static int mf_parse_budget(const char *text, int32_t *value) {
+    uint32_t v;
+    if (text[0] == '-' && text[1] == '\0') {
+        *value = MF_MANAGER_NO_BUDGET;
+        return 1;
+    }
+    if (!mf_parse_u32(text, &v) || v > 0x7fffffffu) {
+        return 0;
+    }
+    *value = (int32_t)v;
+    return 1;
+}
+
+/* The background task takes `load` per mille of the core while the inference runs, so the inference ends
+ * inference_us * 1000 / (1000 - load) after it began: the firmware spins on its timer for the difference,
+ * as if the task had preempted it. Under QEMU -icount one virtual microsecond is 1000 instructions, the
+ * emulated core retiring one a nanosecond; at the point's clock of `mhz` with MF_DYNAMIC_CPI_PERMILLE
+ * cycles per instruction the same instructions take total_us * MF_DYNAMIC_CPI_PERMILLE / mhz. */
+static void mf_cmd_request(char *tokens[], uint32_t count) {
+    int32_t latency_budget, energy_budget, power_cap, chosen, point, width, mhz;
+    uint32_t load, start, inference, until, total, latency;
+    if (count != 5u || !mf_parse_budget(tokens[1], &latency_budget) || !mf_parse_budget(tokens[2], &energy_budget) ||
+        !mf_parse_budget(tokens[3], &power_cap) || !mf_parse_u32(tokens[4], &load) || load > 999u) {
+        mf_error("Command 'mf-request' needs LATENCY_US ENERGY_NJ POWER_UW (each - for none) LOAD_PERMILLE (0..999)");
+        return;
+    }
+    if (mf_db_received != mf_dut_input_total || mf_db_expected != mf_dut_input_total) {
+        mf_error("Load the input first ('db load')");
+        return;
+    }
+    chosen = mf_manager_select(latency_budget, energy_budget, power_cap, MF_MANAGER_NO_BUDGET);
+    point = chosen >= 0 ? chosen : -(chosen + 1);
+    width = mf_manager_point_width(point);
+    mhz = mf_manager_point_mhz(point);
+    if (mf_last_point >= 0 && point != mf_last_point) {
+        mf_switches += 1u;
+    }
+    mf_last_point = point;
+    if (width != mf_operating_point()) {
+        (void)mf_set_operating_point(width);
+    }
+    start = mf_bsp_time_us();
+    mf_run_inferences(1u);
+    inference = mf_bsp_time_us() - start;
+    until = (uint32_t)(((uint64_t)inference * 1000u) / (1000u - load));
+    while ((total = mf_bsp_time_us() - start) < until) {
+    }
+    latency = (uint32_t)(((uint64_t)total * (uint32_t)MF_DYNAMIC_CPI_PERMILLE) / (uint32_t)mhz);
+    mf_manager_observe(point, (int32_t)latency);
+    mf_have_results = 1;
+    mf_puts("m-request-[");
+    mf_put_u32((uint32_t)point);
+    mf_bsp_putc(',');
+    mf_put_u32(chosen >= 0 ? 1u : 0u);
+    mf_bsp_putc(',');
+    mf_put_u32((uint32_t)width);
+    mf_bsp_putc(',');
+    mf_put_u32((uint32_t)mhz);
+    mf_bsp_putc(',');
+    mf_put_u32(latency);
+    mf_bsp_putc(',');
+    mf_put_u32(mf_switches);
+    mf_puts("]\r\n");
+}
+#endif
+
 static void mf_dispatch(char *line) {
     char *tokens[MF_DUT_MAX_TOKENS];
     uint32_t count = mf_tokenize(line, tokens);
@@ -514,6 +599,10 @@ static void mf_dispatch(char *line) {
         mf_cmd_db(tokens, count);
     } else if (mf_equal(tokens[0], "infer")) {
         mf_cmd_infer(tokens, count);
+#if defined(MF_DYNAMIC)
+    } else if (mf_equal(tokens[0], "mf-request")) {
+        mf_cmd_request(tokens, count);
+#endif
 #if defined(MF_LEARN)
     } else if (mf_equal(tokens[0], "mf-learn")) {
         mf_cmd_learn(tokens, count);
