@@ -192,7 +192,9 @@ def test_every_width_is_bit_exact_in_the_image_on_both_cores(family_dir, tmp_pat
     expected_accuracy = [float(np.mean(run(g, x).argmax(axis=1) == np.arange(6) % CLASSES)) for g in family.graphs]
     assert [m.accuracy for m in measured.measurements[:4]] == expected_accuracy
     m4 = [m.instructions for m in measured.measurements[:4]]
-    assert m4 == sorted(m4) and m4[0] < m4[-1]  # narrower widths run fewer instructions
+    # the narrowest runs fewest; with 3, 6 and 9 channels (not multiples of 4) the depthwise layer takes the
+    # general kernel, with 12 the shared Cortex-M kernels: both paths are exercised
+    assert m4[0] == min(m4) and m4[0] < m4[-1]
     for cost in measured.costs.values():
         assert 0 < cost.switch_instructions < 40  # a bounds check and a store, called through a pointer
         assert cost.flash_bytes < cost.separate_flash_bytes

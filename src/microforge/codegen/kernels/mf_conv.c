@@ -331,12 +331,17 @@ typedef struct {
     const int8_t *y_end;
     int32_t lo, hi;
     int32_t x2;           /* the loop takes 4 groups a step (groups % 4 == 0), not 2 */
+    /* The split rows kernel (mf_mm_rows4s_*): the stream holds only weight words, `skip` bytes of wider
+     * rows' words after each channel's (a narrow width of a weight-shared family), and the constants
+     * {bias, multiplier, L, E, K, M} of each channel come from `consts`. */
+    int32_t skip;
+    const int32_t *consts;
 } mf_mm_job;
 
 /* A job over the widened rows s of `groups` groups. */
 MF_INLINE mf_mm_job mf_mm_job_of(int32_t *s, int32_t groups, const mf_requant_s8 *q) {
     const int x2 = (groups & 3) == 0;
-    const mf_mm_job job = {s, groups >> (1 + x2), 0, 0, 0, 0, 0, q->act_min, q->act_max, x2};
+    const mf_mm_job job = {s, groups >> (1 + x2), 0, 0, 0, 0, 0, q->act_min, q->act_max, x2, 0, 0};
     return job;
 }
 
@@ -357,6 +362,10 @@ void mf_mm_cols4_int8_clamp(const int32_t *stream, const mf_mm_job *job);
 void mf_mm_cols4x2_int8_full(const int32_t *stream, const mf_mm_job *job);
 void mf_mm_cols4x2_int8_clamp(const int32_t *stream, const mf_mm_job *job);
 void mf_mm_rows4_acc(const int32_t *stream, const mf_mm_job *job); /* *_acc: MF_MM_ACC */
+void mf_mm_rows4s_full(const int32_t *stream, const mf_mm_job *job); /* *s: the split stream (job.skip, consts) */
+void mf_mm_rows4s_clamp(const int32_t *stream, const mf_mm_job *job);
+void mf_mm_rows4sx2_full(const int32_t *stream, const mf_mm_job *job);
+void mf_mm_rows4sx2_clamp(const int32_t *stream, const mf_mm_job *job);
 void mf_mm_rows4x2_acc(const int32_t *stream, const mf_mm_job *job);
 void mf_mm_cols4_acc(const int32_t *stream, const mf_mm_job *job);
 void mf_mm_cols4x2_acc(const int32_t *stream, const mf_mm_job *job);
@@ -401,7 +410,7 @@ __asm__(
     "    .endm\n"
     /* Store r0-r3 at y, y + d1, y + d2, y + d3 (\\store: strb, or str for accumulators), advance y by
      * \\step; loop to 1b until y_end; return. */
-    "    .macro mf_mm_exit name, step, store\n"
+    "    .macro mf_mm_exit name, step, store, frame=36\n"
     "    ldrd   r4, r5, [sp, #8]\n"
     "    ldrd   r6, r7, [sp, #16]\n"
     "    \\store   r1, [r4, r5]\n"
@@ -412,7 +421,7 @@ __asm__(
     "    str    r4, [sp, #8]\n"
     "    cmp    r4, r5\n"
     "    bne    1b\n"
-    "    add    sp, sp, #36\n"
+    "    add    sp, sp, #\\frame\n"
     "    pop    {r4-r11, pc}\n"
     "    .size \\name, . - \\name\n"
     "    .popsection\n"
@@ -459,6 +468,51 @@ __asm__(
     "    mf_mm_req r3, \\clamp\n"
     "    mf_mm_exit \\name, 1, strb\n"
     "    .endif\n"
+    "    .endm\n"
+    /* Split rows kernel: the job is copied with its skip and consts ([sp, #36], [sp, #40]); per channel the
+     * bias and constants {bias, multiplier, L, E, K, M} are read from consts, the weight words from the
+     * stream, which then skips the wider rows' words. */
+    "    .macro mf_mm_rows4s name, clamp, steps\n"
+    "    .pushsection .text.\\name, \"ax\", %progbits\n"
+    "    .p2align 2\n"
+    "    .global \\name\n"
+    "    .type \\name, %function\n"
+    "    .thumb_func\n"
+    "\\name:\n"
+    "    push   {r4-r11, lr}\n"
+    "    ldr    r11, [r1, #40]\n"
+    "    ldr    lr, [r1, #44]\n"
+    "    ldm    r1, {r2-r10}\n"
+    "    push   {r2-r11, lr}\n"
+    "    mov    r12, r0\n"
+    "1:  ldr    r9, [sp, #40]\n"
+    "    ldr    r0, [r9], #4\n"         /* the 4 accumulators start at the channel's bias */
+    "    str    r9, [sp, #40]\n"
+    "    mov    r1, r0\n"
+    "    mov    r2, r0\n"
+    "    mov    r3, r0\n"
+    "    ldrd   r11, lr, [sp]\n"
+    "2:\n"
+    "    .rept \\steps\n"
+    "    ldrd   r8, r9, [r12], #8\n"
+    "    mf_mm_rows_group r8\n"
+    "    mf_mm_rows_group r9\n"
+    "    .endr\n"
+    "    subs   lr, lr, #1\n"
+    "    bne    2b\n"
+    "    ldr    r9, [sp, #36]\n"
+    "    add    r12, r12, r9\n"
+    "    ldr    r9, [sp, #40]\n"
+    "    ldm    r9!, {r4-r8}\n"
+    "    str    r9, [sp, #40]\n"
+    "    .if \\clamp\n"
+    "    ldrd   r10, r11, [sp, #28]\n"
+    "    .endif\n"
+    "    mf_mm_req r0, \\clamp\n"
+    "    mf_mm_req r1, \\clamp\n"
+    "    mf_mm_req r2, \\clamp\n"
+    "    mf_mm_req r3, \\clamp\n"
+    "    mf_mm_exit \\name, 1, strb, 44\n"
     "    .endm\n"
     /* Cols kernel, one group: r4, r5 = the row's widened words, r6-r9 the 4 channels' weight words. */
     "    .macro mf_mm_cols_mac acc, wr\n"
@@ -525,7 +579,11 @@ __asm__(
     "    mf_mm_cols4 mf_mm_cols4_acc, 2, 1, 0\n"
     "    mf_mm_cols4 mf_mm_cols4x2_acc, 2, 2, 0\n"
     "    mf_mm_cols4 mf_mm_cols4_int8_acc, 2, 1, 1\n"
-    "    mf_mm_cols4 mf_mm_cols4x2_int8_acc, 2, 2, 1\n");
+    "    mf_mm_cols4 mf_mm_cols4x2_int8_acc, 2, 2, 1\n"
+    "    mf_mm_rows4s mf_mm_rows4s_full, 0, 1\n"
+    "    mf_mm_rows4s mf_mm_rows4s_clamp, 1, 1\n"
+    "    mf_mm_rows4s mf_mm_rows4sx2_full, 0, 2\n"
+    "    mf_mm_rows4s mf_mm_rows4sx2_clamp, 1, 2\n");
 
 MF_INLINE void mf_mm_rows4(const int32_t *stream, const mf_mm_job *job, int mode) {
     const int full_range = mode == MF_MM_FULL; /* mode is a constant where this is inlined */
@@ -535,6 +593,13 @@ MF_INLINE void mf_mm_rows4(const int32_t *stream, const mf_mm_job *job, int mode
         (full_range ? mf_mm_rows4x2_full : mf_mm_rows4x2_clamp)(stream, job);
     else
         (full_range ? mf_mm_rows4_full : mf_mm_rows4_clamp)(stream, job);
+}
+
+MF_INLINE void mf_mm_rows4s(const int32_t *stream, const mf_mm_job *job, int mode) {
+    if (job->x2)
+        (mode == MF_MM_FULL ? mf_mm_rows4sx2_full : mf_mm_rows4sx2_clamp)(stream, job);
+    else
+        (mode == MF_MM_FULL ? mf_mm_rows4s_full : mf_mm_rows4s_clamp)(stream, job);
 }
 
 MF_INLINE void mf_mm_cols4(const int32_t *stream, const mf_mm_job *job, int mode, int narrow) {
@@ -591,6 +656,22 @@ static void mf_mm_rows4(const int32_t *w, const mf_mm_job *job, int mode) {
     }
 }
 
+static void mf_mm_rows4s(const int32_t *w, const mf_mm_job *job, int mode) {
+    const int32_t *k = job->consts;
+    for (int8_t *y = job->y; y != job->y_end; ++y, k += 6) {
+        int32_t a[4] = {k[0], k[0], k[0], k[0]};
+        const int32_t *s = job->s;
+        for (int32_t g = job->iters << (1 + job->x2); g > 0; --g, ++w, s += 8) {
+            const int32_t w02 = mf_conv_sxtb16(w[0]), w13 = mf_conv_sxtb16_ror8(w[0]);
+            for (int r = 0; r < 4; ++r) a[r] = mf_conv_smlad(s[2 * r + 1], w13, mf_conv_smlad(s[2 * r], w02, a[r]));
+        }
+        w += job->skip / 4;
+        int32_t out[4];
+        for (int r = 0; r < 4; ++r) out[r] = mf_mm_req(k + 1, a[r], job, mode);
+        mf_mm_store(job, y, out, mode);
+    }
+}
+
 static void mf_mm_cols4(const int32_t *w, const mf_mm_job *job, int mode, int narrow) {
     for (int8_t *y = job->y; y != job->y_end; y += mode == MF_MM_ACC ? 16 : 4) {
         int32_t a[4] = {w[0], w[1], w[2], w[3]};
@@ -622,7 +703,7 @@ MF_INLINE void mf_mm_rows_job(mf_mm_job *job, int8_t *y, int32_t n, int32_t pitc
 /* The matrix product; with MF_MM_ACC, output is the int32 block buffer `acc` of mf_fc_acc_dsp, handed to
  * the sink after each block. */
 MF_INLINE void mf_fc_s8_dsp_body(const mf_fc_params *p, const int8_t *input, int8_t *output, int32_t *scratch,
-                                 int mode, mf_acc_sink *sink) {
+                                 int mode, mf_acc_sink *sink, int split) {
     const int32_t depth = p->in_features, outs = p->out_features, rows = p->rows, groups = mf_mm_groups(depth);
     const int32_t *const stream = (const int32_t *)p->weights;
     const int32_t u = mode == MF_MM_ACC ? 4 : 1; /* bytes per result */
@@ -645,25 +726,39 @@ MF_INLINE void mf_fc_s8_dsp_body(const mf_fc_params *p, const int8_t *input, int
         return;
     }
     /* Blocks of four rows, each read whole (widened into scratch) before its outputs are written. */
+    if (split) { /* weight words of wider rows (p->weight_pitch values each), constants apart */
+        job.skip = 4 * (mf_mm_groups(p->weight_pitch) - groups);
+        job.consts = p->split;
+    }
     for (int32_t r = 0; r < rows; r += 4) {
         const int32_t n = rows - r < 4 ? rows - r : 4;
         for (int32_t k = 0; k < 4; ++k)
             mf_mm_widen(input + (r + (k < n ? k : n - 1)) * depth, depth, groups, scratch + 2 * k, 8);
         mf_mm_rows_job(&job, mode == MF_MM_ACC ? output : output + r * outs, n, u * outs, u * outs);
-        mf_mm_rows4(stream, &job, mode);
+        if (split)
+            mf_mm_rows4s(stream, &job, mode);
+        else
+            mf_mm_rows4(stream, &job, mode);
         if (mode == MF_MM_ACC) sink->take(sink, (const int32_t *)(const void *)output, n);
     }
 }
 
 void mf_fc_s8_dsp(const mf_fc_params *p, const int8_t *input, int8_t *output, int32_t *scratch) {
     if (p->q.act_min == -128 && p->q.act_max == 127)
-        mf_fc_s8_dsp_body(p, input, output, scratch, MF_MM_FULL, 0);
+        mf_fc_s8_dsp_body(p, input, output, scratch, MF_MM_FULL, 0, 0);
     else
-        mf_fc_s8_dsp_body(p, input, output, scratch, MF_MM_CLAMP, 0);
+        mf_fc_s8_dsp_body(p, input, output, scratch, MF_MM_CLAMP, 0, 0);
+}
+
+void mf_fc_s8_split_dsp(const mf_fc_params *p, const int8_t *input, int8_t *output, int32_t *scratch) {
+    if (p->q.act_min == -128 && p->q.act_max == 127)
+        mf_fc_s8_dsp_body(p, input, output, scratch, MF_MM_FULL, 0, 1);
+    else
+        mf_fc_s8_dsp_body(p, input, output, scratch, MF_MM_CLAMP, 0, 1);
 }
 
 void mf_fc_acc_dsp(const mf_fc_params *p, const int8_t *input, int32_t *acc, int32_t *scratch, mf_acc_sink *sink) {
-    mf_fc_s8_dsp_body(p, input, (int8_t *)(void *)acc, scratch, MF_MM_ACC, sink);
+    mf_fc_s8_dsp_body(p, input, (int8_t *)(void *)acc, scratch, MF_MM_ACC, sink, 0);
 }
 
 /* ------------------------------------------------------------------------------------------------------
@@ -812,11 +907,12 @@ static int mf_conv_widen_block(const mf_conv_params *p, const int8_t *x, const i
 }
 
 MF_INLINE void mf_conv_s8_dsp_body(const mf_conv_params *p, const int8_t *input, int8_t *output, int32_t *scratch,
-                                   int mode, mf_acc_sink *sink) {
+                                   int mode, mf_acc_sink *sink, int split) {
     const int32_t run = (p->kw * p->in_c + 3) >> 2, groups = mf_mm_groups(4 * run * p->kh);
     const int32_t pixels = p->out_h * p->out_w, outs = p->out_c, image = p->in_h * p->in_w * p->in_c;
     int8_t *const tmp = (int8_t *)(scratch + 8 * groups);
     mf_mm_job job = mf_mm_job_of(scratch, groups, &p->q);
+    if (split) job.consts = p->split; /* shared weight words, the constants apart (no skip: whole patches) */
     for (int32_t b = 0; b < p->batches; ++b) {
         const int8_t *x = input + b * image;
         int8_t *y = output + b * pixels * outs;
@@ -832,7 +928,10 @@ MF_INLINE void mf_conv_s8_dsp_body(const mf_conv_params *p, const int8_t *input,
                 sink->take(sink, (const int32_t *)(const void *)output, n);
             } else {
                 mf_mm_rows_job(&job, y + pix * outs, n, outs, outs);
-                mf_mm_rows4((const int32_t *)p->weights, &job, mode);
+                if (split)
+                    mf_mm_rows4s((const int32_t *)p->weights, &job, mode);
+                else
+                    mf_mm_rows4((const int32_t *)p->weights, &job, mode);
             }
         }
     }
@@ -840,14 +939,21 @@ MF_INLINE void mf_conv_s8_dsp_body(const mf_conv_params *p, const int8_t *input,
 
 void mf_conv_s8_dsp(const mf_conv_params *p, const int8_t *input, int8_t *output, int32_t *scratch) {
     if (p->q.act_min == -128 && p->q.act_max == 127)
-        mf_conv_s8_dsp_body(p, input, output, scratch, MF_MM_FULL, 0);
+        mf_conv_s8_dsp_body(p, input, output, scratch, MF_MM_FULL, 0, 0);
     else
-        mf_conv_s8_dsp_body(p, input, output, scratch, MF_MM_CLAMP, 0);
+        mf_conv_s8_dsp_body(p, input, output, scratch, MF_MM_CLAMP, 0, 0);
+}
+
+void mf_conv_s8_split_dsp(const mf_conv_params *p, const int8_t *input, int8_t *output, int32_t *scratch) {
+    if (p->q.act_min == -128 && p->q.act_max == 127)
+        mf_conv_s8_dsp_body(p, input, output, scratch, MF_MM_FULL, 0, 1);
+    else
+        mf_conv_s8_dsp_body(p, input, output, scratch, MF_MM_CLAMP, 0, 1);
 }
 
 void mf_conv_acc_dsp(const mf_conv_params *p, const int8_t *input, int32_t *acc, int32_t *scratch,
                      mf_acc_sink *sink) {
-    mf_conv_s8_dsp_body(p, input, (int8_t *)(void *)acc, scratch, MF_MM_ACC, sink);
+    mf_conv_s8_dsp_body(p, input, (int8_t *)(void *)acc, scratch, MF_MM_ACC, sink, 0);
 }
 
 /* ------------------------------------------------------------------------------------------------------

@@ -49,6 +49,8 @@ typedef struct {
     int32_t input_zero_point;  /* int8: the value read outside the input */
     int32_t backward;          /* 3x3 depthwise: last output pixel first (the output lies over the input's top) */
     const int8_t *zero_row;    /* 3x3 depthwise on Cortex-M4/M7: in_c bytes of the input zero point */
+    const int32_t *split;      /* mf_conv_s8_dsp with shared weights: `weights` holds only their words, this
+                                * the {bias, multiplier, L, E, K, M} of each channel (as mf_fc_params) */
     mf_requant_s8 q;           /* int8 */
     const float *fbias;        /* float32: [out_c] or NULL */
     float fmin, fmax;          /* float32: activation clamp */
@@ -61,6 +63,9 @@ typedef struct {
     /* int8 (mf_fc_s8): bytes from one weight row to the next; 0 means in_features. More when the rows are
      * the first columns of a wider matrix (the narrow widths of a weight-shared family, dynamic/image.py) */
     int32_t weight_pitch;
+    /* mf_fc_s8_dsp over rows > 1 with shared weights: `weights` holds only the words of rows of
+     * weight_pitch values (dsp_words), and this the {bias, multiplier, L, E, K, M} of each channel */
+    const int32_t *split;
     mf_requant_s8 q;
     const float *fbias;
     float fmin, fmax;
@@ -87,6 +92,11 @@ void mf_fc_s8_dsp(const mf_fc_params *p, const int8_t *input, int8_t *output, in
  * pixels at a time in raster order, their patches widened into scratch before any of their outputs is
  * written. scratch: 64 * ceil(depth / 8) + 4 * run bytes. */
 void mf_conv_s8_dsp(const mf_conv_params *p, const int8_t *input, int8_t *output, int32_t *scratch);
+
+/* mf_fc_s8_dsp (rows > 1) and mf_conv_s8_dsp on shared weights: p->weights holds only weight words (the
+ * rows of a wider matrix, p->weight_pitch values each, for mf_fc), p->split each channel's constants. */
+void mf_fc_s8_split_dsp(const mf_fc_params *p, const int8_t *input, int8_t *output, int32_t *scratch);
+void mf_conv_s8_split_dsp(const mf_conv_params *p, const int8_t *input, int8_t *output, int32_t *scratch);
 
 /* General int8 depthwise convolution (any kernel, depth multiplier, stride, dilation, padding). */
 void mf_dwconv_s8(const mf_conv_params *p, const int8_t *input, int8_t *output);

@@ -286,10 +286,8 @@ def dsp_stream(w_data: np.ndarray, dq: np.ndarray | None, cols: bool = False) ->
     4 channels' {multiplier, L, E, K, M}. dq None: the accumulator kernels' stream (zero biases, no
     constants)."""
     outs, depth = w_data.shape
-    groups = 2 * -(-depth // 8)
-    padded = np.zeros((outs, groups * 4), np.int8)
-    padded[:, :depth] = w_data
-    words = padded.view("<i4").astype(np.int64)  # [out][groups]
+    words = dsp_words(w_data).astype(np.int64)  # [out][groups]
+    groups = words.shape[1]
     f = dq.reshape(outs, 6).astype(np.int64) if dq is not None else np.zeros((outs, 1), np.int64)
     bias, rest = f[:, :1], f[:, 1:]
     if not cols:
@@ -300,6 +298,17 @@ def dsp_stream(w_data: np.ndarray, dq: np.ndarray | None, cols: bool = False) ->
     return np.concatenate([bias[order].reshape(blocks, 4), block_words,
                            rest[order].reshape(blocks, 4 * rest.shape[1])],
                           axis=1).astype(np.int32).reshape(-1)
+
+
+def dsp_words(w_data: np.ndarray) -> np.ndarray:
+    """[out][depth] int8 -> [out][groups] int32 words of depths 4g .. 4g + 3, zeros past the depth up to an
+    even number of groups: the weights of dsp_stream without its constants (the split stream of shared
+    weights, mf_mm_rows4s)."""
+    outs, depth = w_data.shape
+    groups = 2 * -(-depth // 8)
+    padded = np.zeros((outs, groups * 4), np.int8)
+    padded[:, :depth] = w_data
+    return padded.view("<i4").reshape(outs, groups)
 
 
 def dsp_fc_scratch(rows: int, depth: int, outs: int) -> tuple[bool, int]:
@@ -371,12 +380,18 @@ def accumulator_matrix(ctx: EmitContext, name: str, w_data: np.ndarray, rows: in
 
 
 def accumulator_conv(ctx: EmitContext, name: str, x: Tensor, out: Tensor, win: Window, w_data: np.ndarray, q: str,
-                     zero_point: int) -> AccumulatorLayer:
-    """A convolution of one image with one group on widened patches (zero_point read outside the input)."""
+                     zero_point: int, shared: Tensor | None = None) -> AccumulatorLayer:
+    """A convolution of one image with one group on widened patches (zero_point read outside the input).
+    `shared`: the wider weights whose leading output channels w_data are (their stream, a record per
+    channel, holds w_data's as a prefix)."""
     _, h, width, c = x.shape
     out_c = out.shape[3]
     patch_weights, run = dsp_patch_weights(w_data, win.kh, win.kw, c)
-    weights = ctx.constant(f"{name}_wacc", dsp_stream(patch_weights, None), "int32_t")
+    if shared is None:
+        weights = ctx.constant(f"{name}_wacc", dsp_stream(patch_weights, None), "int32_t")
+    else:
+        weights = ctx.constant_once(shared, f"{shared.name}_wacc", lambda: dsp_stream(dsp_patch_weights(
+            shared.data.reshape(shared.shape[0], -1), win.kh, win.kw, c)[0], None))
     params = ctx.struct("mf_conv_params", f"{name}_acc", dict(
         weights=weights, **conv_geometry(x, out, win), groups=1, depth_multiplier=1, input_zero_point=zero_point,
         q=q))
@@ -386,17 +401,21 @@ def accumulator_conv(ctx: EmitContext, name: str, x: Tensor, out: Tensor, win: W
 
 
 def accumulator_depthwise(ctx: EmitContext, name: str, x: Tensor, out: Tensor, win: Window, w_data: np.ndarray,
-                          q: str, zero_point: int, direction: str) -> AccumulatorLayer:
+                          q: str, zero_point: int, direction: str, shared: Tensor | None = None) -> AccumulatorLayer:
     """A 3x3 depthwise convolution of one image, multiplier 1, channels a multiple of 4, w_data [c][9].
     direction: "either" (the plan picks: backward over the upper part of the input), "forward" or
-    "backward" (fixed)."""
+    "backward" (fixed). `shared`: the wider weights whose leading channels w_data are (their words, in
+    groups of 4 channels, hold w_data's as a prefix)."""
     _, h, width, c = x.shape
     fields = {}
     if window_leaves_input(win, h, width):  # the taps outside read the zero point from flash
         fields["zero_row"] = ctx.constant(f"{name}_zero_row", np.full(c, zero_point, np.int8), "int8_t")
     backward = direction == "backward" or (direction == "either" and ctx.runs_backward(x, out))
+    weights = ctx.constant(f"{name}_wacc", dsp_depthwise_words(w_data), "int32_t") if shared is None else \
+        ctx.constant_once(shared, f"{shared.name}_wacc", lambda: dsp_depthwise_words(
+            np.ascontiguousarray(shared.data.reshape(9, shared.shape[3]).T)))
     params = ctx.struct("mf_conv_params", f"{name}_acc", dict(
-        weights=ctx.constant(f"{name}_wacc", dsp_depthwise_words(w_data), "int32_t"), **conv_geometry(x, out, win),
+        weights=weights, **conv_geometry(x, out, win),
         groups=1, depth_multiplier=1, input_zero_point=zero_point, q=q, backward=int(backward), **fields))
     distance = depthwise_safe_distance(win, h, width, c)
     overlap = {"either": distance, "forward": SafeDistance(below=distance.below),
@@ -556,21 +575,50 @@ def lower_conv_2d(op: Op, ctx: EmitContext) -> Call:
 
 def _shared_conv(op: Op, ctx: EmitContext, x: Tensor, w: Tensor, out: Tensor, shared: Tensor, win: Window,
                  pointwise: bool, w_data: np.ndarray) -> Call:
-    """A CONV_2D whose weights are the leading slice of a wider member's (a weight-shared family): the
-    kernels that read TFLite's layout in place, the pointwise one skipping the wider rows' extra columns."""
+    """A CONV_2D whose weights are the leading slice of a wider member's (a weight-shared family): kernels
+    that read the wider member's weights in place, skipping the wider rows' extra columns. On Cortex-M4/M7
+    (where the short requantization is exact) the split streams of mf_fc_s8_dsp / mf_conv_s8_dsp: the
+    shared weight words apart from this member's constants; elsewhere TFLite's layout (mf_fc_s8's
+    weight_pitch, mf_conv_s8)."""
     batches, h, width, c = x.shape
     out_c = w.shape[0]
-    q = _requant(op, x, w, out, w_data, out_c, axis=0).c(ctx)
-    if pointwise and x.shape[0] == 1:
-        params = ctx.struct("mf_fc_params", f"{out.name}_pw", dict(
-            weights=ctx.tensor(shared), rows=batches * h * width, in_features=c, out_features=out_c,
-            weight_pitch=shared.shape[-1], q=q))
-        return Call(f"mf_fc_s8({params}, {_c_in(ctx, x, 'int8_t')}, {ctx.tensor(out)});", SOURCES,
-                    notes=["1x1 convolution as a matrix product, on shared weights"],
-                    overlaps={0: _rows_safe_distance(batches * h * width, c, out_c)})
-    if tuple(shared.shape[1:]) != tuple(w.shape[1:]) or c != w.shape[3]:
+    rows = batches * h * width
+    if not pointwise and (tuple(shared.shape[1:]) != tuple(w.shape[1:]) or c != w.shape[3]):
         raise UnsupportedError(f"{op.where}: weights '{w.name}' {list(w.shape)} take fewer input channels than "
                                f"the shared {list(shared.shape)}: only 1x1 convolutions can share those")
+    rq = _requant(op, x, w, out, w_data, out_c, axis=0, dsp=ctx.target in DSP_TARGETS and batches == 1)
+    x_ptr, y_ptr = _c_in(ctx, x, "int8_t"), ctx.tensor(out)
+    full = shared.data.reshape(shared.shape[0], -1)
+    if rq.dq is not None and pointwise and rows > 1:  # SMLAD on widened rows, the wider rows' words skipped
+        params = ctx.struct("mf_fc_params", f"{out.name}_mm", dict(
+            weights=ctx.constant_once(shared, f"{shared.name}_words", lambda: dsp_words(full)), rows=rows,
+            in_features=c, out_features=out_c, weight_pitch=full.shape[1],
+            split=ctx.constant(f"{out.name}_split", rq.dq.astype(np.int32), "int32_t"),
+            q=rq.c(ctx, in_stream=True)))
+        _, scratch_bytes = dsp_fc_scratch(rows, c, out_c)
+        return Call(f"mf_fc_s8_split_dsp({params}, {x_ptr}, {y_ptr}, (int32_t *){ctx.scratch()});", SOURCES,
+                    scratch_bytes=scratch_bytes, notes=["1x1 convolution on shared weights, SMLAD on widened rows"],
+                    overlaps={0: widened_rows_safe_distance(rows, c, out_c, False)})
+    if rq.dq is not None and not pointwise:  # widened patches; every member's channels are a prefix
+        patch_weights, run = dsp_patch_weights(w_data, win.kh, win.kw, c)
+        params = ctx.struct("mf_conv_params", f"{out.name}_conv", dict(
+            weights=ctx.constant_once(shared, f"{shared.name}_words", lambda: dsp_words(
+                dsp_patch_weights(full, win.kh, win.kw, c)[0])),
+            **conv_geometry(x, out, win), groups=1, depth_multiplier=1, input_zero_point=x.zero_point,
+            split=ctx.constant(f"{out.name}_split", rq.dq.astype(np.int32), "int32_t"),
+            q=rq.c(ctx, in_stream=True)))
+        return Call(f"mf_conv_s8_split_dsp({params}, {x_ptr}, {y_ptr}, (int32_t *){ctx.scratch()});", SOURCES,
+                    scratch_bytes=dsp_conv_scratch(patch_weights.shape[1], run),
+                    overlaps={0: gathered_safe_distance(win, h, width, c, out_c)},
+                    notes=["convolution on shared weights, SMLAD on widened patches"])
+    q = rq.c(ctx)
+    if pointwise and batches == 1:
+        params = ctx.struct("mf_fc_params", f"{out.name}_pw", dict(
+            weights=ctx.tensor(shared), rows=rows, in_features=c, out_features=out_c,
+            weight_pitch=shared.shape[-1], q=q))
+        return Call(f"mf_fc_s8({params}, {x_ptr}, {y_ptr});", SOURCES,
+                    notes=["1x1 convolution as a matrix product, on shared weights"],
+                    overlaps={0: _rows_safe_distance(rows, c, out_c)})
     params = ctx.struct("mf_conv_params", f"{out.name}_conv", dict(
         weights=ctx.tensor(shared), **conv_geometry(x, out, win), groups=1, depth_multiplier=1,
         input_zero_point=x.zero_point, q=q))
@@ -579,8 +627,20 @@ def _shared_conv(op: Op, ctx: EmitContext, x: Tensor, w: Tensor, out: Tensor, sh
     else:
         scratch_bytes = 2 * win.kh * win.kw * c
         scratch = f"(int8_t *){ctx.scratch()}"
-    return Call(f"mf_conv_s8({params}, {_c_in(ctx, x, 'int8_t')}, {ctx.tensor(out)}, {scratch});", SOURCES,
+    return Call(f"mf_conv_s8({params}, {x_ptr}, {y_ptr}, {scratch});", SOURCES,
                 scratch_bytes=scratch_bytes, notes=["convolution on shared weights"])
+
+
+def _shared_depthwise_words(ctx: EmitContext, shared: Tensor, dq: np.ndarray, taps: int) -> str | None:
+    """mf_dwconv_3x3_s8_dsp's words of the widest member's weights scaled by 2^L, one array for every
+    member whose channels all have that L (they do whenever no requantization shift is positive: L = 1);
+    None when this member's channels differ in L or the scaled words leave int16."""
+    left = sorted(set(dq.reshape(-1, 6)[:, 2].tolist()))
+    full = np.ascontiguousarray(shared.data.reshape(taps, shared.shape[3]).T)
+    words = dsp_depthwise_words(full, left[0]) if len(left) == 1 else None
+    if words is None:
+        return None
+    return ctx.constant_once(shared, f"{shared.name}_wdsp_L{left[0]}", lambda: words)
 
 
 @lowering("DEPTHWISE_CONV_2D")
@@ -612,22 +672,22 @@ def lower_depthwise_conv_2d(op: Op, ctx: EmitContext) -> Call:
     _check_depth(op, kh * kw)
     fast = kh == 3 and kw == 3 and mult == 1
     shared = ctx.shared_weights(w)
-    rq = _requant(op, x, w, out, w_data, out_c, axis=3,
-                  dsp=ctx.target in DSP_TARGETS and fast and c % 4 == 0 and shared is None)
+    rq = _requant(op, x, w, out, w_data, out_c, axis=3, dsp=ctx.target in DSP_TARGETS and fast and c % 4 == 0)
     dsp = _dsp_depthwise(w_data, rq.dq) if rq.dq is not None else None
     fields = {}
-    if shared is not None:
+    if dsp is not None:
+        weights = _shared_depthwise_words(ctx, shared, rq.dq, kh * kw) if shared is not None else None
+        weights = weights or ctx.constant(f"{name}_wdsp", dsp[0], "int32_t")
+        q = rq.c(ctx, dsp[1])
+        kernel = "mf_dwconv_3x3_s8_dsp"
+        if window_leaves_input(win, h, width):  # the taps outside read the zero point from flash
+            fields["zero_row"] = ctx.constant(f"{name}_zero_row", np.full(c, x.zero_point, np.int8), "int8_t")
+    elif shared is not None:
         # [channels][kh * kw] of the widest member: every narrower member's channels are a prefix of it
         weights = ctx.constant_once(shared, f"{shared.name}_w", lambda: np.ascontiguousarray(
             shared.data.reshape(kh * kw, shared.shape[3]).T).astype(np.int8))
         q = rq.c(ctx)
         kernel = "mf_dwconv_3x3_s8" if fast else "mf_dwconv_s8"
-    elif dsp is not None:
-        weights = ctx.constant(f"{name}_wdsp", dsp[0], "int32_t")
-        q = rq.c(ctx, dsp[1])
-        kernel = "mf_dwconv_3x3_s8_dsp"
-        if window_leaves_input(win, h, width):  # the taps outside read the zero point from flash
-            fields["zero_row"] = ctx.constant(f"{name}_zero_row", np.full(c, x.zero_point, np.int8), "int8_t")
     elif ctx.target in DSP_TARGETS and fast and c % 4 == 0 and batches == 1:
         layer = accumulator_depthwise(ctx, name, x, out, win, np.ascontiguousarray(w_data), rq.c(ctx), x.zero_point,
                                       "either")
