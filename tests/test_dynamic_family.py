@@ -96,7 +96,7 @@ def test_members_share_the_widest_int8_weights(family_dir):
 def test_quantized_members_track_their_float_members(calibration):
     p = _shared_parameters()
     floats = [float_member(p, w) for w in WIDTHS]
-    members = quantize_family(floats, calibration)
+    members = quantize_family(floats, WIDTHS, calibration)
     x = calibration[:32]
     for f, q in zip(floats, members):
         expected = run(f, x)
@@ -148,7 +148,7 @@ def test_widths_that_do_not_share_weights_are_refused(family_dir, tmp_path, cali
     floats = [float_member(p, w) for w in WIDTHS]
     floats[1].ops[2].inputs[1].data[0, 0, 0, 1] += 0.5  # one weight of width 0.5's 1x1 conv moved
     with pytest.raises(ModelError, match="do not share weights"):
-        quantize_family(floats, calibration)
+        quantize_family(floats, WIDTHS, calibration)
     # a saved family whose int8 member was edited afterwards
     import shutil
 
@@ -199,3 +199,15 @@ def test_every_width_is_bit_exact_in_the_image_on_both_cores(family_dir, tmp_pat
         assert 0 < cost.switch_instructions < 40  # a bounds check and a store, called through a pointer
         assert cost.flash_bytes < cost.separate_flash_bytes
         assert cost.arena_bytes <= cost.largest_alone_arena_bytes + 64
+
+
+@pytest.mark.parametrize("name", ["fsdd_slimmable", "digits_slimmable"])
+def test_the_shipped_families_share_and_equal_tflm(name):
+    from pathlib import Path
+
+    family = load_family(Path(__file__).resolve().parents[1] / "models" / "dynamic" / name)
+    assert family.widths == [0.25, 0.5, 0.75, 1.0]
+    x = np.random.default_rng(6).integers(-128, 128, (6,) + family.graphs[0].inputs[0].shape, dtype=np.int8)
+    for graph in family.graphs:
+        ours = run(graph, x)
+        assert np.array_equal(ours, tflm_run(write_tflite(graph), [x])[0].reshape(ours.shape))

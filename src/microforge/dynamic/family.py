@@ -36,9 +36,9 @@ from microforge.robust.quantizer import WEIGHT_OPS, float_values, quantize_graph
 
 FAMILY_FILE = "family.json"
 FORMAT = 1
-# Width w's float weights must equal factor * (the widest member's slice) to this relative tolerance per
-# channel: float32 batch-norm folding and conversion leave about 1e-6.
-SHARING_TOLERANCE = 1e-3
+# Width w's float weights must equal factor * (the widest member's slice) to this share of each channel's
+# largest weight: float32 batch-norm folding rounds each weight once (about 1e-7).
+SHARING_TOLERANCE = 1e-5
 
 
 @dataclass
@@ -92,48 +92,66 @@ def shared_weights(member: Graph, widest: Graph, where: str) -> dict[int, Tensor
     return shared
 
 
-def _channel_factors(op: Op, narrow: np.ndarray, wide_slice: np.ndarray, where: str) -> np.ndarray:
-    """The positive factor per output channel with narrow = factor * wide_slice (least squares, checked)."""
+def channel_factors(op: Op, narrow_t: Tensor, wide_t: Tensor, where: str) -> np.ndarray:
+    """The positive factor per output channel with narrow = factor * (the leading slice of wide), checked
+    to SHARING_TOLERANCE of each channel's largest weight; ModelError naming `where`, the op and the channel
+    otherwise (or when the narrow weights are no slice of the wide ones)."""
+    narrow, wide = float_values(narrow_t), float_values(wide_t)
+    kernel_dims = (1, 2) if op.type in ("CONV_2D", "DEPTHWISE_CONV_2D") else ()
+    if narrow.ndim != wide.ndim or any(a > b for a, b in zip(narrow.shape, wide.shape)) or any(
+            narrow.shape[i] != wide.shape[i] for i in kernel_dims):
+        raise ModelError(f"{where}, {op.where}: weights '{narrow_t.name}' {list(narrow.shape)} are not a channel "
+                         f"slice of the widest member's {list(wide.shape)}: the widths do not share weights")
     axis = WEIGHT_OPS[op.type]
     a = np.moveaxis(narrow, axis, 0).reshape(narrow.shape[axis], -1)
-    b = np.moveaxis(wide_slice, axis, 0).reshape(narrow.shape[axis], -1)
+    b = np.moveaxis(leading_slice(wide, narrow.shape), axis, 0).reshape(narrow.shape[axis], -1)
     energy = (b * b).sum(axis=1)
     factors = np.where(energy > 0, (a * b).sum(axis=1) / np.where(energy > 0, energy, 1), 1.0)
-    error = np.abs(a - factors[:, None] * b).max(axis=1)
-    bound = SHARING_TOLERANCE * np.maximum(np.abs(a).max(axis=1), 1e-12)
-    bad = np.flatnonzero((error > bound) | (factors <= 0))
+    error = np.abs(a - factors[:, None] * b).max(axis=1, initial=0.0)
+    largest = np.abs(a).max(axis=1, initial=0.0)
+    dead = (energy == 0) & (largest == 0)  # zero at both widths: any factor fits
+    bad = np.flatnonzero(~dead & ((error > SHARING_TOLERANCE * largest) | (factors <= 0)))
     if bad.size:
         c = int(bad[0])
-        raise ModelError(f"{where}: {op.where} float weights of output channel {c} are not a positive multiple of "
-                         f"the widest member's (factor {factors[c]:.4g}, error {error[c]:.3g}): the widths do not "
-                         "share weights")
+        raise ModelError(f"{where}, {op.where}: output channel {c} of weights '{narrow_t.name}' is not a positive "
+                         f"multiple of the widest member's (best factor {factors[c]:.6g}, largest deviation "
+                         f"{error[c]:.3g} of weights up to {largest[c]:.3g}): the widths do not share weights")
     return factors
 
 
-def quantize_family(float_graphs: list[Graph], calibration: np.ndarray, where: str = "family") -> list[Graph]:
-    """Quantize the float members (narrowest first, widest last) to int8 sharing the widest one's weight
-    bytes (module doc). `calibration`: float32 inputs (N, *input shape), the same for every member."""
-    if not float_graphs:
-        raise ModelError(f"{where}: no members")
-    widest = quantize_graph(float_graphs[-1], calibration, "int8").graph
-    wide_float_ops, wide_ops = weight_ops(float_graphs[-1]), weight_ops(widest)
-    members = []
-    for k, graph in enumerate(float_graphs[:-1]):
+def check_float_shared(float_graphs: list[Graph], widths: list[float]) -> list[dict[int, np.ndarray]]:
+    """Check that float members (narrowest first) share the widest one's weights up to a positive factor per
+    output channel (their batch norms folded); returns, per narrower member, weight op index -> factors."""
+    wide_ops = weight_ops(float_graphs[-1])
+    found = []
+    for graph, width in zip(float_graphs[:-1], widths):
         ops = weight_ops(graph)
         if [op.type for op in ops] != [op.type for op in wide_ops]:
-            raise ModelError(f"{where}: member {k} has other weight layers than the widest member")
+            raise ModelError(f"width {width:g}: weight ops {[op.type for op in ops]} differ from the widest member's "
+                             f"{[op.type for op in wide_ops]}: the widths do not share weights")
+        found.append({op.index: channel_factors(op, op.inputs[1], wide.inputs[1], f"width {width:g}")
+                      for op, wide in zip(ops, wide_ops)})
+    return found
+
+
+def quantize_family(float_graphs: list[Graph], widths: list[float], calibration: np.ndarray,
+                    where: str = "family") -> list[Graph]:
+    """Quantize the float members of `widths` (narrowest first, widest last) to int8 sharing the widest
+    one's weight bytes (module doc). `calibration`: float32 inputs (N, *input shape), the same for every
+    member."""
+    if not float_graphs or len(float_graphs) != len(widths):
+        raise ModelError(f"{where}: {len(float_graphs)} members for the widths {list(widths)}")
+    factors = check_float_shared(float_graphs, widths)
+    widest = quantize_graph(float_graphs[-1], calibration, "int8").graph
+    wide_weights = [op.inputs[1] for op in weight_ops(widest)]
+    members = []
+    for graph, member_factors in zip(float_graphs[:-1], factors):
         fixed = {}
-        for op, wide_float, wide in zip(ops, wide_float_ops, wide_ops):
-            q_wide, scale_wide = wide.inputs[1].data, wide.inputs[1].quant.scale
-            narrow = float_values(op.inputs[1])
-            if narrow.ndim != q_wide.ndim or any(a > b for a, b in zip(narrow.shape, q_wide.shape)):
-                raise ModelError(f"{where}: member {k} {op.where} weights {list(narrow.shape)} do not fit inside "
-                                 f"the widest member's {list(q_wide.shape)}")
-            wide_slice = leading_slice(float_values(wide_float.inputs[1]), narrow.shape)
-            factors = _channel_factors(op, narrow, wide_slice, f"{where} member {k}")
+        for op, wide in zip(weight_ops(graph), wide_weights):
+            narrow = op.inputs[1]
             channels = narrow.shape[WEIGHT_OPS[op.type]]
-            scale = (scale_wide[:channels].astype(np.float64) * factors).astype(np.float32)
-            fixed[op.index] = (leading_slice(q_wide, narrow.shape), scale)
+            scale = (wide.quant.scale[:channels].astype(np.float64) * member_factors[op.index]).astype(np.float32)
+            fixed[op.index] = (leading_slice(wide.data, narrow.shape), scale)
         members.append(quantize_graph(graph, calibration, "int8", fixed_weights=fixed).graph)
     members.append(widest)
     inputs = {(m.inputs[0].scale, m.inputs[0].zero_point) for m in members}
@@ -154,7 +172,7 @@ def save_family(out_dir, widths, float_models, calibration: np.ndarray, info: di
     out = Path(out_dir)
     name = name or out.name
     graphs = [m if isinstance(m, Graph) else read_tflite(m) for m in float_models]
-    members = quantize_family(graphs, np.asarray(calibration, np.float32), name)
+    members = quantize_family(graphs, widths, np.asarray(calibration, np.float32), name)
     out.mkdir(parents=True, exist_ok=True)
     entries = []
     for width, graph in zip(widths, members):
