@@ -36,7 +36,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from microforge.dynamic.points import OperatingPoint, widths_of
+from microforge.dynamic.points import OperatingPoint, points_of_core, widths_of
 from microforge.errors import InputError
 
 Q16_ONE = 1 << 16
@@ -89,20 +89,12 @@ class Manager:
 
     def __init__(self, points: list[OperatingPoint], feedback: bool = False, smoothing: float = DEFAULT_SMOOTHING,
                  headroom: float = 0.0, core: str | None = None):
-        if core is not None:
-            points = [p for p in points if p.core == core]
-            if not points:
-                raise InputError(f"no operating points of core '{core}'")
-        if not points:
-            raise InputError("the manager needs at least one operating point")
-        cores = sorted({p.core for p in points})
-        if len(cores) > 1:
-            raise InputError(f"a manager drives one core; the points are of {', '.join(cores)}: pass core=")
+        points = points_of_core(list(points), core)  # a manager drives one core
         if not (isinstance(smoothing, (int, float)) and 0 < smoothing <= 1):
             raise InputError(f"smoothing must be in (0, 1], got {smoothing!r}")
         if not (isinstance(headroom, (int, float)) and 0 <= headroom < 1):
             raise InputError(f"headroom must be in [0, 1), got {headroom!r}")
-        self.core = cores[0]
+        self.core = points[0].core
         self.points = tuple(points)
         self.feedback = bool(feedback)
         self.smoothing_q16 = max(1, to_units(smoothing, Q16_ONE))

@@ -118,6 +118,20 @@ def operating_points(measurements: list[WidthMeasurement], boards: dict[str, Boa
     return mark_pareto(points)
 
 
+def points_of_core(points: list[OperatingPoint], core: str | None = None) -> list[OperatingPoint]:
+    """The points of `core`, or all of them when they are of one core; InputError otherwise (or if none)."""
+    if core is not None:
+        points = [p for p in points if p.core == core]
+        if not points:
+            raise InputError(f"no operating points of core '{core}'")
+    if not points:
+        raise InputError("no operating points given")
+    cores = sorted({p.core for p in points})
+    if len(cores) > 1:
+        raise InputError(f"the points are of {', '.join(cores)}: pass core= to pick one")
+    return points
+
+
 def write_points(points: list[OperatingPoint], path) -> Path:
     """Points as a JSON list of objects (OperatingPoint.to_json)."""
     path = Path(path)

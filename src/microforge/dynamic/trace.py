@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from microforge.dynamic.manager import DEFAULT_SMOOTHING, Manager
-from microforge.dynamic.points import OperatingPoint, WidthMeasurement, operating_points
+from microforge.dynamic.points import OperatingPoint, WidthMeasurement, operating_points, points_of_core
 from microforge.errors import InputError
 
 COLUMNS = ("t_ms", "latency_budget_ms", "energy_budget_uj", "power_cap_mw", "background_load")
@@ -132,19 +132,6 @@ _NOMINAL = [WidthMeasurement(0.25, "cortex-m4", 0.78, 750_000, True),
             WidthMeasurement(1.0, "cortex-m4", 0.93, 8_000_000, True)]
 
 
-def _one_core(points: list[OperatingPoint], core: str | None) -> list[OperatingPoint]:
-    if core is not None:
-        points = [p for p in points if p.core == core]
-        if not points:
-            raise InputError(f"no operating points of core '{core}'")
-    if not points:
-        raise InputError("no operating points given")
-    cores = sorted({p.core for p in points})
-    if len(cores) > 1:
-        raise InputError(f"the points are of {', '.join(cores)}: pass core= to pick one")
-    return points
-
-
 def make_trace(n: int = 2000, seed: int = 0, points: list[OperatingPoint] | None = None,
                core: str | None = None) -> list[Request]:
     """A realistic trace of `n` requests, its budgets scaled to `points` (one core, or `core` of them;
@@ -166,7 +153,7 @@ def make_trace(n: int = 2000, seed: int = 0, points: list[OperatingPoint] | None
     """
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
         raise InputError(f"a trace needs n >= 1 requests, got {n!r}")
-    pts = _one_core(operating_points(_NOMINAL) if points is None else list(points), core)
+    pts = points_of_core(operating_points(_NOMINAL) if points is None else list(points), core)
     rng = np.random.default_rng(seed)
     top = max(p.accuracy for p in pts)
     biggest = [p for p in pts if p.accuracy == top]
@@ -340,7 +327,7 @@ def simulate(points: list[OperatingPoint], requests: list[Request], core: str, s
                        `point` and `meets_target` (False: no point does; then the point meeting most).
     With keep_steps, also `steps`: a list of Step, one per request (for plot_trace).
     """
-    pts = _one_core(list(points), core)
+    pts = points_of_core(list(points), core)
     if not requests:
         raise InputError("simulate needs at least one request")
     if isinstance(switch_instructions, bool) or not isinstance(switch_instructions, int) or switch_instructions < 0:
