@@ -4,7 +4,7 @@
     .venv/bin/python scripts/train_slimmable.py                 # both families, defaults below
     .venv/bin/python scripts/train_slimmable.py --only digits   # one of them
 
-Two families, each at widths 0.25, 0.5, 0.75 and 1.0 (microforge.dynamic.train has the method: sandwich
+Two families, each at widths 0.25, 0.5, 0.75 and 1.0 by default (--widths; microforge.dynamic.train has the method: sandwich
 rule, in-place distillation, switchable batch norm, BN folded at export):
 
 fsdd_slimmable: the DS-CNN of scripts/train_fsdd_kws.py (conv 10x4/2 x32, four depthwise-separable 3x3
@@ -174,7 +174,7 @@ def ship_family(family: str, data: dict, args, command: str) -> dict:
 
     started = time.monotonic()
     keras.utils.set_random_seed(args.seed)
-    net = dyn.SlimmableNet(arch, dyn.DEFAULT_WIDTHS)
+    net = dyn.SlimmableNet(arch, dyn.check_widths(args.widths))
     history = dyn.train(net, data["x_train"], data["y_train"], random_widths=args.random_widths,
                         temperature=args.temperature, validation=validation, **options)
     shared_seconds = time.monotonic() - started
@@ -298,12 +298,15 @@ def main(argv=None) -> int:
     parser.add_argument("--random-widths", type=int, default=2,
                         help="widths drawn between the smallest and largest per step (default: %(default)s)")
     parser.add_argument("--temperature", type=float, default=1.0, help="distillation temperature")
+    parser.add_argument("--widths", type=lambda text: tuple(float(w) for w in text.split(",")),
+                        default="0.25,0.5,0.75,1", help="comma-separated widths (default: %(default)s)")
     parser.add_argument("--seed", type=int, default=1)
     args = parser.parse_args(argv)
     command = " ".join(["python", "scripts/train_slimmable.py"] + (["--only", args.only] if args.only else [])
                        + ["--fsdd", args.fsdd, "--out", args.out, "--epochs-fsdd", str(args.epochs_fsdd),
                           "--epochs-digits", str(args.epochs_digits), "--random-widths", str(args.random_widths),
-                          "--temperature", f"{args.temperature:g}", "--seed", str(args.seed)])
+                          "--temperature", f"{args.temperature:g}", "--seed", str(args.seed),
+                          "--widths", ",".join(f"{w:g}" for w in args.widths)])
 
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     import tensorflow as tf

@@ -76,7 +76,8 @@ class ConstantPool:
         self.declarations: list[str] = []
         self.constant_bytes = 0
         self.names: set[str] = set()
-        self.tensor_constants: dict[int, str] = {}  # id of a constant Tensor -> its array
+        # id of a constant Tensor (or ("layout", id, name) for a re-laid-out copy of it) -> its array
+        self.tensor_constants: dict[object, str] = {}
 
     def unique(self, hint: str) -> str:
         base = "mf_" + c_identifier(hint)

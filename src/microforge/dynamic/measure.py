@@ -16,7 +16,7 @@ import numpy as np
 
 from microforge.bench.dataset import read_dataset
 from microforge.codegen.emit import generate
-from microforge.codegen.targets.qemu import run_on_qemu
+from microforge.codegen.targets.qemu import QemuResult, run_on_qemu
 from microforge.dynamic.family import Family
 from microforge.dynamic.image import generate_family
 from microforge.dynamic.points import TARGET_CORES, WidthMeasurement
@@ -69,7 +69,7 @@ def width_accuracies(family: Family, batch: np.ndarray, labels: np.ndarray) -> l
     return accuracies
 
 
-def _run(directory: Path, board: str, inputs, defines=()) -> "QemuResult":
+def _run(directory: Path, board: str, inputs, defines=()) -> QemuResult:
     return run_on_qemu(directory, board, [x.tobytes() for x in inputs], cflags=[*CFLAGS, *defines], stack_samples=1,
                        timeout_s=600.0)
 
