@@ -59,14 +59,15 @@ def dataset_arrays(family: Family, dataset) -> tuple[np.ndarray, np.ndarray]:
     return batch, np.asarray(labels)
 
 
-def width_accuracies(family: Family, batch: np.ndarray, labels: np.ndarray) -> list[float]:
-    accuracies = []
+def width_outputs(family: Family, batch: np.ndarray, labels: np.ndarray) -> list[np.ndarray]:
+    """Each width's outputs (N, classes) on the batch by the reference interpreter."""
+    outputs = []
     for k, graph in enumerate(family.graphs):
         scores = run(graph, batch).reshape(len(batch), -1)
         if scores.shape[1] <= labels.max():
             raise InputError(f"{family.where(k)}: {scores.shape[1]} outputs cannot score labels up to {labels.max()}")
-        accuracies.append(float(np.mean(scores.argmax(axis=1) == labels)))
-    return accuracies
+        outputs.append(scores)
+    return outputs
 
 
 def _run(directory: Path, board: str, inputs, defines=()) -> QemuResult:
@@ -84,9 +85,10 @@ def measure_family(family: Family, targets, dataset, core_samples: int = 8, prog
     say = progress or (lambda message: None)
     batch, labels = dataset_arrays(family, dataset)
     say(f"accuracy of {len(family.graphs)} widths on {len(batch)} samples (reference interpreter)")
-    accuracies = width_accuracies(family, batch, labels)
+    outputs = width_outputs(family, batch, labels)
+    accuracies = [float(np.mean(scores.argmax(axis=1) == labels)) for scores in outputs]
     probe = batch[:max(1, core_samples)]
-    expected = [run(graph, probe).reshape(len(probe), -1) for graph in family.graphs]
+    expected = [scores[:len(probe)] for scores in outputs]
     measurements, costs = [], {}
     for target in targets:
         core = TARGET_CORES[target]

@@ -24,7 +24,7 @@ from microforge.dynamic.family import Family
 from microforge.dynamic.image import FamilyImage, generate_family
 from microforge.dynamic.manager import KERNEL_DIR, Manager, to_units
 from microforge.dynamic.points import TARGET_CORES, OperatingPoint
-from microforge.dynamic.trace import DEFAULT_HEADROOM, DEFAULT_SMOOTHING, Request, oracle_choice, simulate
+from microforge.dynamic.trace import DEFAULT_HEADROOM, DEFAULT_SMOOTHING, Request, simulate
 from microforge.errors import DeviceError, InputError
 
 REPLY = re.compile(r"m-request-\[(\d+),([01]),(\d+),(\d+),(\d+),(\d+)\]")
@@ -78,20 +78,18 @@ def play_trace(family: Family, points: list[OperatingPoint], requests: list[Requ
                 raise DeviceError(f"{target}: no m-request-[...] reply to {command!r}")
             replies.append(tuple(int(v) for v in found[0].groups()))
     simulated = simulate(table, requests, core, headroom=headroom, smoothing=smoothing, keep_steps=True)
-    feasible = [oracle_choice(list(table), r)[1] for r in requests]
     met, kept, capped, accuracy, gaps = [], [], [], [], []
-    for r, (index, _ok, _width, _mhz, latency_us, _switches), step, f in zip(requests, replies, simulated["steps"],
-                                                                             feasible):
+    for r, (index, _ok, _width, _mhz, latency_us, _switches), step in zip(requests, replies, simulated["steps"]):
         p = table[index]
         accuracy.append(p.accuracy)
         gaps.append(abs(latency_us / 1000 - p.latency_ms / (1 - r.background_load)))
-        if f:
+        if step.feasible:
             met.append(r.latency_budget_ms is None or latency_us <= to_units(r.latency_budget_ms, 1000))
             kept.append(r.energy_budget_uj is None or p.energy_uj <= r.energy_budget_uj)
             capped.append(r.power_cap_mw is None or p.power_mw <= r.power_cap_mw)
     share = (lambda xs: sum(xs) / len(xs) if xs else None)
     return {
-        "target": target, "requests": len(requests), "infeasible": feasible.count(False),
+        "target": target, "requests": len(requests), "infeasible": simulated["infeasible"],
         "deadlines_met": share(met), "energy_budget_kept": share(kept), "power_cap_kept": share(capped),
         "mean_accuracy": sum(accuracy) / len(accuracy), "switches": replies[-1][5],
         "agreement": sum(index == step.index for (index, *_), step in zip(replies, simulated["steps"])) / len(requests),

@@ -268,7 +268,7 @@ def _meets(p: OperatingPoint, r: Request, latency_ms: float, energy_uj: float) -
             r.power_cap_mw is None or p.power_mw <= r.power_cap_mw)
 
 
-def oracle_choice(points: list[OperatingPoint], r: Request) -> tuple[int, bool]:
+def _oracle_choice(points: list[OperatingPoint], r: Request) -> tuple[int, bool]:
     """The oracle: the best point meeting the budgets under the request's actual load (the manager's rule
     with exact latencies), else the cheapest; and whether the request is feasible."""
     best = None
@@ -333,7 +333,7 @@ def simulate(points: list[OperatingPoint], requests: list[Request], core: str, s
     if isinstance(switch_instructions, bool) or not isinstance(switch_instructions, int) or switch_instructions < 0:
         raise InputError(f"switch_instructions must be an integer >= 0, got {switch_instructions!r}")
     manager = Manager(pts, feedback=True, smoothing=smoothing, headroom=headroom)
-    oracle = [oracle_choice(pts, r) for r in requests]
+    oracle = [_oracle_choice(pts, r) for r in requests]
     feasible = [f for _, f in oracle]
     choices, factors = [], []
     for r in requests:

@@ -743,18 +743,21 @@ MF_INLINE void mf_fc_s8_dsp_body(const mf_fc_params *p, const int8_t *input, int
     }
 }
 
-void mf_fc_s8_dsp(const mf_fc_params *p, const int8_t *input, int8_t *output, int32_t *scratch) {
+/* The int8 matrix product in the clamp mode its range needs (split: a constant where this is inlined). */
+MF_INLINE void mf_fc_s8_dsp_clamped(const mf_fc_params *p, const int8_t *input, int8_t *output, int32_t *scratch,
+                                    int split) {
     if (p->q.act_min == -128 && p->q.act_max == 127)
-        mf_fc_s8_dsp_body(p, input, output, scratch, MF_MM_FULL, 0, 0);
+        mf_fc_s8_dsp_body(p, input, output, scratch, MF_MM_FULL, 0, split);
     else
-        mf_fc_s8_dsp_body(p, input, output, scratch, MF_MM_CLAMP, 0, 0);
+        mf_fc_s8_dsp_body(p, input, output, scratch, MF_MM_CLAMP, 0, split);
+}
+
+void mf_fc_s8_dsp(const mf_fc_params *p, const int8_t *input, int8_t *output, int32_t *scratch) {
+    mf_fc_s8_dsp_clamped(p, input, output, scratch, 0);
 }
 
 void mf_fc_s8_split_dsp(const mf_fc_params *p, const int8_t *input, int8_t *output, int32_t *scratch) {
-    if (p->q.act_min == -128 && p->q.act_max == 127)
-        mf_fc_s8_dsp_body(p, input, output, scratch, MF_MM_FULL, 0, 1);
-    else
-        mf_fc_s8_dsp_body(p, input, output, scratch, MF_MM_CLAMP, 0, 1);
+    mf_fc_s8_dsp_clamped(p, input, output, scratch, 1);
 }
 
 void mf_fc_acc_dsp(const mf_fc_params *p, const int8_t *input, int32_t *acc, int32_t *scratch, mf_acc_sink *sink) {
@@ -937,18 +940,20 @@ MF_INLINE void mf_conv_s8_dsp_body(const mf_conv_params *p, const int8_t *input,
     }
 }
 
-void mf_conv_s8_dsp(const mf_conv_params *p, const int8_t *input, int8_t *output, int32_t *scratch) {
+MF_INLINE void mf_conv_s8_dsp_clamped(const mf_conv_params *p, const int8_t *input, int8_t *output,
+                                      int32_t *scratch, int split) {
     if (p->q.act_min == -128 && p->q.act_max == 127)
-        mf_conv_s8_dsp_body(p, input, output, scratch, MF_MM_FULL, 0, 0);
+        mf_conv_s8_dsp_body(p, input, output, scratch, MF_MM_FULL, 0, split);
     else
-        mf_conv_s8_dsp_body(p, input, output, scratch, MF_MM_CLAMP, 0, 0);
+        mf_conv_s8_dsp_body(p, input, output, scratch, MF_MM_CLAMP, 0, split);
+}
+
+void mf_conv_s8_dsp(const mf_conv_params *p, const int8_t *input, int8_t *output, int32_t *scratch) {
+    mf_conv_s8_dsp_clamped(p, input, output, scratch, 0);
 }
 
 void mf_conv_s8_split_dsp(const mf_conv_params *p, const int8_t *input, int8_t *output, int32_t *scratch) {
-    if (p->q.act_min == -128 && p->q.act_max == 127)
-        mf_conv_s8_dsp_body(p, input, output, scratch, MF_MM_FULL, 0, 1);
-    else
-        mf_conv_s8_dsp_body(p, input, output, scratch, MF_MM_CLAMP, 0, 1);
+    mf_conv_s8_dsp_clamped(p, input, output, scratch, 1);
 }
 
 void mf_conv_acc_dsp(const mf_conv_params *p, const int8_t *input, int32_t *acc, int32_t *scratch,

@@ -380,18 +380,12 @@ def accumulator_matrix(ctx: EmitContext, name: str, w_data: np.ndarray, rows: in
 
 
 def accumulator_conv(ctx: EmitContext, name: str, x: Tensor, out: Tensor, win: Window, w_data: np.ndarray, q: str,
-                     zero_point: int, shared: Tensor | None = None) -> AccumulatorLayer:
-    """A convolution of one image with one group on widened patches (zero_point read outside the input).
-    `shared`: the wider weights whose leading output channels w_data are (their stream, a record per
-    channel, holds w_data's as a prefix)."""
+                     zero_point: int) -> AccumulatorLayer:
+    """A convolution of one image with one group on widened patches (zero_point read outside the input)."""
     _, h, width, c = x.shape
     out_c = out.shape[3]
     patch_weights, run = dsp_patch_weights(w_data, win.kh, win.kw, c)
-    if shared is None:
-        weights = ctx.constant(f"{name}_wacc", dsp_stream(patch_weights, None), "int32_t")
-    else:
-        weights = ctx.constant_once(shared, f"{shared.name}_wacc", lambda: dsp_stream(dsp_patch_weights(
-            shared.data.reshape(shared.shape[0], -1), win.kh, win.kw, c)[0], None))
+    weights = ctx.constant(f"{name}_wacc", dsp_stream(patch_weights, None), "int32_t")
     params = ctx.struct("mf_conv_params", f"{name}_acc", dict(
         weights=weights, **conv_geometry(x, out, win), groups=1, depth_multiplier=1, input_zero_point=zero_point,
         q=q))
@@ -401,21 +395,17 @@ def accumulator_conv(ctx: EmitContext, name: str, x: Tensor, out: Tensor, win: W
 
 
 def accumulator_depthwise(ctx: EmitContext, name: str, x: Tensor, out: Tensor, win: Window, w_data: np.ndarray,
-                          q: str, zero_point: int, direction: str, shared: Tensor | None = None) -> AccumulatorLayer:
+                          q: str, zero_point: int, direction: str) -> AccumulatorLayer:
     """A 3x3 depthwise convolution of one image, multiplier 1, channels a multiple of 4, w_data [c][9].
     direction: "either" (the plan picks: backward over the upper part of the input), "forward" or
-    "backward" (fixed). `shared`: the wider weights whose leading channels w_data are (their words, in
-    groups of 4 channels, hold w_data's as a prefix)."""
+    "backward" (fixed)."""
     _, h, width, c = x.shape
     fields = {}
     if window_leaves_input(win, h, width):  # the taps outside read the zero point from flash
         fields["zero_row"] = ctx.constant(f"{name}_zero_row", np.full(c, zero_point, np.int8), "int8_t")
     backward = direction == "backward" or (direction == "either" and ctx.runs_backward(x, out))
-    weights = ctx.constant(f"{name}_wacc", dsp_depthwise_words(w_data), "int32_t") if shared is None else \
-        ctx.constant_once(shared, f"{shared.name}_wacc", lambda: dsp_depthwise_words(
-            np.ascontiguousarray(shared.data.reshape(9, shared.shape[3]).T)))
     params = ctx.struct("mf_conv_params", f"{name}_acc", dict(
-        weights=weights, **conv_geometry(x, out, win),
+        weights=ctx.constant(f"{name}_wacc", dsp_depthwise_words(w_data), "int32_t"), **conv_geometry(x, out, win),
         groups=1, depth_multiplier=1, input_zero_point=zero_point, q=q, backward=int(backward), **fields))
     distance = depthwise_safe_distance(win, h, width, c)
     overlap = {"either": distance, "forward": SafeDistance(below=distance.below),
@@ -524,13 +514,19 @@ def lower_conv_2d(op: Op, ctx: EmitContext) -> Call:
     pointwise = kh == 1 and kw == 1 and win.stride_h == 1 and win.stride_w == 1 and groups == 1
     shared = ctx.shared_weights(w)
     if shared is not None:
-        return _shared_conv(op, ctx, x, w, out, shared, win, pointwise, w_data)
-    rq = _requant(op, x, w, out, w_data, out_c, axis=0, dsp=ctx.target in DSP_TARGETS)
-    if pointwise and rq.dq is not None:
+        if not pointwise and (tuple(shared.shape[1:]) != tuple(w.shape[1:]) or groups != 1):
+            raise UnsupportedError(f"{op.where}: weights '{w.name}' {list(w.shape)} take fewer input channels than "
+                                   f"the shared {list(shared.shape)}: only 1x1 convolutions can share those")
+        rq = _requant(op, x, w, out, w_data, out_c, axis=0, dsp=ctx.target in DSP_TARGETS and batches == 1)
+        if rq.dq is not None and (batches * h * width > 1 or not pointwise):
+            return _split_conv(ctx, x, out, shared, win, pointwise, w_data, rq)
+    else:
+        rq = _requant(op, x, w, out, w_data, out_c, axis=0, dsp=ctx.target in DSP_TARGETS)
+    if shared is None and pointwise and rq.dq is not None:
         return _dsp_fc(ctx, name, w_data.reshape(out_c, c), batches * h * width, rq,
                        _c_in(ctx, x, "int8_t"), ctx.tensor(out),
                        ["1x1 convolution as a matrix product, SMLAD on widened rows"])
-    if rq.dq is not None and groups == 1:
+    if shared is None and rq.dq is not None and groups == 1:
         patch_weights, run = dsp_patch_weights(w_data, kh, kw, c)
         depth = patch_weights.shape[1]
         weights = ctx.constant(f"{name}_wdsp", dsp_stream(patch_weights, rq.dq), "int32_t")
@@ -544,16 +540,18 @@ def lower_conv_2d(op: Op, ctx: EmitContext) -> Call:
                     scratch_bytes=dsp_conv_scratch(depth, run), overlaps=overlaps,
                     notes=["convolution on widened patches, SMLAD"])
     q = rq.c(ctx)
-    if ctx.target in DSP_TARGETS and groups == 1 and batches == 1:
+    if shared is None and ctx.target in DSP_TARGETS and groups == 1 and batches == 1:
         if pointwise:
             layer = accumulator_matrix(ctx, name, w_data.reshape(out_c, c), h * width, q)
             return _exact_call("mf_fc_s8_exact_dsp", layer, ctx, x, out)
         layer = accumulator_conv(ctx, name, x, out, win, w_data, q, x.zero_point)
         return _exact_call("mf_conv_s8_exact_dsp", layer, ctx, x, out)
-    weights = ctx.tensor(w)  # [out][kh][kw][in/groups]: TFLite's layout is the kernel's
-    if pointwise:
+    # [out][kh][kw][in/groups]: TFLite's layout is the kernel's; a shared member reads the widest member's
+    weights = ctx.tensor(w if shared is None else shared)
+    if pointwise:  # a shared member's rows are the first columns of the widest member's
+        pitch = {} if shared is None else {"weight_pitch": shared.shape[-1]}
         params = ctx.struct("mf_fc_params", f"{name}_pw", dict(
-            weights=weights, rows=batches * h * width, in_features=c, out_features=out_c, q=q))
+            weights=weights, rows=batches * h * width, in_features=c, out_features=out_c, **pitch, q=q))
         return Call(f"mf_fc_s8({params}, {_c_in(ctx, x, 'int8_t')}, {ctx.tensor(out)});", SOURCES,
                     notes=["1x1 convolution as a matrix product"],
                     overlaps={0: _rows_safe_distance(batches * h * width, c, out_c)})
@@ -573,62 +571,37 @@ def lower_conv_2d(op: Op, ctx: EmitContext) -> Call:
                 scratch_bytes=scratch_bytes, overlaps=overlaps)
 
 
-def _shared_conv(op: Op, ctx: EmitContext, x: Tensor, w: Tensor, out: Tensor, shared: Tensor, win: Window,
-                 pointwise: bool, w_data: np.ndarray) -> Call:
-    """A CONV_2D whose weights are the leading slice of a wider member's (a weight-shared family): kernels
-    that read the wider member's weights in place, skipping the wider rows' extra columns. On Cortex-M4/M7
-    (where the short requantization is exact) the split streams of mf_fc_s8_dsp / mf_conv_s8_dsp: the
-    shared weight words apart from this member's constants; elsewhere TFLite's layout (mf_fc_s8's
-    weight_pitch, mf_conv_s8)."""
+def _split_conv(ctx: EmitContext, x: Tensor, out: Tensor, shared: Tensor, win: Window, pointwise: bool,
+                w_data: np.ndarray, rq: _Requant) -> Call:
+    """A CONV_2D of a weight-shared family's member on Cortex-M4/M7 (rq.dq: the short requantization is
+    exact): the split streams of mf_fc_s8_split_dsp / mf_conv_s8_split_dsp, the widest member's weight
+    words apart from this member's constants (1x1: the wider rows' words skipped; otherwise this member's
+    channels are a prefix)."""
     batches, h, width, c = x.shape
-    out_c = w.shape[0]
-    rows = batches * h * width
-    if not pointwise and (tuple(shared.shape[1:]) != tuple(w.shape[1:]) or c != w.shape[3]):
-        raise UnsupportedError(f"{op.where}: weights '{w.name}' {list(w.shape)} take fewer input channels than "
-                               f"the shared {list(shared.shape)}: only 1x1 convolutions can share those")
-    rq = _requant(op, x, w, out, w_data, out_c, axis=0, dsp=ctx.target in DSP_TARGETS and batches == 1)
+    out_c = out.shape[3]
     x_ptr, y_ptr = _c_in(ctx, x, "int8_t"), ctx.tensor(out)
     full = shared.data.reshape(shared.shape[0], -1)
-    if rq.dq is not None and pointwise and rows > 1:  # SMLAD on widened rows, the wider rows' words skipped
+    split = ctx.constant(f"{out.name}_split", rq.dq.astype(np.int32), "int32_t")
+    if pointwise:
+        rows = batches * h * width
         params = ctx.struct("mf_fc_params", f"{out.name}_mm", dict(
             weights=ctx.constant_once(shared, f"{shared.name}_words", lambda: dsp_words(full)), rows=rows,
-            in_features=c, out_features=out_c, weight_pitch=full.shape[1],
-            split=ctx.constant(f"{out.name}_split", rq.dq.astype(np.int32), "int32_t"),
+            in_features=c, out_features=out_c, weight_pitch=full.shape[1], split=split,
             q=rq.c(ctx, in_stream=True)))
         _, scratch_bytes = dsp_fc_scratch(rows, c, out_c)
         return Call(f"mf_fc_s8_split_dsp({params}, {x_ptr}, {y_ptr}, (int32_t *){ctx.scratch()});", SOURCES,
                     scratch_bytes=scratch_bytes, notes=["1x1 convolution on shared weights, SMLAD on widened rows"],
                     overlaps={0: widened_rows_safe_distance(rows, c, out_c, False)})
-    if rq.dq is not None and not pointwise:  # widened patches; every member's channels are a prefix
-        patch_weights, run = dsp_patch_weights(w_data, win.kh, win.kw, c)
-        params = ctx.struct("mf_conv_params", f"{out.name}_conv", dict(
-            weights=ctx.constant_once(shared, f"{shared.name}_words", lambda: dsp_words(
-                dsp_patch_weights(full, win.kh, win.kw, c)[0])),
-            **conv_geometry(x, out, win), groups=1, depth_multiplier=1, input_zero_point=x.zero_point,
-            split=ctx.constant(f"{out.name}_split", rq.dq.astype(np.int32), "int32_t"),
-            q=rq.c(ctx, in_stream=True)))
-        return Call(f"mf_conv_s8_split_dsp({params}, {x_ptr}, {y_ptr}, (int32_t *){ctx.scratch()});", SOURCES,
-                    scratch_bytes=dsp_conv_scratch(patch_weights.shape[1], run),
-                    overlaps={0: gathered_safe_distance(win, h, width, c, out_c)},
-                    notes=["convolution on shared weights, SMLAD on widened patches"])
-    q = rq.c(ctx)
-    if pointwise and batches == 1:
-        params = ctx.struct("mf_fc_params", f"{out.name}_pw", dict(
-            weights=ctx.tensor(shared), rows=rows, in_features=c, out_features=out_c,
-            weight_pitch=shared.shape[-1], q=q))
-        return Call(f"mf_fc_s8({params}, {x_ptr}, {y_ptr});", SOURCES,
-                    notes=["1x1 convolution as a matrix product, on shared weights"],
-                    overlaps={0: _rows_safe_distance(rows, c, out_c)})
+    patch_weights, run = dsp_patch_weights(w_data, win.kh, win.kw, c)
     params = ctx.struct("mf_conv_params", f"{out.name}_conv", dict(
-        weights=ctx.tensor(shared), **conv_geometry(x, out, win), groups=1, depth_multiplier=1,
-        input_zero_point=x.zero_point, q=q))
-    if _contiguous_patches(win, h, width, 1):
-        scratch, scratch_bytes = "(int8_t *)0", 0
-    else:
-        scratch_bytes = 2 * win.kh * win.kw * c
-        scratch = f"(int8_t *){ctx.scratch()}"
-    return Call(f"mf_conv_s8({params}, {x_ptr}, {y_ptr}, {scratch});", SOURCES,
-                scratch_bytes=scratch_bytes, notes=["convolution on shared weights"])
+        weights=ctx.constant_once(shared, f"{shared.name}_words", lambda: dsp_words(
+            dsp_patch_weights(full, win.kh, win.kw, c)[0])),
+        **conv_geometry(x, out, win), groups=1, depth_multiplier=1, input_zero_point=x.zero_point, split=split,
+        q=rq.c(ctx, in_stream=True)))
+    return Call(f"mf_conv_s8_split_dsp({params}, {x_ptr}, {y_ptr}, (int32_t *){ctx.scratch()});", SOURCES,
+                scratch_bytes=dsp_conv_scratch(patch_weights.shape[1], run),
+                overlaps={0: gathered_safe_distance(win, h, width, c, out_c)},
+                notes=["convolution on shared weights, SMLAD on widened patches"])
 
 
 def _shared_depthwise_words(ctx: EmitContext, shared: Tensor, dq: np.ndarray, taps: int) -> str | None:
@@ -718,21 +691,18 @@ def lower_fully_connected(op: Op, ctx: EmitContext) -> Call:
         return Call(f"mf_fc_f32({params}, {_c_in(ctx, x, 'float')}, {ctx.tensor(out)});", SOURCES)
     w_data = constant_data(op, w, "weights")
     _check_depth(op, in_features)
-    shared = ctx.shared_weights(w)
-    if shared is not None:  # rows of the widest member, read with their pitch
-        q = _requant(op, x, w, out, w_data, out_features, axis=0).c(ctx)
-        params = ctx.struct("mf_fc_params", f"{name}_fc", dict(weights=ctx.tensor(shared), **shape,
-                                                               weight_pitch=shared.shape[-1], q=q))
-        return Call(f"mf_fc_s8({params}, {_c_in(ctx, x, 'int8_t')}, {ctx.tensor(out)});", SOURCES,
-                    overlaps={0: _rows_safe_distance(rows, in_features, out_features)})
-    rq = _requant(op, x, w, out, w_data, out_features, axis=0, dsp=ctx.target in DSP_TARGETS)
+    shared = ctx.shared_weights(w)  # a shared member reads the widest member's rows with their pitch
+    dsp = ctx.target in DSP_TARGETS and shared is None
+    rq = _requant(op, x, w, out, w_data, out_features, axis=0, dsp=dsp)
     if rq.dq is not None:
         return _dsp_fc(ctx, name, w_data.reshape(out_features, in_features), rows, rq,
                        _c_in(ctx, x, "int8_t"), ctx.tensor(out), [])
     q = rq.c(ctx)
-    if ctx.target in DSP_TARGETS:
+    if dsp:
         layer = accumulator_matrix(ctx, name, w_data.reshape(out_features, in_features), rows, q)
         return _exact_call("mf_fc_s8_exact_dsp", layer, ctx, x, out)
-    params = ctx.struct("mf_fc_params", f"{name}_fc", dict(weights=ctx.tensor(w), **shape, q=q))
+    pitch = {} if shared is None else {"weight_pitch": shared.shape[-1]}
+    params = ctx.struct("mf_fc_params", f"{name}_fc", dict(weights=ctx.tensor(w if shared is None else shared),
+                                                           **shape, **pitch, q=q))
     return Call(f"mf_fc_s8({params}, {_c_in(ctx, x, 'int8_t')}, {ctx.tensor(out)});", SOURCES,
                 overlaps={0: _rows_safe_distance(rows, in_features, out_features)})
