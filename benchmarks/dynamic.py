@@ -1,13 +1,14 @@
 """Dynamic DNNs on the emulated cores: the shipped weight-shared families (models/dynamic/), each in one C
-image, measured as operating points (width x core x clock) and driven by the runtime manager on a
+image, measured as operating points (member x core x clock; a member is a width, or a width x depth)
+and driven by the runtime manager on a
 2,000-request budget trace, in Python and in the firmware.
 
 Measured here, in one run:
-- flash of the family image beside the widest width alone and the widths as separate models (each
+- flash of the family image beside the widest member alone and the members as separate models (each
   generated alone with its own fastest kernels), on each core; its one arena beside the widest alone's;
-- accuracy per width on the test set (the family's int8 image, bit-exact with the reference) beside the
-  same width trained alone (scripts/train_slimmable.py measured those, int8 by our quantizer);
-- instructions per width in the family image and alone, the switch (mf_set_operating_point) cost;
+- accuracy per member on the test set (the family's int8 image, bit-exact with the reference) beside the
+  same member trained alone (scripts/train_slimmable.py measured those, int8 by our quantizer);
+- instructions per member in the family image and alone, the switch (mf_set_operating_point) cost;
 - every operating point, the Pareto front, and the energy range;
 - the trace (trace.make_trace, seed 0) replayed by the manager in Python against the oracle and every
   static point, and by the manager running in the firmware on qemu (dynamic.onchip).
@@ -38,7 +39,7 @@ from microforge.bench.dataset import fsdd_kws_dataset, write_dataset  # noqa: E4
 from microforge.dynamic.family import load_family  # noqa: E402
 from microforge.dynamic.measure import points_document  # noqa: E402
 from microforge.dynamic.onchip import play_trace  # noqa: E402
-from microforge.dynamic.points import TARGET_CORES, plot_points  # noqa: E402
+from microforge.dynamic.points import TARGET_CORES, member_name, plot_points  # noqa: E402
 from microforge.dynamic.trace import make_trace, plot_trace, simulate, write_trace  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
@@ -70,12 +71,13 @@ def family_section(name: str, requests: int, tmp: Path) -> dict:
     document, points = points_document(family, list(TARGETS), dataset, progress=lambda m: print(f"  {name}: {m}"))
     (family.directory / "points.json").write_text(json.dumps(document, indent=1) + "\n")
     plot_points(points, RESULTS / f"dynamic_{name}_points.png")
-    widths = family.manifest.get("info", {}).get("widths", {})
+    trained_members = family.manifest.get("info", {}).get("widths", {})  # keyed "0.25", or "0.25/2" with depths
+    members = list(zip(family.widths, family.depths))
     accuracy = []
-    for k, w in enumerate(family.widths):
-        trained = widths.get(f"{w:g}", widths.get(str(w), {}))
-        shared = next(p.accuracy for p in points if p.width == w)
-        accuracy.append({"width": w, "shared_int8": shared,
+    for w, d in members:
+        trained = trained_members.get(member_name(w, d), trained_members.get(str(w), {}))
+        shared = next(p.accuracy for p in points if p.member == (w, d))
+        accuracy.append({"width": w, "depth": d, "shared_int8": shared,
                          "alone_int8": trained.get("int8_test_accuracy_alone"),
                          "shared_float": trained.get("float_test_accuracy_shared"),
                          "alone_float": trained.get("float_test_accuracy_alone"),
@@ -85,7 +87,7 @@ def family_section(name: str, requests: int, tmp: Path) -> dict:
         core = TARGET_CORES[target]
         cost = document["family"]["per_core"][core]
         mine = [p for p in points if p.core == core]
-        family_instructions = [next(p.instructions for p in mine if p.width == w) for w in family.widths]
+        family_instructions = [next(p.instructions for p in mine if p.member == m) for m in members]
         most_accurate = max(mine, key=lambda p: (p.accuracy, p.mhz))
         cheapest = min(mine, key=lambda p: p.energy_uj)
         cores[core] = {
@@ -97,7 +99,7 @@ def family_section(name: str, requests: int, tmp: Path) -> dict:
             "most_accurate_point": most_accurate.to_json(), "cheapest_point": cheapest.to_json(),
             "bit_exact": all(p.bit_exact for p in mine),
         }
-    section = {"family": name, "widths": family.widths, "dataset_samples": document["family"]["dataset_samples"],
+    section = {"family": name, "widths": family.widths, "depths": family.depths, "dataset_samples": document["family"]["dataset_samples"],
                "accuracy": accuracy, "cores": cores, "measure_seconds": round(time.time() - t0, 1)}
     if name == TRACE_FAMILY:
         section["trace"] = trace_section(family, points, dataset, requests, tmp,
@@ -131,18 +133,19 @@ def targets(report: dict) -> list[tuple[str, str, bool]]:
         rows.append((f"{core}: >= 16 operating points from exact instruction counts", str(c["points"]),
                      c["points"] >= 16 and c["bit_exact"]))
         ratio = c["flash_bytes"] / c["largest_alone_flash_bytes"]
-        rows.append((f"{core}: family flash <= 1.05x the largest width alone",
+        rows.append((f"{core}: family flash <= 1.05x the largest member alone",
                      f"{ratio:.2f}x ({c['flash_bytes']:,} B vs {c['largest_alone_flash_bytes']:,} B; separate models "
                      f"{c['separate_flash_bytes'] / c['largest_alone_flash_bytes']:.2f}x)", ratio <= 1.05))
-        rows.append((f"{core}: switch < 1% of the smallest width's inference, no extra RAM",
+        rows.append((f"{core}: switch < 1% of the smallest member's inference, no extra RAM",
                      f"{100 * c['switch_share_of_smallest_inference']:.4f}% ({c['switch_instructions']} instructions); "
                      f"arena {c['arena_bytes']:,} B vs {c['largest_alone_arena_bytes']:,} B alone",
                      c["switch_share_of_smallest_inference"] < 0.01 and c["arena_bytes"] <= c["largest_alone_arena_bytes"]))
         rows.append((f"{core}: >= 10x energy per inference, cheapest to most accurate point",
                      f"{c['energy_range']:.1f}x", c["energy_range"] >= 10))
-    gaps = [(a["width"], 100 * (a["shared_int8"] - a["alone_int8"])) for a in fam["accuracy"] if a["alone_int8"] is not None]
-    rows.append(("each width within 1 point of the same width trained alone (int8)",
-                 ", ".join(f"{w:g}: {g:+.2f}" for w, g in gaps), all(g >= -1.0 for _, g in gaps)))
+    gaps = [(member_name(a["width"], a["depth"]), 100 * (a["shared_int8"] - a["alone_int8"])) for a in fam["accuracy"]
+            if a["alone_int8"] is not None]
+    rows.append(("each member within 1 point of the same member trained alone (int8)",
+                 ", ".join(f"{m}: {g:+.2f}" for m, g in gaps), all(g >= -1.0 for _, g in gaps)))
     for core, t in fam.get("trace", {}).items():
         s, f = t["simulated"], t["firmware"]
         best_static = s["static_best"]
@@ -154,10 +157,14 @@ def targets(report: dict) -> list[tuple[str, str, bool]]:
                      s["oracle"]["mean_accuracy"] - s["mean_accuracy"] <= 0.005))
         rows.append((f"{core}: >= 5 points above the best static model meeting the deadlines",
                      f"{100 * (s['mean_accuracy'] - best_static['mean_accuracy']):+.2f} points (static "
-                     f"{best_static['point']['width']:g} at {best_static['point']['mhz']} MHz, "
+                     f"{point_name(best_static['point'])} at {best_static['point']['mhz']} MHz, "
                      f"{100 * best_static['mean_accuracy']:.2f}%)",
                      s["mean_accuracy"] - best_static["mean_accuracy"] >= 0.05))
     return rows
+
+
+def point_name(point: dict) -> str:
+    return member_name(point["width"], point.get("depth"))
 
 
 def markdown(report: dict) -> str:
@@ -168,14 +175,15 @@ def markdown(report: dict) -> str:
     lines += [f"| {t} | {m} | {'yes' if ok else 'NO'} |" for t, m, ok in report["targets"]]
     for fam in report["families"]:
         lines += ["", f"## {fam['family']} ({fam['dataset_samples']} test samples)", "",
-                  "| width | MACs | int8, shared | int8, trained alone | float, shared | float, alone |",
+                  f"| {'width' if fam['depths'][0] is None else 'width/depth'} | MACs | int8, shared | int8, trained alone | "
+                  "float, shared | float, alone |",
                   "|---|---|---|---|---|---|"]
         for a in fam["accuracy"]:
             cell = (lambda v: f"{100 * v:.2f}%" if v is not None else "-")
-            lines.append(f"| {a['width']:g} | {a['macs'] or '-':,} | {cell(a['shared_int8'])} | {cell(a['alone_int8'])} | "
+            lines.append(f"| {member_name(a['width'], a['depth'])} | {a['macs'] or '-':,} | {cell(a['shared_int8'])} | {cell(a['alone_int8'])} | "
                          f"{cell(a['shared_float'])} | {cell(a['alone_float'])} |")
         lines += ["", "| core | family flash | widest alone | separate models | arena (family / alone) | "
-                      "instructions per width: family (alone) | switch | energy range |",
+                      "instructions per member: family (alone) | switch | energy range |",
                   "|---|---|---|---|---|---|---|---|"]
         for core, c in fam["cores"].items():
             per = ", ".join(f"{f:,} ({a:,})" for f, a in zip(c["family_instructions"], c["alone_instructions"]))
@@ -188,7 +196,7 @@ def markdown(report: dict) -> str:
                       "| policy | deadlines met | energy budget kept | power cap kept | mean accuracy | switches |",
                       "|---|---|---|---|---|---|"]
             rows = [("manager (Python)", s), ("manager (firmware on qemu)", f), ("oracle", s["oracle"]),
-                    (f"best static ({s['static_best']['point']['width']:g} @ {s['static_best']['point']['mhz']} MHz)",
+                    (f"best static ({point_name(s['static_best']['point'])} @ {s['static_best']['point']['mhz']} MHz)",
                      s["static_best"]), ("static largest", s["static_largest"]), ("static smallest", s["static_smallest"])]
             for label, r in rows:
                 pct = (lambda v: f"{100 * v:.2f}%" if v is not None else "-")

@@ -16,10 +16,14 @@ digits_slimmable: a small DS-CNN (conv 3x3 x16, two depthwise-separable 3x3 bloc
 dense 10, softmax; dropout 0.1 before the pool) on scikit-learn's 8 x 8 digits, values scaled to [0, 1],
 split by a fixed permutation (seed 1): the first 80% train, the last 20% test.
 
-For each family, every width is also trained alone (the same architecture at that width, nothing shared,
+--depths 1,2,4 adds depth options: the family's members are then every (width, depth) pair, a member of
+depth d running the first d depthwise-separable blocks (training samples members, not widths, for the
+sandwich).
+
+For each family, every member is also trained alone (the same architecture at that width, nothing shared,
 plain cross-entropy, same epochs, batches and schedule) as the baseline. Writes to
-models/dynamic/<family>/float/: width_<w>.tflite (the shared family), alone_width_<w>.tflite (the
-baselines), training.json (how they were made and their float and int8 test accuracies; int8 by
+models/dynamic/<family>/float/: width_<w>.tflite or width_<w>_depth_<d>.tflite (the shared family),
+alone_width_<w>[_depth_<d>].tflite (the baselines), training.json (how they were made and their float and int8 test accuracies; int8 by
 microforge's quantizer and reference interpreter). The calibration inputs (300 training samples, float32,
 (N, *input shape)) go to build/dynamic/<family>/calibration.npy, not into the models folder; if
 microforge.dynamic.family.save_family exists it is handed the family to quantize.
@@ -174,40 +178,45 @@ def ship_family(family: str, data: dict, args, command: str) -> dict:
 
     started = time.monotonic()
     keras.utils.set_random_seed(args.seed)
-    net = dyn.SlimmableNet(arch, dyn.check_widths(args.widths))
+    net = dyn.SlimmableNet(arch, dyn.check_widths(args.widths), depths=args.depths)
     history = dyn.train(net, data["x_train"], data["y_train"], random_widths=args.random_widths,
                         temperature=args.temperature, validation=validation, **options)
     shared_seconds = time.monotonic() - started
+    # without --depths a member is its width alone (depth None: every block), as in the files' names
+    members = [(w, d if args.depths else None) for w, d in net.members()]
     paths = {}
-    for width in net.widths:
-        paths[width] = out_dir / f"width_{width}.tflite"
-        paths[width].write_bytes(dyn.export_tflite(net, width))
-    dyn.check_shared({w: read_tflite(p) for w, p in paths.items()})
-    print(f"{arch.name}: shared family trained in {shared_seconds:.0f} s, weights shared across widths", flush=True)
+    for width, depth in members:
+        suffix = "" if depth is None else f"_depth_{depth}"
+        paths[width, depth] = out_dir / f"width_{width}{suffix}.tflite"
+        paths[width, depth].write_bytes(dyn.export_tflite(net, width, depth))
+    dyn.check_shared({(m if args.depths else m[0]): read_tflite(p) for m, p in paths.items()})
+    print(f"{arch.name}: shared family trained in {shared_seconds:.0f} s, weights shared across members", flush=True)
 
     widths = {}
-    for width in net.widths:
-        entry = {"channels": arch.hidden_channels(width)}
-        shared = evaluate(paths[width], data)
+    for width, depth in members:
+        key = dyn.member_key(net, width, depth)
+        entry = {"channels": arch.at(width, depth).hidden_channels()}
+        shared = evaluate(paths[width, depth], data)
         entry.update({"macs": shared["macs"], "parameters": shared["parameters"],
                       "float_test_accuracy_shared": shared["float_test_accuracy"],
                       "int8_test_accuracy_shared_independent": shared["int8_test_accuracy"]})
         if validation is not None:
-            entry["float_validation_accuracy_shared"] = round(history[-1]["validation_accuracy"][f"{width:g}"], 4)
+            entry["float_validation_accuracy_shared"] = round(history[-1]["validation_accuracy"][key], 4)
         keras.utils.set_random_seed(args.seed)
         started_alone = time.monotonic()
-        alone = dyn.train_alone(arch, width, data["x_train"], data["y_train"], validation=validation, **options)
-        alone_path = out_dir / f"alone_width_{width}.tflite"
+        alone = dyn.train_alone(arch, width, data["x_train"], data["y_train"], depth=depth, validation=validation,
+                                **options)
+        alone_path = out_dir / ("alone_" + paths[width, depth].name)
         alone_path.write_bytes(dyn.export_tflite(alone, 1.0))
         baseline = evaluate(alone_path, data)
         entry.update({"float_test_accuracy_alone": baseline["float_test_accuracy"],
                       "int8_test_accuracy_alone": baseline["int8_test_accuracy"],
                       "alone_training_seconds": round(time.monotonic() - started_alone)})
         entry["float_gap_pp"] = round(100 * (entry["float_test_accuracy_shared"] - entry["float_test_accuracy_alone"]), 2)
-        widths[f"{width}"] = entry
-        print(f"{arch.name} width {width}: {json.dumps(entry)}", flush=True)
+        widths[key] = entry
+        print(f"{arch.name} member {key}: {json.dumps(entry)}", flush=True)
 
-    middle = len(net.widths) - 2
+    middle = len(members) - 2
     between = "all" if args.random_widths >= middle else f"{args.random_widths} drawn at random"
     calibration_path = ROOT / "build" / "dynamic" / arch.name / "calibration.npy"
     calibration_path.parent.mkdir(parents=True, exist_ok=True)
@@ -222,14 +231,15 @@ def ship_family(family: str, data: dict, args, command: str) -> dict:
         "split": data["split"],
         "architecture": arch.describe(),
         "widths_trained": list(net.widths),
-        "training": {"method": f"sandwich rule: per step the largest width (on the labels), the smallest and "
-                               f"{between} of the widths between, in-place distillation (soft-target cross-entropy "
-                               f"at temperature {args.temperature:g}, stop-gradient on the largest width's outputs), "
+        "depths_trained": list(net.depths),
+        "training": {"method": f"sandwich rule: per step the largest member (on the labels), the smallest and "
+                               f"{between} of the members between, in-place distillation (soft-target cross-entropy "
+                               f"at temperature {args.temperature:g}, stop-gradient on the largest member's outputs), "
                                f"one BN per width, gamma >= {dyn.GAMMA_MIN:g}", "optimizer": "Adam, cosine decay to 0",
                      "learning_rate": options["learning_rate"], "batch_size": options["batch_size"],
                      "shared_training_seconds": round(shared_seconds),
-                     "alone": "each width on its own: same architecture at that width, plain cross-entropy, "
-                              "same epochs, batches, seed and schedule"},
+                     "alone": "each member on its own: same architecture at that width and depth, plain "
+                              "cross-entropy, same epochs, batches, seed and schedule"},
         "test_size": int(len(data["y_test"])),
         "accuracies": "test accuracy, by microforge's reference interpreter. float: the .tflite files here. "
                       "int8_..._independent and int8_..._alone: each float model quantized on its own by "
@@ -246,14 +256,14 @@ def ship_family(family: str, data: dict, args, command: str) -> dict:
     results_path = out_dir / "training.json"
     results_path.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
     family_dir = project_path(args.out) / arch.name
-    if hand_to_family(family_dir, net.widths, [paths[w] for w in net.widths], data["calibration"], results):
-        for width, accuracy in family_accuracies(family_dir, data).items():
-            widths[f"{width}"]["int8_test_accuracy_family"] = accuracy
+    if hand_to_family(family_dir, members, [paths[m] for m in members], data["calibration"], results):
+        for (width, depth), accuracy in zip(members, family_accuracies(family_dir, data)):
+            widths[dyn.member_key(net, width, depth)]["int8_test_accuracy_family"] = accuracy
         results_path.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
     return results
 
 
-def family_accuracies(family_dir: Path, data: dict) -> dict[float, float]:
+def family_accuracies(family_dir: Path, data: dict) -> list[float]:
     """Test accuracy of each int8 member that save_family wrote (microforge.dynamic.family.load_family,
     which also checks that the members share their weight bytes), by the reference interpreter."""
     from microforge.dynamic.family import load_family
@@ -262,14 +272,14 @@ def family_accuracies(family_dir: Path, data: dict) -> dict[float, float]:
 
     family = load_family(family_dir)
     x, y = data["x_test"], data["y_test"]
-    accuracies = {}
-    for width, graph in zip(family.widths, family.graphs):
+    accuracies = []
+    for graph in family.graphs:
         out = np.asarray(run(graph, quantize_inputs(graph, x))).reshape(len(x), -1)
-        accuracies[width] = round(float(np.mean(np.argmax(out, axis=1) == y)), 4)
+        accuracies.append(round(float(np.mean(np.argmax(out, axis=1) == y)), 4))
     return accuracies
 
 
-def hand_to_family(out_dir: Path, widths, float_models, calibration: np.ndarray, info: dict) -> bool:
+def hand_to_family(out_dir: Path, members, float_models, calibration: np.ndarray, info: dict) -> bool:
     """Give the family to microforge.dynamic.family.save_family (its quantized, shared-bytes form), if that
     exists; returns whether it did."""
     try:
@@ -280,8 +290,9 @@ def hand_to_family(out_dir: Path, widths, float_models, calibration: np.ndarray,
         print("note: microforge.dynamic.family.save_family does not exist yet; the int8 family was not saved",
               flush=True)
         return False
-    save_family(out_dir=out_dir, widths=list(widths), float_models=list(float_models), calibration=calibration,
-                info=info)
+    depths = [d for _, d in members]
+    save_family(out_dir=out_dir, widths=[w for w, _ in members], float_models=list(float_models),
+                calibration=calibration, info=info, depths=None if depths[0] is None else depths)
     print(f"save_family wrote the int8 family to {out_dir.relative_to(ROOT) if out_dir.is_relative_to(ROOT) else out_dir}",
           flush=True)
     return True
@@ -296,17 +307,20 @@ def main(argv=None) -> int:
     parser.add_argument("--epochs-fsdd", type=int, default=20)
     parser.add_argument("--epochs-digits", type=int, default=60)
     parser.add_argument("--random-widths", type=int, default=2,
-                        help="widths drawn between the smallest and largest per step (default: %(default)s)")
+                        help="members drawn between the smallest and largest per step (default: %(default)s)")
     parser.add_argument("--temperature", type=float, default=1.0, help="distillation temperature")
     parser.add_argument("--widths", type=lambda text: tuple(float(w) for w in text.split(",")),
                         default="0.25,0.5,0.75,1", help="comma-separated widths (default: %(default)s)")
+    parser.add_argument("--depths", type=lambda text: tuple(int(d) for d in text.split(",")), default=None,
+                        help="comma-separated block counts for depth options (default: none, every block runs)")
     parser.add_argument("--seed", type=int, default=1)
     args = parser.parse_args(argv)
     command = " ".join(["python", "scripts/train_slimmable.py"] + (["--only", args.only] if args.only else [])
                        + ["--fsdd", args.fsdd, "--out", args.out, "--epochs-fsdd", str(args.epochs_fsdd),
                           "--epochs-digits", str(args.epochs_digits), "--random-widths", str(args.random_widths),
                           "--temperature", f"{args.temperature:g}", "--seed", str(args.seed),
-                          "--widths", ",".join(f"{w:g}" for w in args.widths)])
+                          "--widths", ",".join(f"{w:g}" for w in args.widths)]
+                       + (["--depths", ",".join(map(str, args.depths))] if args.depths else []))
 
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     import tensorflow as tf

@@ -211,3 +211,98 @@ def test_the_shipped_families_share_and_equal_tflm(name):
     for graph in family.graphs:
         ours = run(graph, x)
         assert np.array_equal(ours, tflm_run(write_tflite(graph), [x])[0].reshape(ours.shape))
+
+
+# -- depth options: members that skip blocks ----------------------------------------------------------------
+
+DEEP_MEMBERS = [(0.5, 1), (0.5, 2), (1.0, 1), (1.0, 2)]  # (width, blocks run), smallest first
+
+
+def _deep_parameters(seed: int = 7) -> dict:
+    rng = np.random.default_rng(seed)
+    return {
+        "conv": rng.normal(0, 0.4, (FULL, 3, 3, 1)),
+        "blocks": [(rng.normal(0, 0.4, (1, 3, 3, FULL)), rng.normal(0, 0.3, (FULL, 1, 1, FULL))) for _ in range(2)],
+        "fc": rng.normal(0, 0.3, (CLASSES, FULL)), "fc_bias": rng.normal(0, 0.1, CLASSES),
+        "gains": {w: rng.uniform(0.5, 1.5, (5, FULL)) for w in (0.5, 1.0)},  # a BN per width and layer
+        "shifts": {w: rng.normal(0, 0.1, (5, FULL)) for w in (0.5, 1.0)},
+    }
+
+
+def deep_member(p: dict, width: float, depth: int) -> "Graph":
+    """A conv 3x3/2, `depth` of two depthwise-separable blocks, average pool, dense, softmax; BN folded."""
+    c = round(width * FULL)
+    g, s = p["gains"][width], p["shifts"][width]
+    f32 = np.float32
+    b = GraphBuilder()
+    x = b.input("x", (1, 8, 6, 1), f32)
+    h = b.activation("stem", (1, 4, 3, c), f32)
+    b.op("CONV_2D", [x, b.constant("conv/w", (p["conv"][:c] * g[0, :c, None, None, None]).astype(f32)),
+                     b.constant("conv/b", s[0, :c].astype(f32))], [h], padding="SAME", stride_h=2, stride_w=2,
+         fused_activation_function="RELU")
+    for i, (dw, pw) in enumerate(p["blocks"][:depth]):
+        d = b.activation(f"dw{i}", (1, 4, 3, c), f32)
+        b.op("DEPTHWISE_CONV_2D", [h, b.constant(f"dw{i}/w", (dw[..., :c] * g[1 + 2 * i, :c]).astype(f32)),
+                                   b.constant(f"dw{i}/b", s[1 + 2 * i, :c].astype(f32))], [d], padding="SAME",
+             fused_activation_function="RELU")
+        h = b.activation(f"pw{i}", (1, 4, 3, c), f32)
+        b.op("CONV_2D", [d, b.constant(f"pw{i}/w", (pw[:c, :, :, :c] * g[2 + 2 * i, :c, None, None, None]).astype(f32)),
+                         b.constant(f"pw{i}/b", s[2 + 2 * i, :c].astype(f32))], [h], fused_activation_function="RELU")
+    pooled = b.activation("pool", (1, 1, 1, c), f32)
+    b.op("AVERAGE_POOL_2D", [h], [pooled], filter_height=4, filter_width=3)
+    flat = b.activation("flat", (1, c), f32)
+    b.op("RESHAPE", [pooled], [flat], new_shape=[1, c])
+    logits = b.activation("logits", (1, CLASSES), f32)
+    b.op("FULLY_CONNECTED", [flat, b.constant("fc/w", p["fc"][:, :c].astype(f32)),
+                             b.constant("fc/b", p["fc_bias"].astype(f32))], [logits])
+    b.op("SOFTMAX", [logits], [b.output(b.activation("probs", (1, CLASSES), f32))])
+    return b.build()
+
+
+@pytest.fixture(scope="module")
+def deep_family_dir(tmp_path_factory, calibration):
+    p = _deep_parameters()
+    out = tmp_path_factory.mktemp("deep_family")
+    save_family(out, [w for w, _ in DEEP_MEMBERS], [deep_member(p, w, d) for w, d in DEEP_MEMBERS], calibration,
+                name="deep", depths=[d for _, d in DEEP_MEMBERS])
+    return out
+
+
+def test_shallower_members_share_the_first_blocks(deep_family_dir, tmp_path):
+    family = load_family(deep_family_dir)
+    assert list(zip(family.widths, family.depths)) == DEEP_MEMBERS
+    assert json.loads((deep_family_dir / "family.json").read_text())["depths"] == [1, 2]
+    assert family.label(0) == "width 0.5 depth 1"
+    widest = family.graphs[-1]
+    # the shallow member's weight ops pair with the stem, block 0 and the classifier: skipping block 1
+    shared = family.shared(0)
+    assert [shared[op.inputs[1].index].name for op in weight_ops(family.graphs[0])] == [
+        op.inputs[1].name for k, op in enumerate(weight_ops(widest)) if k not in (3, 4)]
+    assert len(family.graphs[0].ops) == len(widest.ops) - 2
+    image = generate_family(family, tmp_path / "c", target="host")
+    host = HostModel(widest, image, None, sanitize=False, cflags=["-O2"])
+    x = np.random.default_rng(8).integers(-128, 128, (16, 1, 8, 6, 1), dtype=np.int8)
+    for k, graph in enumerate(family.graphs):
+        assert host._lib.mf_set_operating_point(k) == 0
+        ours = run(graph, x)
+        assert np.array_equal(host.run(x), ours), family.label(k)
+        assert np.array_equal(ours, tflm_run(write_tflite(graph), [x])[0].reshape(ours.shape)), family.label(k)
+    assert host._lib.mf_set_operating_point(len(DEEP_MEMBERS)) == -1
+    # the two depths of a width are different networks: their outputs differ
+    assert not np.array_equal(run(family.graphs[0], x), run(family.graphs[1], x))
+
+
+def test_members_out_of_order_or_without_shared_blocks_are_refused(tmp_path, calibration):
+    p = _deep_parameters()
+    floats = [deep_member(p, w, d) for w, d in DEEP_MEMBERS]
+    with pytest.raises(ModelError, match="by increasing width then depth"):
+        save_family(tmp_path / "a", [0.5, 0.5, 1.0, 1.0], [floats[1], floats[0], *floats[2:]], calibration,
+                    depths=[2, 1, 1, 2])
+    with pytest.raises(ModelError, match="given for every member or none"):
+        save_family(tmp_path / "b", [0.5, 0.5, 1.0], floats[:3], calibration, depths=[1, 2, None])
+    # a shallow member whose block is no slice of any block of the widest member
+    other = _deep_parameters(seed=9)
+    stranger = deep_member({**p, "blocks": other["blocks"]}, 0.5, 1)
+    with pytest.raises(ModelError, match="width 0.5 depth 1.*do not share weights"):
+        quantize_family([stranger, *floats[1:]], [w for w, _ in DEEP_MEMBERS], calibration,
+                        depths=[d for _, d in DEEP_MEMBERS])

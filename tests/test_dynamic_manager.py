@@ -10,7 +10,7 @@ import pytest
 
 from microforge.dynamic.manager import (INT32_MAX, KERNEL_DIR, MANAGER_SOURCES, Q16_ONE, Manager,
                                         manager_c_tables)
-from microforge.dynamic.points import WidthMeasurement, operating_points
+from microforge.dynamic.points import MemberMeasurement, operating_points
 from microforge.errors import InputError
 
 FAMILY = [(0.25, 0.78, 750_000), (0.5, 0.88, 2_300_000), (0.75, 0.915, 4_800_000), (1.0, 0.93, 8_000_000)]
@@ -19,7 +19,7 @@ CFLAGS = ["-std=c99", "-Wall", "-Wextra", "-Werror", "-O2", "-shared", "-fPIC"]
 
 @pytest.fixture(scope="module")
 def points():
-    ms = [WidthMeasurement(w, core, acc, int(n * k), True)
+    ms = [MemberMeasurement(w, core, acc, int(n * k), True)
           for core, k in (("cortex-m4", 1.0), ("cortex-m7", 0.93)) for w, acc, n in FAMILY]
     return operating_points(ms)
 
@@ -44,7 +44,7 @@ def build(tmp_path, name: str, source: str, prefix: str = "mf"):
     lib.mf_manager_select.restype = i32
     lib.mf_manager_observe.argtypes = [i32, i32]
     lib.mf_manager_observe.restype = None
-    for fn in ("mf_manager_point_width", "mf_manager_point_mhz"):
+    for fn in ("mf_manager_point_member", "mf_manager_point_mhz"):
         getattr(lib, fn).argtypes = [i32]
         getattr(lib, fn).restype = i32
     lib.mf_manager_load_factor_q16.restype = i32
@@ -123,9 +123,9 @@ def test_c_point_accessors(pairs):
     manager, lib = pairs[0]
     for i, p in enumerate(manager.points):
         assert lib.mf_manager_point_mhz(i) == p.mhz
-        assert manager.widths[lib.mf_manager_point_width(i)] == p.width
+        assert manager.members[lib.mf_manager_point_member(i)] == p.member
     for bad in (-1, len(manager.points), 1 << 30):
-        assert lib.mf_manager_point_mhz(bad) == -1 and lib.mf_manager_point_width(bad) == -1
+        assert lib.mf_manager_point_mhz(bad) == -1 and lib.mf_manager_point_member(bad) == -1
 
 
 def test_without_feedback_the_c_factor_stays_one(pairs):
@@ -253,3 +253,21 @@ def test_integer_units_are_rounded_once_half_up(m4):
         assert manager.latency_us[i] == int(p.latency_ms * 1000 + 0.5)
         assert manager.accuracy[i] == round(p.accuracy * 1e4)
     assert all(a == b for a, b in itertools.pairwise(manager.power_uw[0::4]))
+
+
+def test_members_with_depths_index_the_family_in_order(tmp_path):
+    # members listed out of order on purpose: the manager's member index is the family's order
+    ms = [MemberMeasurement(w, "cortex-m4", acc, n, True, depth=d)
+          for w, d, acc, n in ((1.0, 4, 0.95, 8_000_000), (0.25, 1, 0.5, 300_000), (0.25, 4, 0.8, 750_000),
+                               (1.0, 1, 0.7, 2_000_000))]
+    manager = Manager(operating_points(ms), headroom=0.0)
+    assert manager.members == [(0.25, 1), (0.25, 4), (1.0, 1), (1.0, 4)]
+    lib = build(tmp_path, "deep", manager.c_tables())
+    assert [ctypes.c_int32.in_dll(lib, "mf_manager_member_count").value] == [4]
+    assert list((ctypes.c_int32 * 4).in_dll(lib, "mf_manager_depth")) == [1, 4, 1, 4]
+    for i, p in enumerate(manager.points):
+        assert manager.members[lib.mf_manager_point_member(i)] == p.member
+    # the most accurate point without budgets is the deepest, widest member
+    chosen = lib.mf_manager_select(-1, -1, -1, -1)
+    assert manager.members[lib.mf_manager_point_member(chosen)] == (1.0, 4)
+    assert manager.select().point.member == (1.0, 4)

@@ -42,7 +42,7 @@ def test_points_json_follows_the_contract(measured):
     assert len(points) == 16  # 4 widths x 4 clocks of the Cortex-M4 board
     keys = {"width", "core", "mhz", "accuracy", "instructions", "latency_ms", "energy_uj", "power_mw", "pareto",
             "bit_exact"}
-    assert all(set(p) == keys for p in points)
+    assert all(set(p) == keys | {"depth"} and p["depth"] is None for p in points)  # depth: a width-only family
     assert all(p["bit_exact"] and p["core"] == "cortex-m4" for p in points)
     assert any(p["pareto"] for p in points)
     assert (root / "points.png").stat().st_size > 0

@@ -9,7 +9,7 @@ import pytest
 
 from microforge.bench.energy import REFERENCE_BOARD
 from microforge.dynamic.board import BOARDS, Board, Clock, board_for
-from microforge.dynamic.points import (TARGET_CORES, OperatingPoint, WidthMeasurement, mark_pareto, operating_points,
+from microforge.dynamic.points import (TARGET_CORES, OperatingPoint, MemberMeasurement, mark_pareto, operating_points,
                                        plot_points, points_table, read_points, write_points)
 from microforge.errors import InputError
 
@@ -19,7 +19,7 @@ CONTRACT = {"width", "core", "mhz", "accuracy", "instructions", "latency_ms", "e
 
 
 def measurements(cores=("cortex-m4", "cortex-m7")):
-    return [WidthMeasurement(w, core, acc, n, True) for core in cores for w, acc, n in FAMILY]
+    return [MemberMeasurement(w, core, acc, n, True) for core in cores for w, acc, n in FAMILY]
 
 
 def test_cortex_m4_board_is_calibrated_to_the_measured_reference_power():
@@ -101,8 +101,8 @@ def test_pareto_definition_on_handmade_points():
 
 
 def test_a_width_worse_and_slower_than_another_is_off_the_front():
-    ms = [WidthMeasurement(0.5, "cortex-m4", 0.90, 2_000_000, True),
-          WidthMeasurement(0.75, "cortex-m4", 0.85, 3_000_000, False)]
+    ms = [MemberMeasurement(0.5, "cortex-m4", 0.90, 2_000_000, True),
+          MemberMeasurement(0.75, "cortex-m4", 0.85, 3_000_000, False)]
     points = operating_points(ms)
     assert not any(p.pareto for p in points if p.width == 0.75)
     assert [p.bit_exact for p in points if p.width == 0.75] == [False] * 4
@@ -110,10 +110,19 @@ def test_a_width_worse_and_slower_than_another_is_off_the_front():
 
 def test_json_contract_and_round_trip(tmp_path):
     points = operating_points(measurements())
-    assert set(points[0].to_json()) == CONTRACT
+    # the contract's keys, and the member's depth (None in a family without depth options)
+    assert set(points[0].to_json()) == CONTRACT | {"depth"} and points[0].to_json()["depth"] is None
     json.dumps([p.to_json() for p in points])
     path = write_points(points, tmp_path / "points.json")
     assert read_points(path) == points
+    # a file written before depth options reads back as width-only points
+    (tmp_path / "old.json").write_text(json.dumps([{k: v for k, v in p.to_json().items() if k != "depth"}
+                                                   for p in points]))
+    assert read_points(tmp_path / "old.json") == points
+    deep = operating_points([MemberMeasurement(0.5, "cortex-m4", 0.8, 1_000_000, True, depth=2),
+                             MemberMeasurement(0.5, "cortex-m4", 0.7, 600_000, True, depth=1)])
+    assert [p.depth for p in deep[:2]] == [1, 1] and {p.depth for p in deep} == {1, 2}
+    assert "width/depth" in points_table(deep) and "| 0.5/2 |" in points_table(deep)
     (tmp_path / "bad.json").write_text('[{"width": 1.0}]')
     with pytest.raises(InputError, match="lacks core"):
         read_points(tmp_path / "bad.json")
@@ -143,16 +152,18 @@ def test_plot_points_writes_a_png(tmp_path):
 
 
 @pytest.mark.parametrize("bad, message", [
-    ([], "no width measurements"),
-    ([WidthMeasurement(0.5, "cortex-m4", 0.9, 10, True)] * 2, "width 0.5 on cortex-m4 is measured twice"),
-    ([WidthMeasurement(0.5, "cortex-m4", 1.5, 10, True)], "width 0.5 on cortex-m4: accuracy 1.5"),
-    ([WidthMeasurement(0.5, "cortex-m4", -0.1, 10, True)], "accuracy -0.1"),
-    ([WidthMeasurement(0.5, "cortex-m4", float("nan"), 10, True)], "accuracy nan"),
-    ([WidthMeasurement(0.5, "cortex-m4", 0.9, 0, True)], "width 0.5 on cortex-m4: instructions .* got 0"),
-    ([WidthMeasurement(0.5, "cortex-m4", 0.9, -3, True)], "got -3"),
-    ([WidthMeasurement(0.5, "cortex-m4", 0.9, 2.5, True)], "got 2.5"),
-    ([WidthMeasurement(0.0, "cortex-m4", 0.9, 10, True)], "width must be"),
-    ([WidthMeasurement(0.5, "riscv", 0.9, 10, True)], "core 'riscv'"),
+    ([], "no member measurements"),
+    ([MemberMeasurement(0.5, "cortex-m4", 0.9, 10, True)] * 2, "width 0.5 on cortex-m4 is measured twice"),
+    ([MemberMeasurement(0.5, "cortex-m4", 1.5, 10, True)], "width 0.5 on cortex-m4: accuracy 1.5"),
+    ([MemberMeasurement(0.5, "cortex-m4", -0.1, 10, True)], "accuracy -0.1"),
+    ([MemberMeasurement(0.5, "cortex-m4", float("nan"), 10, True)], "accuracy nan"),
+    ([MemberMeasurement(0.5, "cortex-m4", 0.9, 0, True)], "width 0.5 on cortex-m4: instructions .* got 0"),
+    ([MemberMeasurement(0.5, "cortex-m4", 0.9, -3, True)], "got -3"),
+    ([MemberMeasurement(0.5, "cortex-m4", 0.9, 2.5, True)], "got 2.5"),
+    ([MemberMeasurement(0.0, "cortex-m4", 0.9, 10, True)], "width must be"),
+    ([MemberMeasurement(0.5, "riscv", 0.9, 10, True)], "core 'riscv'"),
+    ([MemberMeasurement(0.5, "cortex-m4", 0.9, 10, True, depth=0)], "width 0.5 depth 0 on cortex-m4: depth must be"),
+    ([MemberMeasurement(0.5, "cortex-m4", 0.9, 10, True, depth=2)] * 2, "width 0.5 depth 2 on cortex-m4 is measured"),
 ])
 def test_bad_measurements_are_named(bad, message):
     with pytest.raises(InputError, match=message):

@@ -4,7 +4,7 @@ one."""
 
 import pytest
 
-from microforge.dynamic.points import OperatingPoint, WidthMeasurement, operating_points
+from microforge.dynamic.points import OperatingPoint, MemberMeasurement, operating_points
 from microforge.dynamic.trace import (COLUMNS, Request, Step, make_trace, plot_trace, read_trace, simulate,
                                       write_trace)
 from microforge.errors import InputError
@@ -15,7 +15,7 @@ FAMILY = [(0.25, 0.78, 750_000), (0.5, 0.88, 2_300_000), (0.75, 0.915, 4_800_000
 
 @pytest.fixture(scope="module")
 def points():
-    ms = [WidthMeasurement(w, core, acc, int(n * k), True)
+    ms = [MemberMeasurement(w, core, acc, int(n * k), True)
           for core, k in (("cortex-m4", 1.0), ("cortex-m7", 0.93)) for w, acc, n in FAMILY]
     return operating_points(ms)
 

@@ -72,7 +72,7 @@ def test_channels_and_one_batch_norm_per_width():
 
 
 def test_alone_net_has_the_family_channels():
-    alone = dyn.SlimmableNet(ARCH.at_width(0.5), widths=(1.0,))
+    alone = dyn.SlimmableNet(ARCH.at(0.5), widths=(1.0,))
     assert alone.arch.hidden_channels(1.0) == ARCH.hidden_channels(0.5)
     assert tuple(alone.stem.kernel.shape) == (3, 3, 1, 4)
 
@@ -155,3 +155,35 @@ def test_gamma_stays_positive():
     gammas = np.concatenate([n.gamma.numpy() for s in net.norms() for n in s.norms])
     assert gammas.min() >= np.float32(dyn.GAMMA_MIN)
     assert np.any(gammas == np.float32(dyn.GAMMA_MIN))  # some would have gone below without the constraint
+
+
+DEEP = dyn.Architecture("deep", (6, 6, 1), 3, 8, (3, 3), (1, 1), (8, 8))
+
+
+def test_depth_options_run_the_first_blocks_and_export_them():
+    keras.utils.set_random_seed(4)
+    net = dyn.SlimmableNet(DEEP, widths=(0.5, 1.0), depths=(1, 2), bn_momentum=0.8)
+    assert net.members() == [(0.5, 1), (0.5, 2), (1.0, 1), (1.0, 2)]
+    x, y = squares(128, seed=0)
+    untouched = [keras.ops.convert_to_numpy(v).copy() for v in net.blocks[1][1].norm_for(0.5).trainable_weights]
+    # two members per step (largest and smallest): width 0.5's BN of block 1 is never used, so never moved
+    history = dyn.train(net, x, y, epochs=3, batch_size=16, learning_rate=2e-2, seed=0, random_widths=0, log=None)
+    assert set(history[-1]) >= {"loss", "label_loss"}
+    after = [keras.ops.convert_to_numpy(v) for v in net.blocks[1][1].norm_for(0.5).trainable_weights]
+    assert all(np.array_equal(a, b) for a, b in zip(untouched, after))
+    test = squares(40, seed=1)[0]
+    assert not np.allclose(dyn.predict(net, test, 1.0, depth=1), dyn.predict(net, test, 1.0, depth=2))
+    files = {}
+    for w, d in net.members():
+        graph = read_tflite(dyn.export_tflite(net, w, d))
+        assert [op.type for op in graph.ops].count("DEPTHWISE_CONV_2D") == d
+        ours = np.asarray(run(graph, test)).reshape(len(test), -1)
+        np.testing.assert_allclose(ours, dyn.predict(net, test, w, depth=d), atol=1e-4, err_msg=f"{w}/{d}")
+        files[w, d] = graph
+    dyn.check_shared(files)  # the shallow members pair with the first block
+    alone = dyn.SlimmableNet(DEEP.at(0.5, 1), widths=(1.0,))
+    assert alone.arch.block_channels == (4,) and alone.depths == (1,)
+    with pytest.raises(InputError, match="depths must be"):
+        dyn.SlimmableNet(DEEP, depths=(0, 2))
+    with pytest.raises(InputError, match="depth 3 is not one of"):
+        dyn.export_width(net, 1.0, 3)

@@ -691,18 +691,19 @@ POINTS_FILE = "points.json"  # a family's measured operating points, beside its 
 
 
 @dynamic_app.command("points")
-def dynamic_points(family_dir: Path = typer.Argument(..., help="a family folder (family.json + one .tflite per width)"),
+def dynamic_points(family_dir: Path = typer.Argument(..., help="a family folder (family.json + one .tflite per member)"),
                    target: List[str] = typer.Option(["qemu-m4"], "--target", help="qemu-m4 | qemu-m7; repeat for both"),
                    dataset: Path = typer.Option(..., "--dataset", help="runner dataset folder (the input bytes)"),
                    as_json: bool = typer.Option(False, "--json", help="print JSON"),
                    save: Optional[Path] = typer.Option(None, "--save", help="also write the JSON here (simulate reads "
                                                                          f"FAMILY_DIR/{POINTS_FILE} by default)"),
                    plot: Optional[Path] = typer.Option(None, "--plot", help="write the Pareto plots (PNG) here")) -> None:
-    """Measure every width (accuracy on the dataset, exact instructions in the one family image on each core)
-    and list every width x core x clock operating point with latency, energy and power, Pareto front marked."""
+    """Measure every member, a width or a width x depth (accuracy on the dataset, exact instructions in the one
+    family image on each core), and list every member x core x clock operating point with latency, energy and
+    power, Pareto front marked."""
     from microforge.dynamic.family import load_family
     from microforge.dynamic.measure import points_document
-    from microforge.dynamic.points import plot_points
+    from microforge.dynamic.points import member_name, plot_points
 
     try:
         family = load_family(family_dir)
@@ -718,16 +719,17 @@ def dynamic_points(family_dir: Path = typer.Argument(..., help="a family folder 
         print(json.dumps(document, indent=1))
         return
     table = Table(title=f"{family.name}: {len(points)} operating points (★ Pareto front per core)", title_justify="left")
-    for column in ("core", "width", "MHz", "accuracy %", "instructions", "latency ms", "energy µJ", "power mW", "", "exact"):
+    member_column = "width" if all(p.depth is None for p in points) else "width/depth"
+    for column in ("core", member_column, "MHz", "accuracy %", "instructions", "latency ms", "energy µJ", "power mW", "", "exact"):
         table.add_column(column, justify="left" if column in ("core", "") else "right")
     for p in points:
-        table.add_row(p.core, f"{p.width:g}", str(p.mhz), f"{100 * p.accuracy:.1f}", f"{p.instructions:,}",
+        table.add_row(p.core, member_name(*p.member), str(p.mhz), f"{100 * p.accuracy:.1f}", f"{p.instructions:,}",
                       f"{p.latency_ms:.2f}", f"{p.energy_uj:.1f}", f"{p.power_mw:.1f}", "★" if p.pareto else "",
                       "yes" if p.bit_exact else "NO")
     console.print(table)
     for core, cost in document["family"]["per_core"].items():
-        console.print(f"{core}: the family image's flash {_kib(cost['flash_bytes'])} (widest width alone "
-                      f"{_kib(cost['largest_alone_flash_bytes'])}, the widths as separate models "
+        console.print(f"{core}: the family image's flash {_kib(cost['flash_bytes'])} (widest member alone "
+                      f"{_kib(cost['largest_alone_flash_bytes'])}, the members as separate models "
                       f"{_kib(cost['separate_flash_bytes'])}); one arena {_kib(cost['arena_bytes'])}; a switch "
                       f"{cost['switch_instructions']} instructions", highlight=False)
     if not all(p.bit_exact for p in points):

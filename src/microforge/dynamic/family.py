@@ -1,8 +1,11 @@
 """A weight-shared family of sub-networks: its quantization, its files, and the check that it shares.
 
-A family is one network at several widths w (fractions of its channels). Width w's sub-network keeps the
-first round(w * C) channels of every hidden layer, so each of its weight tensors is the leading slice of
-the widest member's (train.py trains them together). After batch norm is folded, width w's float weights
+A family is one network at several widths w (fractions of its channels), and optionally several depths d
+(how many of its blocks run). Member (w, d)'s sub-network keeps the first round(w * C) channels of every
+hidden layer and skips the layers of the blocks past d, so each of its weight tensors is the leading slice
+of the widest, deepest member's (train.py trains them together), and its weight ops are a subsequence of
+that member's: its i-th weight op shares with the first op of the widest member, after the one its
+(i-1)-th shares with, whose weights it is a slice of. After batch norm is folded, width w's float weights
 are that slice times a positive factor per output channel (its own batch norm's gain over the widest's).
 
 Quantization keeps the sharing exact in int8. The widest member is quantized as usual by our quantizer
@@ -13,9 +16,11 @@ ranges (calibrated on its own activations) differ. The input's parameters come f
 data, so one int8 dataset feeds every width.
 
 On disk (models/dynamic/<name>/):
-    family.json           {"format": 1, "name", "widths": [...], "members": [{"width", "model", "sha256"}],
-                           "info": {...training facts...}}
-    width_<w>_int8.tflite one ordinary int8 model per width (TFLM runs each alone)
+    family.json           {"format": 1, "name", "widths": [...], "members": [{"width", "model", "sha256"}
+                           and "depth" in a family with depth options], "info": {...training facts...}}
+    width_<w>_int8.tflite one ordinary int8 model per member (TFLM runs each alone), or
+    width_<w>_depth_<d>_int8.tflite
+Members are listed smallest first: by width, then depth; the last is the widest and deepest.
 `load_family` reads them back and refuses a family whose members do not share their weights.
 """
 
@@ -41,15 +46,26 @@ FORMAT = 1
 SHARING_TOLERANCE = 1e-5
 
 
+def member_label(width: float, depth: int | None = None) -> str:
+    """How messages and reports name a member: "width 0.25", or "width 0.25 depth 2"."""
+    return f"width {width:g}" + ("" if depth is None else f" depth {depth}")
+
+
 @dataclass
 class Family:
-    """The members of a family, narrowest first; `graphs[-1]` is the widest."""
+    """The members of a family, smallest first; `graphs[-1]` is the widest (and deepest). `depths[k]` is
+    member k's number of blocks, or None in a family without depth options."""
 
     name: str
     widths: list[float]
     graphs: list[Graph]
     manifest: dict = field(default_factory=dict)
     directory: Path | None = None
+    depths: list[int | None] | None = None
+
+    def __post_init__(self):
+        if self.depths is None:
+            self.depths = [None] * len(self.widths)
 
     def shared(self, member: int) -> dict[int, Tensor]:
         """Tensor index in member `member` -> the widest member's weights whose leading slice it is (the
@@ -58,8 +74,11 @@ class Family:
             return {op.inputs[1].index: op.inputs[1] for op in weight_ops(self.graphs[-1])}
         return shared_weights(self.graphs[member], self.graphs[-1], self.where(member))
 
+    def label(self, member: int) -> str:
+        return member_label(self.widths[member], self.depths[member])
+
     def where(self, member: int) -> str:
-        return f"{self.name} width {self.widths[member]:g}"
+        return f"{self.name} {self.label(member)}"
 
 
 def weight_ops(graph: Graph) -> list[Op]:
@@ -70,15 +89,43 @@ def leading_slice(array: np.ndarray, shape) -> np.ndarray:
     return array[tuple(slice(0, int(d)) for d in shape)]
 
 
+def is_subsequence(short: list, long: list) -> bool:
+    rest = iter(long)
+    return all(any(x == y for y in rest) for x in short)
+
+
+def match_weight_ops(member: list[Op], widest: list[Op], share) -> list[tuple[Op, Op, object]]:
+    """Pair each of a member's weight ops with the widest member's op it shares with (module doc): the first
+    op of the same type, after the previous pair's, for which `share(op, wide)` returns a value instead of
+    raising ModelError. Returns (op, wide op, that value) per member op; when no op fits, raises the error
+    of the first candidate (the one a member without skipped blocks pairs with)."""
+    pairs, start = [], 0
+    for op in member:
+        first_error = None
+        for j in range(start, len(widest)):
+            if widest[j].type != op.type:
+                continue
+            try:
+                pairs.append((op, widest[j], share(op, widest[j])))
+            except ModelError as exc:
+                first_error = first_error or exc
+                continue
+            start = j + 1
+            break
+        else:
+            raise first_error or ModelError(f"{op.where} has no {op.type} of the widest member left to share with")
+    return pairs
+
+
 def shared_weights(member: Graph, widest: Graph, where: str) -> dict[int, Tensor]:
-    """Check that `member` is `widest` cut down: the same ops, and each weight tensor the leading slice of
-    the widest one's, byte for byte. Returns member tensor index -> widest tensor; raises ModelError naming
-    the first op that differs."""
-    if [op.type for op in member.ops] != [op.type for op in widest.ops]:
-        raise ModelError(f"{where}: its ops ({len(member.ops)}) are not those of the widest member "
+    """Check that `member` is `widest` cut down: its ops a subsequence of the widest one's, and each weight
+    tensor the leading slice of the one it pairs with (match_weight_ops), byte for byte. Returns member
+    tensor index -> widest tensor; raises ModelError naming the first op that shares with nothing."""
+    if not is_subsequence([op.type for op in member.ops], [op.type for op in widest.ops]):
+        raise ModelError(f"{where}: its ops ({len(member.ops)}) are not a subsequence of the widest member's "
                          f"({len(widest.ops)}), so it cannot share its weights")
-    shared = {}
-    for op, wide in zip(weight_ops(member), weight_ops(widest)):
+
+    def share(op: Op, wide: Op) -> Tensor:
         w, full = op.inputs[1], wide.inputs[1]
         if not (w.is_constant and full.is_constant) or w.dtype != np.int8 or full.dtype != np.int8:
             raise ModelError(f"{where}: {op.where} has no int8 constant weights to share")
@@ -87,9 +134,10 @@ def shared_weights(member: Graph, widest: Graph, where: str) -> dict[int, Tensor
                              f"member's {list(full.shape)}")
         if not np.array_equal(w.data, leading_slice(full.data, w.shape)):
             raise ModelError(f"{where}: {op.where} weights '{w.name}' are not the leading slice of the widest "
-                             f"member's '{full.name}': the widths do not share weights")
-        shared[w.index] = full
-    return shared
+                             f"member's '{full.name}': the members do not share weights")
+        return full
+
+    return {op.inputs[1].index: full for op, _, full in match_weight_ops(weight_ops(member), weight_ops(widest), share)}
 
 
 def channel_factors(op: Op, narrow_t: Tensor, wide_t: Tensor, where: str) -> np.ndarray:
@@ -119,38 +167,35 @@ def channel_factors(op: Op, narrow_t: Tensor, wide_t: Tensor, where: str) -> np.
     return factors
 
 
-def check_float_shared(float_graphs: list[Graph], widths: list[float]) -> list[dict[int, np.ndarray]]:
-    """Check that float members (narrowest first) share the widest one's weights up to a positive factor per
-    output channel (their batch norms folded); returns, per narrower member, weight op index -> factors."""
+def check_float_shared(float_graphs: list[Graph], labels: list[str]) -> list[list[tuple[Op, Op, np.ndarray]]]:
+    """Check that float members (smallest first) share the widest one's weights up to a positive factor per
+    output channel (their batch norms folded); returns, per smaller member, (its weight op, the widest
+    member's op it shares with, the factors) for each of its weight ops (match_weight_ops)."""
     wide_ops = weight_ops(float_graphs[-1])
-    found = []
-    for graph, width in zip(float_graphs[:-1], widths):
-        ops = weight_ops(graph)
-        if [op.type for op in ops] != [op.type for op in wide_ops]:
-            raise ModelError(f"width {width:g}: weight ops {[op.type for op in ops]} differ from the widest member's "
-                             f"{[op.type for op in wide_ops]}: the widths do not share weights")
-        found.append({op.index: channel_factors(op, op.inputs[1], wide.inputs[1], f"width {width:g}")
-                      for op, wide in zip(ops, wide_ops)})
-    return found
+    return [match_weight_ops(weight_ops(graph), wide_ops,
+                             lambda op, wide, label=label: channel_factors(op, op.inputs[1], wide.inputs[1], label))
+            for graph, label in zip(float_graphs[:-1], labels)]
 
 
 def quantize_family(float_graphs: list[Graph], widths: list[float], calibration: np.ndarray,
-                    where: str = "family") -> list[Graph]:
-    """Quantize the float members of `widths` (narrowest first, widest last) to int8 sharing the widest
-    one's weight bytes (module doc). `calibration`: float32 inputs (N, *input shape), the same for every
-    member."""
-    if not float_graphs or len(float_graphs) != len(widths):
-        raise ModelError(f"{where}: {len(float_graphs)} members for the widths {list(widths)}")
-    factors = check_float_shared(float_graphs, widths)
+                    where: str = "family", depths: list[int | None] | None = None) -> list[Graph]:
+    """Quantize the float members of `widths` (and `depths`, per member; smallest first, the widest last)
+    to int8 sharing the widest one's weight bytes (module doc). `calibration`: float32 inputs
+    (N, *input shape), the same for every member."""
+    depths = list(depths) if depths is not None else [None] * len(widths)
+    if not float_graphs or len(float_graphs) != len(widths) or len(depths) != len(widths):
+        raise ModelError(f"{where}: {len(float_graphs)} members for the widths {list(widths)} and depths {depths}")
+    pairs = check_float_shared(float_graphs, [member_label(w, d) for w, d in zip(widths, depths)])
     widest = quantize_graph(float_graphs[-1], calibration, "int8").graph
-    wide_weights = [op.inputs[1] for op in weight_ops(widest)]
+    # the widest member's quantized weights, by the index of its float op (quantize_graph keeps the ops)
+    wide_weights = {op.index: q.inputs[1] for op, q in zip(weight_ops(float_graphs[-1]), weight_ops(widest))}
     members = []
-    for graph, member_factors in zip(float_graphs[:-1], factors):
+    for graph, member_pairs in zip(float_graphs[:-1], pairs):
         fixed = {}
-        for op, wide in zip(weight_ops(graph), wide_weights):
-            narrow = op.inputs[1]
+        for op, wide_op, factors in member_pairs:
+            narrow, wide = op.inputs[1], wide_weights[wide_op.index]
             channels = narrow.shape[WEIGHT_OPS[op.type]]
-            scale = (wide.quant.scale[:channels].astype(np.float64) * member_factors[op.index]).astype(np.float32)
+            scale = (wide.quant.scale[:channels].astype(np.float64) * factors).astype(np.float32)
             fixed[op.index] = (leading_slice(wide.data, narrow.shape), scale)
         members.append(quantize_graph(graph, calibration, "int8", fixed_weights=fixed).graph)
     members.append(widest)
@@ -162,33 +207,47 @@ def quantize_family(float_graphs: list[Graph], widths: list[float], calibration:
 
 
 def save_family(out_dir, widths, float_models, calibration: np.ndarray, info: dict | None = None,
-                name: str | None = None) -> Path:
-    """Quantize float members (paths or bytes of float .tflite files, or Graphs; in the order of `widths`,
-    increasing) and write the family to `out_dir`. Returns the manifest's path."""
+                name: str | None = None, depths=None) -> Path:
+    """Quantize float members (paths or bytes of float .tflite files, or Graphs) of `widths` and, in a
+    family with depth options, `depths` (one per member; smallest member first, module doc) and write the
+    family to `out_dir`. Returns the manifest's path."""
     widths = [float(w) for w in widths]
-    _check_widths(widths, "save_family")
+    depths = [None if d is None else int(d) for d in depths] if depths is not None else [None] * len(widths)
+    _check_members(widths, depths, "save_family")
     if len(float_models) != len(widths):
-        raise ModelError(f"save_family: {len(widths)} widths but {len(float_models)} models")
+        raise ModelError(f"save_family: {len(widths)} members but {len(float_models)} models")
     out = Path(out_dir)
     name = name or out.name
     graphs = [m if isinstance(m, Graph) else read_tflite(m) for m in float_models]
-    members = quantize_family(graphs, widths, np.asarray(calibration, np.float32), name)
+    members = quantize_family(graphs, widths, np.asarray(calibration, np.float32), name, depths)
     out.mkdir(parents=True, exist_ok=True)
     entries = []
-    for width, graph in zip(widths, members):
+    for width, depth, graph in zip(widths, depths, members):
         data = write_tflite(graph)
-        file = f"width_{width:g}_int8.tflite"
+        file = f"width_{width:g}" + ("" if depth is None else f"_depth_{depth}") + "_int8.tflite"
         (out / file).write_bytes(data)
-        entries.append({"width": width, "model": file, "sha256": hashlib.sha256(data).hexdigest()})
-    manifest = {"format": FORMAT, "name": name, "widths": widths, "members": entries, "info": info or {}}
+        entry = {"width": width} | ({} if depth is None else {"depth": depth})
+        entries.append(entry | {"model": file, "sha256": hashlib.sha256(data).hexdigest()})
+    manifest = {"format": FORMAT, "name": name, "widths": sorted(set(widths))}
+    if depths[0] is not None:
+        manifest["depths"] = sorted(set(depths))
+    manifest |= {"members": entries, "info": info or {}}
     path = out / FAMILY_FILE
     path.write_text(json.dumps(manifest, indent=2) + "\n")
     return path
 
 
-def _check_widths(widths: list[float], where: str) -> None:
-    if not widths or any(not 0 < w <= 1 for w in widths) or any(b <= a for a, b in zip(widths, widths[1:])):
-        raise ModelError(f"{where}: widths {widths} must be increasing fractions in (0, 1]")
+def _check_members(widths: list[float], depths: list[int | None], where: str) -> None:
+    """Members in order (module doc): widths in (0, 1]; depths all given (whole numbers >= 1) or all None;
+    (width, depth) increasing, so each member is listed once; the last the widest and deepest."""
+    if not widths or len(depths) != len(widths) or any(not 0 < w <= 1 for w in widths):
+        raise ModelError(f"{where}: widths {widths} must be fractions in (0, 1], one per member")
+    if len({d is None for d in depths}) != 1 or any(d is not None and d < 1 for d in depths):
+        raise ModelError(f"{where}: depths {depths} must be given for every member or none, each at least 1")
+    keys = [(w, d or 0) for w, d in zip(widths, depths)]
+    if any(b <= a for a, b in zip(keys, keys[1:])) or max(d or 0 for d in depths) != keys[-1][1]:
+        raise ModelError(f"{where}: members {[member_label(w, d) for w, d in zip(widths, depths)]} must be listed "
+                         "once each, by increasing width then depth, the widest and deepest last")
 
 
 def load_family(directory) -> Family:
@@ -204,24 +263,28 @@ def load_family(directory) -> Family:
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT or not isinstance(
             manifest.get("members"), list):
         raise ModelError(f"{path}: expected {{\"format\": {FORMAT}, \"members\": [...]}}")
-    widths, graphs = [], []
+    widths, depths, graphs = [], [], []
     for i, entry in enumerate(manifest["members"]):
         where = f"{path} members[{i}]"
         if not isinstance(entry, dict) or not isinstance(entry.get("model"), str) or not isinstance(
                 entry.get("width"), (int, float)):
             raise ModelError(f"{where}: expected {{\"width\": number, \"model\": file name}}")
+        depth = entry.get("depth")
+        if depth is not None and (not isinstance(depth, int) or isinstance(depth, bool)):
+            raise ModelError(f"{where}: depth {depth!r} must be a whole number of blocks")
         file = entry["model"]
         if Path(file).name != file or file in ("", ".", ".."):
             raise ModelError(f"{where}: model {file!r} must be a file name inside the family folder")
         if not (directory / file).is_file():
             raise ModelError(f"{where}: {file} not found in {directory}")
         widths.append(float(entry["width"]))
+        depths.append(depth)
         try:
             graphs.append(read_tflite(directory / file))
         except ModelError as exc:
             raise ModelError(f"{where}: {exc}") from None
-    _check_widths(widths, str(path))
-    family = Family(str(manifest.get("name", directory.name)), widths, graphs, manifest, directory)
+    _check_members(widths, depths, str(path))
+    family = Family(str(manifest.get("name", directory.name)), widths, graphs, manifest, directory, depths)
     for k in range(len(graphs) - 1):
         family.shared(k)
     return family

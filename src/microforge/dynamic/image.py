@@ -1,23 +1,24 @@
-"""One C image for a whole weight-shared family: each weight once, every width a call away.
+"""One C image for a whole weight-shared family: each weight once, every member a call away.
 
-Every width is planned and lowered by the ordinary C backend (codegen.emit.lower) into one constant pool,
-with its weight tensors marked as leading slices of the widest member's (family.shared). The kernels
-then read the widest member's arrays in place: convolutions and depthwise convolutions take a prefix of
-their output channels (contiguous in the layouts they read), 1x1 convolutions and fully connected layers
-also skip, per weight row, the columns past the width's inputs (mf_fc_params.weight_pitch). Only the
-per-width constants (folded biases, multipliers, shifts, clamps) are written per width. The re-laid-out
-Cortex-M weight streams of the *_dsp kernels are per layer and width, so the family uses the kernels that
-read TFLite's layout (on Cortex-M4/M7 they still use SMLAD): a width costs more instructions in the
-family than alone (measured by benchmarks/dynamic.py).
+A member is a width, or a (width, depth) pair in a family with depth options (family.py). Every member
+is planned and lowered by the ordinary C backend (codegen.emit.lower) into one constant pool, with its
+weight tensors marked as leading slices of the widest member's (family.shared); a shallower member simply
+has fewer ops. The kernels then read the widest member's arrays in place: convolutions and depthwise
+convolutions take a prefix of their output channels (contiguous in the layouts they read), 1x1
+convolutions and fully connected layers also skip, per weight row, the columns past the member's inputs
+(mf_fc_params.weight_pitch). On Cortex-M the split DSP kernels read the widest member's re-laid-out weight
+words the same way, apart from each member's constants. Only the per-member constants (folded biases,
+multipliers, shifts, clamps, softmax tables) are written per member; benchmarks/dynamic.py measures what a
+member costs in the family beside the same model alone.
 
-All widths share one arena, sized for the largest plan. The generated model.h is the usual interface
+All members share one arena, sized for the largest plan. The generated model.h is the usual interface
 (mf_init, mf_invoke, mf_input, mf_output) plus
 
-    int32_t mf_set_operating_point(int32_t k);   k = 0 .. MF_NUM_OPERATING_POINTS - 1, narrowest first;
+    int32_t mf_set_operating_point(int32_t k);   k = 0 .. MF_NUM_OPERATING_POINTS - 1, smallest first;
                                                  returns 0, or -1 (nothing changed) when k is out of range
     int32_t mf_operating_point(void);
 
-Switching stores one index (a few instructions); mf_invoke calls the current width's function through a
+Switching stores one index (a few instructions); mf_invoke calls the current member's function through a
 table, and mf_input / mf_output return its planned offsets. mf_init selects MF_DEFAULT_POINT (the widest
 unless the build defines it, e.g. -DMF_DEFAULT_POINT=0).
 """
@@ -46,7 +47,8 @@ class FamilyImage:
     """What `generate_family` wrote."""
 
     directory: Path
-    widths: list[float]
+    widths: list[float]  # per member
+    labels: list[str]  # per member: "width 0.25" or "width 0.25 depth 2"
     arena_bytes: int  # the one arena: the largest of the widths' plans
     width_arena_bytes: list[int]  # each width's own plan
     constant_bytes: int  # every weight and per-width constant of the family, in flash
@@ -83,19 +85,19 @@ def generate_family(family: Family, out_dir, target: str = "portable", strategy:
     headers = write_kernels(out, sources)
     arena = max(low.plan.arena_bytes for low in lowered)
     n = len(lowered)
-    widths = ", ".join(f"{w:g}" for w in family.widths)
+    labels = [family.label(k) for k in range(n)]
     extra = (
-        f"/* A weight-shared family of {n} widths ({widths}): operating point k runs width k. */",
+        f"/* A weight-shared family of {n} members ({', '.join(labels)}): operating point k runs member k. */",
         f"#define MF_NUM_OPERATING_POINTS {n}",
-        "/* Select width k for the next mf_invoke calls: returns 0, or -1 (and changes nothing) when k is not",
+        "/* Select member k for the next mf_invoke calls: returns 0, or -1 (and changes nothing) when k is not",
         "   in 0 .. MF_NUM_OPERATING_POINTS - 1. */",
         "int32_t mf_set_operating_point(int32_t k);",
-        "/* The width mf_invoke runs now. */",
+        "/* The member mf_invoke runs now. */",
         "int32_t mf_operating_point(void);", "", *header_lines)
     (out / "model.h").write_text(header(lowered[-1].graph, arena, pool.constant_bytes, extra=extra))
     (out / "model.c").write_text(_model_c(family, lowered, headers, arena, pool))
     write_build_files(out, sources, "model.c")
-    image = FamilyImage(out, list(family.widths), arena, [low.plan.arena_bytes for low in lowered],
+    image = FamilyImage(out, list(family.widths), labels, arena, [low.plan.arena_bytes for low in lowered],
                         pool.constant_bytes, ["model.c"] + sources, target)
     (out / "README.md").write_text(_readme(family, image))
     return image
@@ -114,11 +116,11 @@ def _model_c(family: Family, lowered: list[LoweredModel], headers: list[str], ar
     n = len(lowered)
     includes = "\n".join(f'#include "{h}"' for h in headers)
     functions = "".join(
-        f"/* width {family.widths[k]:g}: {len(low.graph.ops)} ops, its plan {low.plan.arena_bytes} bytes */\n"
+        f"/* {family.label(k)}: {len(low.graph.ops)} ops, its plan {low.plan.arena_bytes} bytes */\n"
         f"static void mf_invoke_{k}(void) {{\n{marked_body(low.body)}}}\n\n" for k, low in enumerate(lowered))
     n_in, n_out = len(lowered[-1].graph.inputs), len(lowered[-1].graph.outputs)
     return (
-        f"/* Generated by microforge: a weight-shared family of {n} widths in one image; arena {arena} bytes "
+        f"/* Generated by microforge: a weight-shared family of {n} members in one image; arena {arena} bytes "
         f"(the largest width's plan); constants {pool.constant_bytes} bytes, each weight once. */\n"
         f'#include "model.h"\n{includes}\n\n'
         "static uint8_t mf_arena[MF_ARENA_BYTES] MF_ALIGNED(16);\n\n"
@@ -150,11 +152,11 @@ def _model_c(family: Family, lowered: list[LoweredModel], headers: list[str], ar
 
 
 def _readme(family: Family, image: FamilyImage) -> str:
-    rows = "\n".join(f"| {k} | {w:g} | {a:,} |" for k, (w, a) in enumerate(zip(image.widths, image.width_arena_bytes)))
+    rows = "\n".join(f"| {k} | {label} | {a:,} |" for k, (label, a) in enumerate(zip(image.labels, image.width_arena_bytes)))
     return (f"# Generated weight-shared family `{family.name}`\n\nGenerated by microforge for target `{image.target}`: "
-            f"{len(image.widths)} widths of one network in one image, each weight stored once.\n\n"
+            f"{len(image.widths)} members of one network in one image, each weight stored once.\n\n"
             f"- RAM: one activation arena of {image.arena_bytes:,} bytes (`MF_ARENA_BYTES`, the largest width's "
             f"plan), plus the kernels' stack.\n- Flash: constants {image.constant_bytes:,} bytes, plus code.\n\n"
-            f"| operating point k | width | its plan (bytes) |\n|---|---|---|\n{rows}\n\n"
+            f"| operating point k | member | its plan (bytes) |\n|---|---|---|\n{rows}\n\n"
             "Use: `mf_init()`, then `mf_set_operating_point(k)` whenever the budget changes (it returns -1 for a k "
             "out of range), copy the input into `mf_input(0)`, call `mf_invoke()`, read `mf_output(0)`.\n")

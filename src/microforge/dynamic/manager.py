@@ -36,7 +36,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from microforge.dynamic.points import OperatingPoint, points_of_core, widths_of
+from microforge.dynamic.points import OperatingPoint, member_name, members_of, points_of_core
 from microforge.errors import InputError
 
 Q16_ONE = 1 << 16
@@ -99,8 +99,8 @@ class Manager:
         self.feedback = bool(feedback)
         self.smoothing_q16 = max(1, to_units(smoothing, Q16_ONE))
         self.headroom_q16 = to_units(headroom, Q16_ONE)
-        self.widths = widths_of(self.points)
-        self.width_index = [self.widths.index(p.width) for p in self.points]
+        self.members = members_of(self.points)  # (width, depth), in the family's order: operating point k
+        self.member_index = [self.members.index(p.member) for p in self.points]
         self.mhz = [int(p.mhz) for p in self.points]
         self.latency_us = [max(1, to_units(p.latency_ms, 1000)) for p in self.points]
         self.energy_nj = [to_units(p.energy_uj, 1000) for p in self.points]
@@ -109,7 +109,7 @@ class Manager:
         for name in ("mhz", "latency_us", "energy_nj", "power_uw"):
             for i, v in enumerate(getattr(self, name)):
                 if not 0 <= v <= INT32_MAX:
-                    raise InputError(f"point {i} ({self.points[i].width:g} at {self.points[i].mhz} MHz): "
+                    raise InputError(f"point {i} ({member_name(*self.points[i].member)} at {self.points[i].mhz} MHz): "
                                      f"{name} = {v} does not fit the manager's int32 table")
         self.factor_q16 = Q16_ONE
 
@@ -217,7 +217,7 @@ class Manager:
             size = macro if len(values) == n else str(len(values))
             return f"/* {comment} */\nconst int32_t {prefix}_manager_{name}[{size}] = {{\n    {body}\n}};\n"
 
-        legend = "\n".join(f" * {i:3d}: width {p.width:g} at {p.mhz} MHz, accuracy {100 * p.accuracy:.2f} %, "
+        legend = "\n".join(f" * {i:3d}: member {member_name(*p.member)} at {p.mhz} MHz, accuracy {100 * p.accuracy:.2f} %, "
                            f"{p.latency_ms:.3f} ms, {p.energy_uj:.1f} uJ, {p.power_mw:.1f} mW"
                            for i, p in enumerate(self.points))
         parts = [
@@ -229,12 +229,13 @@ class Manager:
             '#include "mf_manager.h"\n\n',
             f"#define {macro} {n}\n\n",
             f"const int32_t {prefix}_manager_point_count = {macro};\n",
-            f"const int32_t {prefix}_manager_width_count = {len(self.widths)};\n",
+            f"const int32_t {prefix}_manager_member_count = {len(self.members)};\n",
             f"const int32_t {prefix}_manager_feedback = {int(self.feedback)};\n",
             f"const int32_t {prefix}_manager_smoothing_q16 = {self.smoothing_q16};\n",
             f"const int32_t {prefix}_manager_headroom_q16 = {self.headroom_q16};\n\n",
-            array("width_permille", [to_units(w, 1000) for w in self.widths], "width of each width index, 1/1000"),
-            array("width_index", self.width_index, "per point: its width index, 0..W-1 in increasing width"),
+            array("width_permille", [to_units(w, 1000) for w, _ in self.members], "per member: its width, 1/1000"),
+            array("depth", [d or 0 for _, d in self.members], "per member: blocks run (0: all)"),
+            array("member_index", self.member_index, "per point: its member, 0..M-1 (the image's operating point)"),
             array("mhz", self.mhz, "per point: core clock, MHz"),
             array("latency_us", self.latency_us, "per point: latency at no load, us"),
             array("energy_nj", self.energy_nj, "per point: energy per inference, nJ"),
@@ -247,7 +248,7 @@ class Manager:
 def manager_c_tables(points: list[OperatingPoint], prefix: str = "mf", *, feedback: bool = False,
                      smoothing: float = DEFAULT_SMOOTHING, headroom: float = 0.0, core: str | None = None) -> str:
     """C source of the manager's tables for `points` (one core, or `core` to pick one), to compile with
-    src/microforge/codegen/kernels/mf_manager.c: per point its width index, MHz, latency_us, energy_nj,
+    src/microforge/codegen/kernels/mf_manager.c: per point its member index, MHz, latency_us, energy_nj,
     power_uw and accuracy (1e-4) as `const int32_t <prefix>_manager_<name>[]`, the count macro
     <PREFIX>_MANAGER_POINTS and the feedback settings. mf_manager.c reads the tables of prefix "mf"
     unless compiled with -DMF_MANAGER_TABLES=<prefix>."""

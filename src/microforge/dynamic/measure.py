@@ -1,6 +1,6 @@
-"""Measure a family: each width's accuracy on a dataset, and on each emulated core its exact instructions
+"""Measure a family: each member's accuracy on a dataset, and on each emulated core its exact instructions
 in the one family image (checked byte for byte against the reference interpreter), the image's flash beside
-the widest width alone and all widths as separate models, and the cost of a switch.
+the widest member alone and all members as separate models, and the cost of a switch.
 
 Accuracy comes from the reference interpreter over the whole dataset: the image's outputs equal it byte for
 byte, which is checked on the samples run on each core (`core_samples`, the first of the dataset).
@@ -19,7 +19,7 @@ from microforge.codegen.emit import generate
 from microforge.codegen.targets.qemu import QemuResult, run_on_qemu
 from microforge.dynamic.family import Family
 from microforge.dynamic.image import generate_family
-from microforge.dynamic.points import TARGET_CORES, WidthMeasurement
+from microforge.dynamic.points import TARGET_CORES, MemberMeasurement
 from microforge.errors import InputError
 from microforge.reference.interpreter import run
 
@@ -33,12 +33,12 @@ class FamilyCost:
 
     core: str
     flash_bytes: int  # the family image's model code + constants
-    largest_alone_flash_bytes: int  # the widest width generated on its own (its fastest kernels)
-    separate_flash_bytes: int  # every width generated on its own, summed
+    largest_alone_flash_bytes: int  # the widest member generated on its own (its fastest kernels)
+    separate_flash_bytes: int  # every member generated on its own, summed
     arena_bytes: int  # the family's one arena
     largest_alone_arena_bytes: int
     switch_instructions: int  # one mf_set_operating_point
-    alone_instructions: list[int] = field(default_factory=list)  # each width alone, per inference
+    alone_instructions: list[int] = field(default_factory=list)  # each member alone, per inference
 
     def to_json(self) -> dict:
         return dict(self.__dict__)
@@ -46,7 +46,7 @@ class FamilyCost:
 
 @dataclass
 class FamilyMeasurement:
-    measurements: list[WidthMeasurement]
+    measurements: list[MemberMeasurement]
     costs: dict[str, FamilyCost]  # core -> its costs
     samples: int  # dataset samples behind each accuracy
 
@@ -60,7 +60,7 @@ def dataset_arrays(family: Family, dataset) -> tuple[np.ndarray, np.ndarray]:
 
 
 def width_outputs(family: Family, batch: np.ndarray, labels: np.ndarray) -> list[np.ndarray]:
-    """Each width's outputs (N, classes) on the batch by the reference interpreter."""
+    """Each member's outputs (N, classes) on the batch by the reference interpreter."""
     outputs = []
     for k, graph in enumerate(family.graphs):
         scores = run(graph, batch).reshape(len(batch), -1)
@@ -76,15 +76,15 @@ def _run(directory: Path, board: str, inputs, defines=()) -> QemuResult:
 
 
 def measure_family(family: Family, targets, dataset, core_samples: int = 8, progress=None) -> FamilyMeasurement:
-    """Accuracy per width on `dataset` (a runner folder) and, per target ("qemu-m4", "qemu-m7"), the
-    family image's instructions per width on `core_samples` samples, its bit-exactness, flash and switch
+    """Accuracy per member on `dataset` (a runner folder) and, per target ("qemu-m4", "qemu-m7"), the
+    family image's instructions per member on `core_samples` samples, its bit-exactness, flash and switch
     cost. `progress(message)` is told what runs."""
     for target in targets:
         if target not in TARGET_CORES:
             raise InputError(f"target {target!r}: choose from {', '.join(TARGET_CORES)}")
     say = progress or (lambda message: None)
     batch, labels = dataset_arrays(family, dataset)
-    say(f"accuracy of {len(family.graphs)} widths on {len(batch)} samples (reference interpreter)")
+    say(f"accuracy of {len(family.graphs)} members on {len(batch)} samples (reference interpreter)")
     outputs = width_outputs(family, batch, labels)
     accuracies = [float(np.mean(scores.argmax(axis=1) == labels)) for scores in outputs]
     probe = batch[:max(1, core_samples)]
@@ -95,18 +95,18 @@ def measure_family(family: Family, targets, dataset, core_samples: int = 8, prog
         with tempfile.TemporaryDirectory(prefix="microforge-family-") as tmp:
             image = generate_family(family, Path(tmp) / "family", target=core)
             results = []
-            for k, width in enumerate(family.widths):
-                say(f"{target}: width {width:g} in the family image")
+            for k, (width, depth) in enumerate(zip(family.widths, family.depths)):
+                say(f"{target}: {family.label(k)} in the family image")
                 result = _run(image.directory, target, probe, [f"-DMF_DEFAULT_POINT={k}"])
                 got = np.stack([np.frombuffer(out, expected[k].dtype) for out in result.outputs])
-                measurements.append(WidthMeasurement(width, core, accuracies[k], int(max(result.instructions)),
-                                                     bool(np.array_equal(got, expected[k]))))
+                measurements.append(MemberMeasurement(width, core, accuracies[k], int(max(result.instructions)),
+                                                      bool(np.array_equal(got, expected[k])), depth))
                 results.append(result)
             say(f"{target}: the cost of a switch")
             switching = _run(image.directory, target, probe[:1], ["-DMF_DEFAULT_POINT=0", "-DMF_SWITCH_EVERY_INVOKE"])
             alone_flash, alone_instructions, alone_arena = [], [], 0
             for k, graph in enumerate(family.graphs):
-                say(f"{target}: width {family.widths[k]:g} alone")
+                say(f"{target}: {family.label(k)} alone")
                 alone = generate(graph, Path(tmp) / f"alone{k}", target=core)
                 result = _run(alone.directory, target, probe[:1])
                 alone_flash.append(result.model_flash_bytes)
@@ -121,15 +121,16 @@ def measure_family(family: Family, targets, dataset, core_samples: int = 8, prog
 
 def points_document(family: Family, targets, dataset, progress=None) -> tuple[dict, list]:
     """`microforge dynamic points --json`: {"family": {flash of the image beside the widest alone and the
-    widths as separate models, on the first target's core; "per_core": every core's FamilyCost},
-    "points": [every (width x core x clock) operating point]}, and the OperatingPoints themselves."""
+    members as separate models, on the first target's core; "per_core": every core's FamilyCost},
+    "points": [every (member x core x clock) operating point]}, and the OperatingPoints themselves."""
     from microforge.dynamic.points import operating_points
 
     measured = measure_family(family, targets, dataset, progress=progress)
     points = operating_points(measured.measurements)
     first = measured.costs[TARGET_CORES[targets[0]]]
     document = {
-        "family": {"name": family.name, "widths": family.widths, "flash_bytes": first.flash_bytes,
+        "family": {"name": family.name, "widths": family.widths, "depths": family.depths,
+                   "flash_bytes": first.flash_bytes,
                    "largest_alone_flash_bytes": first.largest_alone_flash_bytes,
                    "separate_flash_bytes": first.separate_flash_bytes, "dataset_samples": measured.samples,
                    "per_core": {core: cost.to_json() for core, cost in measured.costs.items()}},

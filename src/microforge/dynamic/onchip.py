@@ -3,7 +3,7 @@
 The image is the family's (image.py) with the manager (mf_manager.c and its tables, generated from the
 measured points of that core) beside it, behind the DUT firmware (bench.dut), which then answers
 `mf-request L E P B`: the manager running on the core picks the point for the budgets, the image
-switches width if it must, runs the inference, plays a background task taking B per mille of the core
+switches member if it must, runs the inference, plays a background task taking B per mille of the core
 (it spins on the firmware's timer for the stolen share), times the whole with its own timer and feeds the
 latency back to the manager (feedback mode, as in trace.simulate). QEMU runs with -icount, where the
 timer counts executed instructions; the firmware converts them to microseconds at the chosen point's
@@ -35,8 +35,9 @@ def generate_managed_image(family: Family, points: list[OperatingPoint], out_dir
     """The family image for `target`'s core with the feedback manager over that core's points."""
     core = TARGET_CORES[target]
     manager = Manager(points, feedback=True, smoothing=smoothing, headroom=headroom, core=core)
-    if manager.widths != [float(w) for w in family.widths]:
-        raise InputError(f"the points are of widths {manager.widths}, the family {family.name} has {family.widths}")
+    members = [(float(w), d) for w, d in zip(family.widths, family.depths)]
+    if manager.members != members:
+        raise InputError(f"the points are of members {manager.members}, the family {family.name} has {members}")
     cpi = to_units(BOARDS[core].cycles_per_instruction, 1000)
     image = generate_family(family, out_dir, target=core, header_lines=(
         "/* With its runtime manager (mf_manager.h), for the DUT firmware's mf-request command. */",
@@ -79,7 +80,7 @@ def play_trace(family: Family, points: list[OperatingPoint], requests: list[Requ
             replies.append(tuple(int(v) for v in found[0].groups()))
     simulated = simulate(table, requests, core, headroom=headroom, smoothing=smoothing, keep_steps=True)
     met, kept, capped, accuracy, gaps = [], [], [], [], []
-    for r, (index, _ok, _width, _mhz, latency_us, _switches), step in zip(requests, replies, simulated["steps"]):
+    for r, (index, _ok, _member, _mhz, latency_us, _switches), step in zip(requests, replies, simulated["steps"]):
         p = table[index]
         accuracy.append(p.accuracy)
         gaps.append(abs(latency_us / 1000 - p.latency_ms / (1 - r.background_load)))

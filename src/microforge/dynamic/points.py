@@ -1,7 +1,7 @@
-"""Operating points: every (width x core x clock) of a measured slimmable family, its Pareto front, JSON,
-a Markdown table and a plot.
+"""Operating points: every (member x core x clock) of a measured slimmable family, its Pareto front, JSON,
+a Markdown table and a plot. A member is a width, or a (width, depth) pair in a family with depth options.
 
-A point's latency, energy and power come from the exact instruction count measured for its width on its
+A point's latency, energy and power come from the exact instruction count measured for its member on its
 core and the board model of that core (board.py). Pareto front, per core: a point is on it when no other
 point of the same core is at least as accurate, at most as slow and at most as costly in energy, and
 strictly better in one of the three. Power is not a criterion (a power cap is a constraint the manager
@@ -25,23 +25,41 @@ TARGET_CORES = {"qemu-m4": "cortex-m4", "qemu-m7": "cortex-m7"}
 
 
 @dataclass(frozen=True)
-class WidthMeasurement:
-    """One width of the family measured on one core.
+class MemberMeasurement:
+    """One member of the family measured on one core.
 
     width: fraction of the full network's channels (0 < width <= 1); core: "cortex-m4" or "cortex-m7"
     (TARGET_CORES maps an emulator target to it); accuracy: fraction 0..1 on a dataset; instructions:
-    exact executed instructions per inference; bit_exact: the compiled width matched the reference.
+    exact executed instructions per inference; bit_exact: the compiled member matched the reference;
+    depth: blocks run, None in a family without depth options.
     """
     width: float
     core: str
     accuracy: float
     instructions: int
     bit_exact: bool
+    depth: int | None = None
+
+    @property
+    def member(self) -> tuple[float, int | None]:
+        return (float(self.width), self.depth)
+
+
+def member_order(member: tuple[float, int | None]) -> tuple[float, int]:
+    """Sort key of a (width, depth) member: by width, then depth (None, all blocks, last)."""
+    width, depth = member
+    return (width, 1 << 30 if depth is None else depth)
+
+
+def member_name(width: float, depth: int | None = None) -> str:
+    """A member in tables and plots: "0.25", or "0.25/2" (width/depth)."""
+    return f"{width:g}" + ("" if depth is None else f"/{depth}")
 
 
 @dataclass(frozen=True)
 class OperatingPoint:
-    """A width run on a core at a clock. The field names are a public JSON contract."""
+    """A member run on a core at a clock. The field names are a public JSON contract; `depth` (blocks run)
+    is None in a family without depth options."""
     width: float
     core: str
     mhz: int
@@ -52,6 +70,11 @@ class OperatingPoint:
     power_mw: float       # while inferring
     pareto: bool
     bit_exact: bool
+    depth: int | None = None
+
+    @property
+    def member(self) -> tuple[float, int | None]:
+        return (float(self.width), self.depth)
 
     def to_json(self) -> dict:
         """The point as a dict of JSON values, keyed by the field names."""
@@ -60,22 +83,22 @@ class OperatingPoint:
     @classmethod
     def from_json(cls, data: dict) -> OperatingPoint:
         names = [f for f in cls.__dataclass_fields__]
-        missing = [n for n in names if n not in data]
+        missing = [n for n in names if n not in data and n != "depth"]  # depth: absent in width-only files
         if missing:
             raise InputError(f"operating point {data!r} lacks {', '.join(missing)}")
-        return cls(**{n: data[n] for n in names})
+        return cls(**{n: data[n] for n in names if n in data})
 
 
 def _is_real(value) -> bool:
     return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
 
 
-def _validate(measurements: list[WidthMeasurement], boards: dict[str, Board]) -> None:
+def _validate(measurements: list[MemberMeasurement], boards: dict[str, Board]) -> None:
     if not measurements:
-        raise InputError("no width measurements given")
+        raise InputError("no member measurements given")
     seen = set()
     for m in measurements:
-        where = f"width {m.width} on {m.core}"
+        where = f"width {m.width}" + ("" if m.depth is None else f" depth {m.depth}") + f" on {m.core}"
         board_for(m.core, boards)
         if not (_is_real(m.width) and 0 < m.width <= 1):
             raise InputError(f"{where}: width must be a number in (0, 1]")
@@ -84,9 +107,12 @@ def _validate(measurements: list[WidthMeasurement], boards: dict[str, Board]) ->
         if isinstance(m.instructions, bool) or not isinstance(m.instructions, numbers.Integral) \
                 or m.instructions <= 0:
             raise InputError(f"{where}: instructions must be a positive integer, got {m.instructions!r}")
-        if (float(m.width), m.core) in seen:
+        if m.depth is not None and (isinstance(m.depth, bool) or not isinstance(m.depth, numbers.Integral)
+                                    or m.depth < 1):
+            raise InputError(f"{where}: depth must be a whole number of blocks, got {m.depth!r}")
+        if (m.member, m.core) in seen:
             raise InputError(f"{where} is measured twice")
-        seen.add((float(m.width), m.core))
+        seen.add((m.member, m.core))
 
 
 def _dominates(q: OperatingPoint, p: OperatingPoint) -> bool:
@@ -100,21 +126,21 @@ def mark_pareto(points: list[OperatingPoint]) -> list[OperatingPoint]:
     return [replace(p, pareto=not any(q.core == p.core and _dominates(q, p) for q in points)) for p in points]
 
 
-def operating_points(measurements: list[WidthMeasurement], boards: dict[str, Board] = BOARDS) -> list[OperatingPoint]:
-    """Every (width x core x clock) point, ordered by core (first seen first), width increasing, then
-    clock decreasing; `pareto` marked per core."""
+def operating_points(measurements: list[MemberMeasurement], boards: dict[str, Board] = BOARDS) -> list[OperatingPoint]:
+    """Every (member x core x clock) point, ordered by core (first seen first), member (member_order),
+    then clock decreasing; `pareto` marked per core."""
     _validate(measurements, boards)
     cores = list(dict.fromkeys(m.core for m in measurements))
     points = []
     for core in cores:
         board = boards[core]
-        for m in sorted((m for m in measurements if m.core == core), key=lambda m: m.width):
+        for m in sorted((m for m in measurements if m.core == core), key=lambda m: member_order(m.member)):
             for mhz in board.frequencies:
                 points.append(OperatingPoint(
                     width=float(m.width), core=core, mhz=mhz, accuracy=float(m.accuracy),
                     instructions=int(m.instructions), latency_ms=board.latency_ms(m.instructions, mhz),
                     energy_uj=board.energy_uj(m.instructions, mhz), power_mw=board.power_mw(mhz),
-                    pareto=False, bit_exact=bool(m.bit_exact)))
+                    pareto=False, bit_exact=bool(m.bit_exact), depth=m.depth))
     return mark_pareto(points)
 
 
@@ -155,11 +181,11 @@ def read_points(path) -> list[OperatingPoint]:
 
 def points_table(points: list[OperatingPoint]) -> str:
     """A Markdown table of the points, for reports (Pareto points marked with a star)."""
-    columns = ["core", "width", "MHz", "accuracy %", "instructions", "latency ms", "energy µJ", "power mW",
+    columns = ["core", "width/depth" if any(p.depth is not None for p in points) else "width", "MHz", "accuracy %", "instructions", "latency ms", "energy µJ", "power mW",
                "Pareto", "bit-exact"]
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     for p in points:
-        row = [p.core, f"{p.width:g}", str(p.mhz), f"{100 * p.accuracy:.2f}", f"{p.instructions:,}",
+        row = [p.core, member_name(*p.member), str(p.mhz), f"{100 * p.accuracy:.2f}", f"{p.instructions:,}",
                f"{p.latency_ms:.3f}", f"{p.energy_uj:.1f}", f"{p.power_mw:.1f}", "★" if p.pareto else "",
                "yes" if p.bit_exact else "no"]
         lines.append("| " + " | ".join(row) + " |")
@@ -226,7 +252,7 @@ def plot_points(points: list[OperatingPoint], path) -> Path:
     return path
 
 
-def widths_of(points: list[OperatingPoint]) -> list[float]:
-    """The distinct widths of the points, increasing."""
-    return sorted({p.width for p in points})
+def members_of(points: list[OperatingPoint]) -> list[tuple[float, int | None]]:
+    """The distinct (width, depth) members of the points, in member_order."""
+    return sorted({p.member for p in points}, key=member_order)
 

@@ -27,7 +27,8 @@ from pathlib import Path
 import numpy as np
 
 from microforge.dynamic.manager import DEFAULT_SMOOTHING, Manager
-from microforge.dynamic.points import OperatingPoint, WidthMeasurement, operating_points, points_of_core
+from microforge.dynamic.points import (MemberMeasurement, OperatingPoint, member_name, member_order, operating_points,
+                                      points_of_core)
 from microforge.errors import InputError
 
 COLUMNS = ("t_ms", "latency_budget_ms", "energy_budget_uj", "power_cap_mw", "background_load")
@@ -126,10 +127,10 @@ def write_trace(requests: list[Request], path) -> Path:
 
 # the family the trace is scaled to when no points are given: plausible instruction counts of a
 # keyword-spotting CNN at widths 0.25..1 on the Cortex-M4 board
-_NOMINAL = [WidthMeasurement(0.25, "cortex-m4", 0.78, 750_000, True),
-            WidthMeasurement(0.5, "cortex-m4", 0.88, 2_300_000, True),
-            WidthMeasurement(0.75, "cortex-m4", 0.915, 4_800_000, True),
-            WidthMeasurement(1.0, "cortex-m4", 0.93, 8_000_000, True)]
+_NOMINAL = [MemberMeasurement(0.25, "cortex-m4", 0.78, 750_000, True),
+            MemberMeasurement(0.5, "cortex-m4", 0.88, 2_300_000, True),
+            MemberMeasurement(0.75, "cortex-m4", 0.915, 4_800_000, True),
+            MemberMeasurement(1.0, "cortex-m4", 0.93, 8_000_000, True)]
 
 
 def make_trace(n: int = 2000, seed: int = 0, points: list[OperatingPoint] | None = None,
@@ -250,6 +251,7 @@ class Step:
     feasible: bool
     index: int              # the manager's point, an index into the core's points
     width: float
+    depth: int | None       # blocks run; None in a family without depth options
     mhz: int
     accuracy: float
     latency_ms: float       # actual, under the load, with any switch cost
@@ -368,7 +370,7 @@ def simulate(points: list[OperatingPoint], requests: list[Request], core: str, s
     if keep_steps:
         outcomes = _outcomes(pts, requests, choices, switch_instructions)
         result["steps"] = [
-            Step(r, f, i, pts[i].width, pts[i].mhz, pts[i].accuracy, o[0], o[1], o[2], o[3], o[5], lf, oi,
+            Step(r, f, i, pts[i].width, pts[i].depth, pts[i].mhz, pts[i].accuracy, o[0], o[1], o[2], o[3], o[5], lf, oi,
                  pts[oi].accuracy)
             for r, f, i, o, lf, (oi, _) in zip(requests, feasible, choices, outcomes, factors, oracle)]
     return result
@@ -378,7 +380,7 @@ def simulate(points: list[OperatingPoint], requests: list[Request], core: str, s
 
 def plot_trace(result_or_steps, path) -> Path:
     """A PNG (or SVG) of a simulation over time: the latency budget beside the actual latency (misses
-    marked) with the background load, the chosen width and clock, and the accuracy against the oracle's.
+    marked) with the background load, the chosen member and clock, and the accuracy against the oracle's.
     Takes simulate(..., keep_steps=True)'s result or its list of steps."""
     steps = result_or_steps.get("steps") if isinstance(result_or_steps, dict) else result_or_steps
     if not steps:
@@ -427,13 +429,14 @@ def plot_trace(result_or_steps, path) -> Path:
     ax.set_title("energy budget and energy per inference (dashed: power cap)")
 
     ax = axes[2]
-    ax.step(t, [s.width for s in steps], where="post", color="#1f77b4", linewidth=1, label="width")
-    ax.set_ylabel("width")
-    ax.set_ylim(0, 1.05)
+    members = sorted({(s.width, s.depth) for s in steps}, key=member_order)  # the ones chosen, smallest first
+    ax.step(t, [members.index((s.width, s.depth)) for s in steps], where="post", color="#1f77b4", linewidth=1)
+    ax.set_yticks(range(len(members)), [member_name(*m) for m in members], fontsize=7)
+    ax.set_ylabel("width" if all(d is None for _, d in members) else "width/depth")
     mhz_ax = ax.twinx()
     mhz_ax.step(t, [s.mhz for s in steps], where="post", color="#d62728", linewidth=0.8, alpha=0.7)
     mhz_ax.set_ylabel("clock (MHz)", color="#d62728")
-    ax.set_title("chosen point: width (blue) and clock (red)")
+    ax.set_title("chosen point: member (blue) and clock (red)")
 
     ax = axes[3]
     ax.step(t, [100 * s.oracle_accuracy for s in steps], where="post", color="#aaaaaa", linewidth=2,

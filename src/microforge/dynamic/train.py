@@ -9,18 +9,19 @@ the wide one.
 
 The architecture here is a DS-CNN: a stem convolution, depthwise-separable 3x3 blocks (depthwise 3x3,
 pointwise 1x1, each followed by BN and ReLU), an average pool over the whole remaining feature map, a
-dense classifier. Only width is slimmed; depth options (skipping the last block, early exits) are left
-out: every width runs every block.
+dense classifier. Depth is slimmed too: a sub-network of depth d runs the first d blocks and skips the
+rest (every block keeps its input's shape, so the pool and the classifier follow any block). A member of
+the family is a (width, depth) pair; with one depth (the default, all blocks) it is just a width.
 
 Training (`train`) follows the papers' sandwich rule with in-place distillation: each step runs the
-largest width on the labels, then the smallest and `random_widths` others from the list on the largest
-width's softened outputs (stop-gradient); the losses are summed, so the gradients of all widths are,
-before one Adam step. `train_alone` trains the same architecture at one width on its own with plain
-cross-entropy, the baseline a width of the family is compared with.
+largest member (widest, deepest) on the labels, then the smallest (narrowest, shallowest) and
+`random_widths` other members on the largest one's softened outputs (stop-gradient); the gradients of all
+of them are summed before one Adam step. `train_alone` trains the same architecture at one width and
+depth on its own with plain cross-entropy, the baseline a member of the family is compared with.
 
-Export (`export_width`, `export_tflite`) builds a plain Keras model of one width, with every BN folded in
+Export (`export_width`, `export_tflite`) builds a plain Keras model of one member, with every BN folded in
 numpy into the convolution before it and ReLU fused, and converts it with microforge's Keras frontend.
-`check_shared` proves on the converted files that every width's weights are the full width's, sliced to the
+`check_shared` proves on the converted files that every member's weights are the full one's, sliced to the
 first channels and scaled by a positive factor per output channel.
 
 Tensors are NHWC float32 with a leading batch N; a sample has the architecture's `input_shape`.
@@ -38,7 +39,7 @@ import numpy as np
 import tensorflow as tf
 
 from microforge.errors import InputError, UnsupportedError
-from microforge.dynamic.family import check_float_shared
+from microforge.dynamic.family import check_float_shared, member_label
 from microforge.graph.ir import Graph
 
 DEFAULT_WIDTHS = (0.25, 0.5, 0.75, 1.0)
@@ -58,6 +59,19 @@ EXPORT_OPS = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "AVERAGE_POOL_2
 def channels(full: int, width: float) -> int:
     """Channels a layer of `full` channels has at `width`: full * width rounded half up, at least 1."""
     return max(1, int(math.floor(full * width + 0.5)))
+
+
+def check_depths(depths, blocks: int) -> tuple[int, ...]:
+    """The depths (blocks run) as a sorted tuple of ints in 1 .. blocks; None means (blocks,)."""
+    if depths is None:
+        return (blocks,)
+    try:
+        values = tuple(sorted(int(d) for d in depths))
+    except (TypeError, ValueError):
+        raise InputError(f"depths must be whole numbers, not {depths!r}") from None
+    if not values or any(not 1 <= d <= blocks for d in values) or len(set(values)) != len(values):
+        raise InputError(f"depths must be distinct block counts in 1 .. {blocks}, not {list(depths)}")
+    return values
 
 
 def check_widths(widths) -> tuple[float, ...]:
@@ -89,10 +103,11 @@ class Architecture:
         """Channels of every hidden layer at `width`: the stem, then each block's."""
         return [channels(c, width) for c in (self.stem_channels, *self.block_channels)]
 
-    def at_width(self, width: float) -> "Architecture":
-        """The same architecture with every hidden layer at `width` (a net that is that width alone)."""
+    def at(self, width: float, depth: int | None = None) -> "Architecture":
+        """The same architecture with every hidden layer at `width` and only its first `depth` blocks (all
+        by default): a net that is that member alone."""
         stem, *blocks = self.hidden_channels(width)
-        return replace(self, stem_channels=stem, block_channels=tuple(blocks))
+        return replace(self, stem_channels=stem, block_channels=tuple(blocks[:depth]))
 
     def describe(self) -> str:
         kh, kw = self.stem_kernel
@@ -216,13 +231,16 @@ class SwitchableBatchNorm(keras.layers.Layer):
 
 
 class SlimmableNet(keras.Model):
-    """The slimmable DS-CNN of `arch` at `widths`. `net(x, width=w, training=...)`: x (N, *input_shape)
-    float32 -> logits (N, classes) of the sub-network of width w (default: the largest)."""
+    """The slimmable DS-CNN of `arch` at `widths` and `depths` (blocks run; default all).
+    `net(x, width=w, depth=d, training=...)`: x (N, *input_shape) float32 -> logits (N, classes) of the
+    sub-network of width w running the first d blocks (default: the largest of each)."""
 
-    def __init__(self, arch: Architecture, widths=DEFAULT_WIDTHS, bn_momentum: float = 0.99, **kwargs):
+    def __init__(self, arch: Architecture, widths=DEFAULT_WIDTHS, bn_momentum: float = 0.99, depths=None,
+                 **kwargs):
         super().__init__(name=kwargs.pop("name", arch.name), **kwargs)
         self.arch = arch
         self.widths = check_widths(widths)
+        self.depths = check_depths(depths, len(arch.block_channels))
         self.stem = SlimConv2D(arch.input_shape[-1], arch.stem_channels, arch.stem_kernel, arch.stem_strides,
                                name="stem")
         self.stem_norm = SwitchableBatchNorm(arch.stem_channels, self.widths, bn_momentum, name="stem_bn")
@@ -241,11 +259,15 @@ class SlimmableNet(keras.Model):
         self.classifier = SlimDense(previous, arch.classes, name="classifier")
         self.built = True
 
-    def call(self, x, width: float | None = None, training: bool = False):
+    def members(self) -> list[tuple[float, int]]:
+        """Every (width, depth) sub-network, smallest first, the largest last."""
+        return [(w, d) for w in self.widths for d in self.depths]
+
+    def call(self, x, width: float | None = None, depth: int | None = None, training: bool = False):
         width = self.widths[-1] if width is None else width
         x = keras.ops.relu(self.stem_norm(self.stem(x, width=width), width=width, training=training))
         x = self.stem_dropout(x, training=training)
-        for depthwise, depthwise_norm, pointwise, pointwise_norm in self.blocks:
+        for depthwise, depthwise_norm, pointwise, pointwise_norm in self.blocks[:depth]:
             x = keras.ops.relu(depthwise_norm(depthwise(x), width=width, training=training))
             x = keras.ops.relu(pointwise_norm(pointwise(x, width=width), width=width, training=training))
         x = self.head_dropout(x, training=training)
@@ -256,34 +278,37 @@ class SlimmableNet(keras.Model):
         return [self.stem_norm] + [n for block in self.blocks for n in (block[1], block[3])]
 
 
-def predict(net: SlimmableNet, x: np.ndarray, width: float | None = None, batch_size: int = 256) -> np.ndarray:
-    """Softmax outputs (N, classes) float32 of the sub-network of `width`, in inference mode."""
+def predict(net: SlimmableNet, x: np.ndarray, width: float | None = None, batch_size: int = 256,
+            depth: int | None = None) -> np.ndarray:
+    """Softmax outputs (N, classes) float32 of the sub-network of `width` and `depth`, in inference mode."""
     x = np.asarray(x, dtype=np.float32)
     if x.shape[1:] != net.arch.input_shape:
         raise InputError(f"{net.name}: inputs must be (N, {', '.join(map(str, net.arch.input_shape))}), "
                          f"got {list(x.shape)}")
-    out = [keras.ops.convert_to_numpy(keras.ops.softmax(net(x[i:i + batch_size], width=width, training=False)))
+    out = [keras.ops.convert_to_numpy(keras.ops.softmax(net(x[i:i + batch_size], width=width, depth=depth, training=False)))
            for i in range(0, len(x), batch_size)]
     return np.concatenate(out).astype(np.float32)
 
 
-def accuracy(net: SlimmableNet, x: np.ndarray, y: np.ndarray, width: float | None = None) -> float:
-    """Fraction of samples whose most probable class at `width` is the label y (N,) int."""
-    return float(np.mean(np.argmax(predict(net, x, width), axis=1) == np.asarray(y)))
+def accuracy(net: SlimmableNet, x: np.ndarray, y: np.ndarray, width: float | None = None,
+             depth: int | None = None) -> float:
+    """Fraction of samples whose most probable class at `width` and `depth` is the label y (N,) int."""
+    return float(np.mean(np.argmax(predict(net, x, width, depth=depth), axis=1) == np.asarray(y)))
 
 
 # ----------------------------------------------------------------------------------------------------------
 # training
 
 
-def sandwich(widths: tuple[float, ...], rng: np.random.Generator, random_widths: int) -> tuple[float, ...]:
-    """The widths one step trains, the teacher first: the largest, the smallest, then `random_widths`
-    distinct others drawn from those between (all of them if there are fewer)."""
-    if len(widths) == 1:
-        return widths
-    middle = list(widths[1:-1])
+def sandwich(members: list, rng: np.random.Generator, random_widths: int) -> tuple:
+    """The members (smallest first, largest last) one step trains, the teacher first: the largest, the
+    smallest, then `random_widths` distinct others drawn from those between (all of them if fewer)."""
+    members = list(members)
+    if len(members) == 1:
+        return tuple(members)
+    middle = members[1:-1]
     picked = rng.choice(len(middle), size=min(random_widths, len(middle)), replace=False) if middle else []
-    return (widths[-1], widths[0], *(middle[i] for i in sorted(picked)))
+    return (members[-1], members[0], *(middle[i] for i in sorted(picked)))
 
 
 def distillation_loss(teacher_logits, student_logits, temperature: float):
@@ -298,17 +323,18 @@ def train(net: SlimmableNet, x: np.ndarray, y: np.ndarray, *, epochs: int, batch
           learning_rate: float = 3e-3, seed: int = 0, random_widths: int = 1, temperature: float = 1.0,
           validation: tuple[np.ndarray, np.ndarray] | None = None,
           log: Callable[[str], None] | None = print) -> list[dict]:
-    """Train every width of `net` together on x (N, *input_shape) float32 and labels y (N,) int.
+    """Train every member (width, depth) of `net` together on x (N, *input_shape) float32 and labels
+    y (N,) int.
 
-    Each step takes one batch through the sandwich of widths (see `sandwich`): the largest learns from the
-    labels (cross-entropy), the others from its outputs (`distillation_loss` at `temperature`). The sum of
-    the losses is differentiated once and Adam (learning rate with cosine decay to 0 over all steps) takes
-    one step with the summed gradients. BN of the widths left out of a step get no gradient and keep their
-    statistics. `seed` draws the batches (reshuffled each epoch) and the sandwich's random widths; the last
-    incomplete batch is dropped, so every step has the same shapes. A net of one width is trained on plain cross-entropy.
+    Each step takes one batch through the sandwich of members (see `sandwich`): the largest learns from the
+    labels (cross-entropy), the others from its outputs (`distillation_loss` at `temperature`). Their
+    gradients are summed and Adam (learning rate with cosine decay to 0 over all steps) takes one step with
+    the sum. BN of the widths left out of a step get no gradient and keep their statistics. `seed` draws
+    the batches (reshuffled each epoch) and the sandwich's random members; the last incomplete batch is
+    dropped, so every step has the same shapes. A net of one member is trained on plain cross-entropy.
 
-    Returns one dict per epoch: the mean total loss, the largest width's label loss, seconds, and with
-    `validation` (x, y) the accuracy of every width."""
+    Returns one dict per epoch: the mean total loss, the largest member's label loss, seconds, and with
+    `validation` (x, y) the accuracy of every member (keys `member_key`)."""
     x = np.asarray(x, dtype=np.float32)
     y = np.asarray(y, dtype=np.int64)
     if x.shape[1:] != net.arch.input_shape or y.shape != (len(x),):
@@ -325,6 +351,7 @@ def train(net: SlimmableNet, x: np.ndarray, y: np.ndarray, *, epochs: int, batch
     optimizer = keras.optimizers.Adam(keras.optimizers.schedules.CosineDecay(learning_rate, epochs * steps_per_epoch))
     optimizer.build(net.trainable_variables)
     step = _train_step(net, optimizer, temperature)
+    members = net.members()
     rng = np.random.default_rng(seed)
     history = []
     for epoch in range(epochs):
@@ -333,13 +360,14 @@ def train(net: SlimmableNet, x: np.ndarray, y: np.ndarray, *, epochs: int, batch
         totals, labels = [], []
         for s in range(steps_per_epoch):
             batch = order[s * batch_size:(s + 1) * batch_size]
-            total, label_loss = step(x[batch], y[batch], sandwich(net.widths, rng, random_widths))
+            total, label_loss = step(x[batch], y[batch], sandwich(members, rng, random_widths))
             totals.append(float(total))
             labels.append(float(label_loss))
         record = {"epoch": epoch + 1, "loss": float(np.mean(totals)), "label_loss": float(np.mean(labels)),
                   "seconds": round(time.monotonic() - started, 1)}
         if validation is not None:
-            record["validation_accuracy"] = {f"{w:g}": accuracy(net, *validation, width=w) for w in net.widths}
+            record["validation_accuracy"] = {member_key(net, w, d): accuracy(net, *validation, width=w, depth=d)
+                                             for w, d in members}
         history.append(record)
         if log is not None:
             log(f"{net.name} epoch {epoch + 1}/{epochs}: " + ", ".join(
@@ -347,31 +375,61 @@ def train(net: SlimmableNet, x: np.ndarray, y: np.ndarray, *, epochs: int, batch
     return history
 
 
+def member_key(net: SlimmableNet, width: float, depth: int) -> str:
+    """How results name a member: "0.25" when the net has one depth, "0.25/2" (width/depth) otherwise."""
+    return f"{width:g}" if len(net.depths) == 1 else f"{width:g}/{depth}"
+
+
 def _train_step(net: SlimmableNet, optimizer, temperature: float):
-    """The compiled step: (x batch, y batch, widths with the teacher first) -> (total loss, label loss).
-    `widths` is a Python tuple: each distinct sandwich is traced once (its channel counts are static)."""
+    """One step: (x batch, y batch, members with the teacher first) -> (total loss, label loss).
+
+    Each member's gradients come from a function compiled once per member (its channel counts and blocks
+    are static), so the sandwiches drawn at random cost no new tracing; the step sums them and applies
+    them once, to the variables some member of the sandwich used (the others, e.g. the BN of widths left
+    out, stay as they are: a zero gradient would still move them through Adam's momentum)."""
+    variables = net.trainable_variables
+    used = {}  # (width, depth) -> indices of the variables its loss depends on (found when it is traced)
+
+    def gradients(tape, loss, member):
+        found = tape.gradient(loss, variables)
+        used[member] = [i for i, g in enumerate(found) if g is not None]
+        return [g if g is not None else tf.zeros_like(v) for g, v in zip(found, variables)]
 
     @tf.function
-    def step(x, y, widths):
+    def teacher_step(x, y, width, depth):
         with tf.GradientTape() as tape:
-            teacher = net(x, width=widths[0], training=True)
-            label_loss = keras.ops.mean(keras.losses.sparse_categorical_crossentropy(y, teacher, from_logits=True))
-            total = label_loss
-            for w in widths[1:]:
-                total = total + distillation_loss(teacher, net(x, width=w, training=True), temperature)
-        variables = net.trainable_variables
-        pairs = [(g, v) for g, v in zip(tape.gradient(total, variables), variables) if g is not None]
-        optimizer.apply([g for g, _ in pairs], [v for _, v in pairs])  # also applies the gamma constraint
+            logits = net(x, width=width, depth=depth, training=True)
+            loss = keras.ops.mean(keras.losses.sparse_categorical_crossentropy(y, logits, from_logits=True))
+        return gradients(tape, loss, (width, depth)), loss, logits
+
+    @tf.function
+    def student_step(x, teacher_logits, width, depth):
+        with tf.GradientTape() as tape:
+            loss = distillation_loss(teacher_logits, net(x, width=width, depth=depth, training=True), temperature)
+        return gradients(tape, loss, (width, depth)), loss
+
+    def step(x, y, members):
+        total_gradients, label_loss, teacher = teacher_step(x, y, *members[0])
+        total = label_loss
+        for member in members[1:]:
+            grads, loss = student_step(x, teacher, *member)
+            total_gradients = [a + b for a, b in zip(total_gradients, grads)]
+            total = total + loss
+        touched = sorted(set().union(*(used[m] for m in members)))
+        optimizer.apply([total_gradients[i] for i in touched], [variables[i] for i in touched])  # and the gamma constraint
         return total, label_loss
 
     return step
 
 
-def train_alone(arch: Architecture, width: float, x: np.ndarray, y: np.ndarray, **train_options) -> SlimmableNet:
-    """The baseline of one width: a net of `arch` at `width` and nothing else (its own weights, initialised
-    for its own size), trained by `train` with the same options, so on plain cross-entropy. Export it at
-    width 1.0 (its only width); its channels are the family's at `width`."""
-    net = SlimmableNet(arch.at_width(width), widths=(1.0,), name=f"{arch.name}_alone_{width:g}")
+def train_alone(arch: Architecture, width: float, x: np.ndarray, y: np.ndarray, depth: int | None = None,
+                **train_options) -> SlimmableNet:
+    """The baseline of one member: a net of `arch` at `width` with its first `depth` blocks (all by default)
+    and nothing else (its own weights, initialised for its own size), trained by `train` with the same
+    options, so on plain cross-entropy. Export it at width 1.0 (its only width); its channels are the
+    family's at `width`."""
+    suffix = "" if depth is None else f"_depth_{depth}"
+    net = SlimmableNet(arch.at(width, depth), widths=(1.0,), name=f"{arch.name}_alone_{width:g}{suffix}")
     train(net, x, y, **train_options)
     return net
 
@@ -393,13 +451,16 @@ def folded(kernel: np.ndarray, norm: keras.layers.BatchNormalization, axis: int)
             (beta - mean * factor).astype(np.float32))
 
 
-def export_width(net: SlimmableNet, width: float) -> keras.Model:
-    """A plain Keras model of `net`'s sub-network at `width`, input (batch, *input_shape), softmax output
-    (batch, classes): Conv2D / DepthwiseConv2D with the BN folded in and ReLU fused, AveragePooling2D over the
-    whole map, Flatten, Dense, Softmax. Dropout is left out (inference). Same outputs as
-    `net(x, width, training=False)` after a softmax, to float32 rounding."""
+def export_width(net: SlimmableNet, width: float, depth: int | None = None) -> keras.Model:
+    """A plain Keras model of `net`'s sub-network at `width` running its first `depth` blocks (all by
+    default), input (batch, *input_shape), softmax output (batch, classes): Conv2D / DepthwiseConv2D with
+    the BN folded in and ReLU fused, AveragePooling2D over the whole map, Flatten, Dense, Softmax. Dropout
+    is left out (inference). Same outputs as `net(x, width, depth, training=False)` after a softmax, to
+    float32 rounding."""
     if not any(math.isclose(width, w) for w in net.widths):
         raise InputError(f"{net.name}: width {width:g} is not one of its widths {list(net.widths)}")
+    if depth is not None and depth not in net.depths:
+        raise InputError(f"{net.name}: depth {depth} is not one of its depths {list(net.depths)}")
     layers = keras.layers
     arch = net.arch
     inputs = keras.Input(arch.input_shape)
@@ -413,7 +474,7 @@ def export_width(net: SlimmableNet, width: float) -> keras.Model:
     kernel = keras.ops.convert_to_numpy(net.stem.active_kernel(in_channels, width))
     x = add(layers.Conv2D(kernel.shape[-1], arch.stem_kernel, arch.stem_strides, padding="same", activation="relu",
                           name="stem"), inputs, folded(kernel, net.stem_norm.norm_for(width), axis=3))
-    for i, (depthwise, depthwise_norm, pointwise, pointwise_norm) in enumerate(net.blocks):
+    for i, (depthwise, depthwise_norm, pointwise, pointwise_norm) in enumerate(net.blocks[:depth]):
         kernel = keras.ops.convert_to_numpy(depthwise.active_kernel(x.shape[-1]))
         x = add(layers.DepthwiseConv2D(depthwise.kernel_size, padding="same", activation="relu",
                                        name=f"block{i}_depthwise"),
@@ -427,7 +488,8 @@ def export_width(net: SlimmableNet, width: float) -> keras.Model:
     kernel, bias = (keras.ops.convert_to_numpy(v) for v in net.classifier.active_weights(x.shape[-1], width))
     x = add(layers.Dense(arch.classes, name="classifier"), x, [kernel, bias])
     outputs = layers.Softmax(name="softmax")(x)
-    return keras.Model(inputs, outputs, name=f"{net.name}_width_{width:g}")
+    suffix = "" if depth is None else f"_depth_{depth}"
+    return keras.Model(inputs, outputs, name=f"{net.name}_width_{width:g}{suffix}")
 
 
 def check_export_ops(graph: Graph, where: str) -> None:
@@ -438,24 +500,26 @@ def check_export_ops(graph: Graph, where: str) -> None:
                                + ", ".join(extra))
 
 
-def export_tflite(net: SlimmableNet, width: float) -> bytes:
-    """The float32 .tflite (batch 1) of `export_width(net, width)`, by microforge's Keras frontend, checked
-    to hold only EXPORT_OPS."""
+def export_tflite(net: SlimmableNet, width: float, depth: int | None = None) -> bytes:
+    """The float32 .tflite (batch 1) of `export_width(net, width, depth)`, by microforge's Keras frontend,
+    checked to hold only EXPORT_OPS."""
     from microforge.frontend.keras import keras_to_float_tflite
     from microforge.frontend.reader import read_tflite
 
-    data = keras_to_float_tflite(export_width(net, width))
-    check_export_ops(read_tflite(data), f"{net.name} at width {width:g}")
+    data = keras_to_float_tflite(export_width(net, width, depth))
+    check_export_ops(read_tflite(data), f"{net.name} at width {width:g}" + ("" if depth is None else f" depth {depth}"))
     return data
 
 
-def check_shared(graphs: Mapping[float, Graph]) -> None:
-    """Check that a family's float graphs (width -> Graph, as exported) share their weights: each weight op's
-    kernel at a width is the largest width's, sliced to its first channels on every axis, times a positive
-    factor per output channel (the folded BN's gamma / sqrt(var + eps), see GAMMA_MIN). Biases are each
-    width's own. Raises ModelError naming the width, op, tensor and channel that break this (the check the
-    family's quantizer makes, microforge.dynamic.family.check_float_shared)."""
+def check_shared(graphs: Mapping) -> None:
+    """Check that a family's float graphs (width -> Graph, or (width, depth) -> Graph, as exported) share
+    their weights: each weight op's kernel in a member is the largest member's, sliced to its first channels
+    on every axis, times a positive factor per output channel (the folded BN's gamma / sqrt(var + eps), see
+    GAMMA_MIN); a shallower member's ops pair with the first blocks'. Biases are each member's own. Raises
+    ModelError naming the member, op, tensor and channel that break this (the check the family's quantizer
+    makes, microforge.dynamic.family.check_float_shared)."""
     if len(graphs) < 2:
-        raise InputError(f"check_shared needs the graphs of two widths or more; got {len(graphs)}")
-    widths = sorted(graphs)
-    check_float_shared([graphs[w] for w in widths], widths)
+        raise InputError(f"check_shared needs the graphs of two members or more; got {len(graphs)}")
+    keys = sorted(graphs)
+    labels = [member_label(*k) if isinstance(k, tuple) else member_label(k) for k in keys]
+    check_float_shared([graphs[k] for k in keys], labels)

@@ -76,8 +76,8 @@ void mf_manager_reset(void) { mf_manager_factor_q16 = MF_MANAGER_Q16_ONE; }
 
 int32_t mf_manager_load_factor_q16(void) { return mf_manager_factor_q16; }
 
-int32_t mf_manager_point_width(int32_t index) {
-    return index >= 0 && index < MF_MANAGER_TABLE(point_count) ? MF_MANAGER_TABLE(width_index)[index] : -1;
+int32_t mf_manager_point_member(int32_t index) {
+    return index >= 0 && index < MF_MANAGER_TABLE(point_count) ? MF_MANAGER_TABLE(member_index)[index] : -1;
 }
 
 int32_t mf_manager_point_mhz(int32_t index) {

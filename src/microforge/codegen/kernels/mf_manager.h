@@ -1,4 +1,4 @@
-/* Runtime manager of a dynamic (slimmable) network: picks the operating point (width x clock) that
+/* Runtime manager of a dynamic (slimmable) network: picks the operating point (member x clock) that
  * meets the current budgets. Equal, index for index, to microforge.dynamic.manager.Manager, whose
  * docstring defines the rule and the integer arithmetic; this is its C form.
  *
@@ -25,12 +25,13 @@
 #define MF_MANAGER_Q16_ONE 65536
 
 extern const int32_t MF_MANAGER_TABLE(point_count);
-extern const int32_t MF_MANAGER_TABLE(width_count);
+extern const int32_t MF_MANAGER_TABLE(member_count);  /* members: widths, or (width, depth) pairs */
 extern const int32_t MF_MANAGER_TABLE(feedback);       /* 0: observations are ignored */
 extern const int32_t MF_MANAGER_TABLE(smoothing_q16);  /* EMA weight of the newest observation */
 extern const int32_t MF_MANAGER_TABLE(headroom_q16);   /* margin on every predicted latency */
-extern const int32_t MF_MANAGER_TABLE(width_permille)[]; /* per width index: the width, 1/1000 */
-extern const int32_t MF_MANAGER_TABLE(width_index)[];  /* per point: 0..W-1, in increasing width */
+extern const int32_t MF_MANAGER_TABLE(width_permille)[]; /* per member: its width, 1/1000 */
+extern const int32_t MF_MANAGER_TABLE(depth)[];        /* per member: blocks run, 0 for all */
+extern const int32_t MF_MANAGER_TABLE(member_index)[]; /* per point: its member 0..M-1, the image's operating point */
 extern const int32_t MF_MANAGER_TABLE(mhz)[];
 extern const int32_t MF_MANAGER_TABLE(latency_us)[];   /* at no background load */
 extern const int32_t MF_MANAGER_TABLE(energy_nj)[];
@@ -55,8 +56,8 @@ void mf_manager_reset(void);
 /* The current load factor, Q16. */
 int32_t mf_manager_load_factor_q16(void);
 
-/* A point's width index (0..W-1) and clock (MHz); -1 for an index out of range. */
-int32_t mf_manager_point_width(int32_t index);
+/* A point's member (0..M-1: the k of mf_set_operating_point) and clock (MHz); -1 for an index out of range. */
+int32_t mf_manager_point_member(int32_t index);
 int32_t mf_manager_point_mhz(int32_t index);
 
 #endif /* MF_MANAGER_H */

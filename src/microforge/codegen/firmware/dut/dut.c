@@ -29,7 +29,7 @@
  *   (a label outside the classes, a full staging area, a sample of the wrong size, nothing staged:
  *    e-[...])
  * and, for a weight-shared family with its runtime manager (dynamic.onchip: model.h defines MF_DYNAMIC):
- *   mf-request L E P B%  m-request-[<point>,<feasible>,<width>,<mhz>,<latency_us>,<switches>]
+ *   mf-request L E P B%  m-request-[<point>,<feasible>,<member>,<mhz>,<latency_us>,<switches>]
  *                        one request of a budget trace: latency budget L us, energy budget E nJ, power
  *                        cap P uW (each "-" for none) under a background load of B per mille (0..999).
  *                        The manager (mf_manager.c) picks the point, the image switches to its width if
@@ -511,7 +511,7 @@ static void mf_cmd_learn_run(void) {
 #endif
 
 #if defined(MF_DYNAMIC)
-static uint32_t mf_switches;      /* requests whose point (width or clock) differs from the previous one's */
+static uint32_t mf_switches;      /* requests whose point (member or clock) differs from the previous one's */
 static int32_t mf_last_point = -1;
 
 /* A budget token: "-" (no budget) or an unsigned integer below 2^31. */
@@ -534,7 +534,7 @@ static int mf_parse_budget(const char *text, int32_t *value) {
  * emulated core retiring one a nanosecond; at the point's clock of `mhz` with MF_DYNAMIC_CPI_PERMILLE
  * cycles per instruction the same instructions take total_us * MF_DYNAMIC_CPI_PERMILLE / mhz. */
 static void mf_cmd_request(char *tokens[], uint32_t count) {
-    int32_t latency_budget, energy_budget, power_cap, chosen, point, width, mhz;
+    int32_t latency_budget, energy_budget, power_cap, chosen, point, member, mhz;
     uint32_t load, start, inference, until, total, latency;
     if (count != 5u || !mf_parse_budget(tokens[1], &latency_budget) || !mf_parse_budget(tokens[2], &energy_budget) ||
         !mf_parse_budget(tokens[3], &power_cap) || !mf_parse_u32(tokens[4], &load) || load > 999u) {
@@ -547,14 +547,14 @@ static void mf_cmd_request(char *tokens[], uint32_t count) {
     }
     chosen = mf_manager_select(latency_budget, energy_budget, power_cap, MF_MANAGER_NO_BUDGET);
     point = chosen >= 0 ? chosen : -(chosen + 1);
-    width = mf_manager_point_width(point);
+    member = mf_manager_point_member(point);
     mhz = mf_manager_point_mhz(point);
     if (mf_last_point >= 0 && point != mf_last_point) {
         mf_switches += 1u;
     }
     mf_last_point = point;
-    if (width != mf_operating_point()) {
-        (void)mf_set_operating_point(width);
+    if (member != mf_operating_point()) {
+        (void)mf_set_operating_point(member);
     }
     start = mf_bsp_time_us();
     mf_run_inferences(1u);
@@ -570,7 +570,7 @@ static void mf_cmd_request(char *tokens[], uint32_t count) {
     mf_bsp_putc(',');
     mf_put_u32(chosen >= 0 ? 1u : 0u);
     mf_bsp_putc(',');
-    mf_put_u32((uint32_t)width);
+    mf_put_u32((uint32_t)member);
     mf_bsp_putc(',');
     mf_put_u32((uint32_t)mhz);
     mf_bsp_putc(',');
