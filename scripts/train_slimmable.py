@@ -20,8 +20,10 @@ split by a fixed permutation (seed 1): the first 80% train, the last 20% test.
 depth d running the first d depthwise-separable blocks (training samples members, not widths, for the
 sandwich).
 
-For each family, every member is also trained alone (the same architecture at that width, nothing shared,
-plain cross-entropy, same epochs, batches and schedule) as the baseline. Writes to
+For each family, every member is also trained alone as its baseline: the same architecture at that width
+and depth, nothing shared, plain cross-entropy, the same epochs, batches and schedule. --baselines DIR
+takes them from an earlier run's float/ folder instead (they depend on the epochs and seed, not on the
+family's options). Writes to
 models/dynamic/<family>/float/: width_<w>.tflite or width_<w>_depth_<d>.tflite (the shared family),
 alone_width_<w>[_depth_<d>].tflite (the baselines), training.json (how they were made and their float and int8 test accuracies; int8 by
 microforge's quantizer and reference interpreter). The calibration inputs (300 training samples, float32,
@@ -202,16 +204,21 @@ def ship_family(family: str, data: dict, args, command: str) -> dict:
                       "int8_test_accuracy_shared_independent": shared["int8_test_accuracy"]})
         if validation is not None:
             entry["float_validation_accuracy_shared"] = round(history[-1]["validation_accuracy"][key], 4)
-        keras.utils.set_random_seed(args.seed)
-        started_alone = time.monotonic()
-        alone = dyn.train_alone(arch, width, data["x_train"], data["y_train"], depth=depth, validation=validation,
-                                **options)
         alone_path = out_dir / ("alone_" + paths[width, depth].name)
-        alone_path.write_bytes(dyn.export_tflite(alone, 1.0))
+        earlier = project_path(args.baselines) / alone_path.name if args.baselines else None
+        started_alone = time.monotonic()
+        if earlier is not None and earlier.is_file():
+            alone_path.write_bytes(earlier.read_bytes())
+            entry["alone_from"] = str(args.baselines)
+        else:
+            keras.utils.set_random_seed(args.seed)
+            alone = dyn.train_alone(arch, width, data["x_train"], data["y_train"], depth=depth,
+                                    validation=validation, **options)
+            alone_path.write_bytes(dyn.export_tflite(alone, 1.0))
+            entry["alone_training_seconds"] = round(time.monotonic() - started_alone)
         baseline = evaluate(alone_path, data)
         entry.update({"float_test_accuracy_alone": baseline["float_test_accuracy"],
-                      "int8_test_accuracy_alone": baseline["int8_test_accuracy"],
-                      "alone_training_seconds": round(time.monotonic() - started_alone)})
+                      "int8_test_accuracy_alone": baseline["int8_test_accuracy"]})
         entry["float_gap_pp"] = round(100 * (entry["float_test_accuracy_shared"] - entry["float_test_accuracy_alone"]), 2)
         widths[key] = entry
         print(f"{arch.name} member {key}: {json.dumps(entry)}", flush=True)
@@ -313,6 +320,9 @@ def main(argv=None) -> int:
                         default="0.25,0.5,0.75,1", help="comma-separated widths (default: %(default)s)")
     parser.add_argument("--depths", type=lambda text: tuple(int(d) for d in text.split(",")), default=None,
                         help="comma-separated block counts for depth options (default: none, every block runs)")
+    parser.add_argument("--baselines", default=None,
+                        help="folder of alone_*.tflite baselines from an earlier run with the same epochs and seed "
+                             "(the float/ folder it wrote): used instead of training them again")
     parser.add_argument("--seed", type=int, default=1)
     args = parser.parse_args(argv)
     command = " ".join(["python", "scripts/train_slimmable.py"] + (["--only", args.only] if args.only else [])
@@ -320,7 +330,8 @@ def main(argv=None) -> int:
                           "--epochs-digits", str(args.epochs_digits), "--random-widths", str(args.random_widths),
                           "--temperature", f"{args.temperature:g}", "--seed", str(args.seed),
                           "--widths", ",".join(f"{w:g}" for w in args.widths)]
-                       + (["--depths", ",".join(map(str, args.depths))] if args.depths else []))
+                       + (["--depths", ",".join(map(str, args.depths))] if args.depths else [])
+                       + (["--baselines", args.baselines] if args.baselines else []))
 
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     import tensorflow as tf

@@ -217,7 +217,8 @@ class Manager:
             size = macro if len(values) == n else str(len(values))
             return f"/* {comment} */\nconst int32_t {prefix}_manager_{name}[{size}] = {{\n    {body}\n}};\n"
 
-        legend = "\n".join(f" * {i:3d}: member {member_name(*p.member)} at {p.mhz} MHz, accuracy {100 * p.accuracy:.2f} %, "
+        legend = "\n".join(f" * {i:3d}: member {member_name(*p.member)} at {p.mhz} MHz, "
+                           f"accuracy {100 * p.accuracy:.2f} %, "
                            f"{p.latency_ms:.3f} ms, {p.energy_uj:.1f} uJ, {p.power_mw:.1f} mW"
                            for i, p in enumerate(self.points))
         parts = [

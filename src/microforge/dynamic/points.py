@@ -181,7 +181,8 @@ def read_points(path) -> list[OperatingPoint]:
 
 def points_table(points: list[OperatingPoint]) -> str:
     """A Markdown table of the points, for reports (Pareto points marked with a star)."""
-    columns = ["core", "width/depth" if any(p.depth is not None for p in points) else "width", "MHz", "accuracy %", "instructions", "latency ms", "energy µJ", "power mW",
+    member = "width/depth" if any(p.depth is not None for p in points) else "width"
+    columns = ["core", member, "MHz", "accuracy %", "instructions", "latency ms", "energy µJ", "power mW",
                "Pareto", "bit-exact"]
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     for p in points:

@@ -40,6 +40,7 @@ import tensorflow as tf
 
 from microforge.errors import InputError, UnsupportedError
 from microforge.dynamic.family import check_float_shared, member_label
+from microforge.dynamic.points import member_name
 from microforge.graph.ir import Graph
 
 DEFAULT_WIDTHS = (0.25, 0.5, 0.75, 1.0)
@@ -285,7 +286,8 @@ def predict(net: SlimmableNet, x: np.ndarray, width: float | None = None, batch_
     if x.shape[1:] != net.arch.input_shape:
         raise InputError(f"{net.name}: inputs must be (N, {', '.join(map(str, net.arch.input_shape))}), "
                          f"got {list(x.shape)}")
-    out = [keras.ops.convert_to_numpy(keras.ops.softmax(net(x[i:i + batch_size], width=width, depth=depth, training=False)))
+    out = [keras.ops.convert_to_numpy(keras.ops.softmax(net(x[i:i + batch_size], width=width, depth=depth,
+                                                            training=False)))
            for i in range(0, len(x), batch_size)]
     return np.concatenate(out).astype(np.float32)
 
@@ -377,7 +379,7 @@ def train(net: SlimmableNet, x: np.ndarray, y: np.ndarray, *, epochs: int, batch
 
 def member_key(net: SlimmableNet, width: float, depth: int) -> str:
     """How results name a member: "0.25" when the net has one depth, "0.25/2" (width/depth) otherwise."""
-    return f"{width:g}" if len(net.depths) == 1 else f"{width:g}/{depth}"
+    return member_name(width, None if len(net.depths) == 1 else depth)
 
 
 def _train_step(net: SlimmableNet, optimizer, temperature: float):
