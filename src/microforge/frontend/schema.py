@@ -77,6 +77,7 @@ OPTIONS: dict[str, tuple[str, tuple[str, ...]]] = {
     "PAD": ("PadOptions", ()),
     "PADV2": ("PadV2Options", ()),
     "EXPAND_DIMS": ("ExpandDimsOptions", ()),
+    "LEAKY_RELU": ("LeakyReluOptions", ("alpha",)),
 }
 
 

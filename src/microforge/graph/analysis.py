@@ -16,7 +16,7 @@ def op_macs(op: Op) -> int:
         return out.size * kh * kw
     if op.type == "FULLY_CONNECTED" and op.inputs[1] is not None and len(op.inputs[1].shape) == 2:
         return out.size * op.inputs[1].shape[1]
-    if op.type == "MUL":
+    if op.type in ("MUL", "SQUARED_DIFFERENCE"):
         return out.size
     return 0
 

@@ -28,11 +28,13 @@ DEFAULT_OPTIONS: dict[str, dict] = {
     "MAX_POOL_2D": dict(padding="VALID", stride_w=1, stride_h=1, filter_width=1, filter_height=1,
                         fused_activation_function="NONE"),
     "ADD": dict(fused_activation_function="NONE", pot_scale_int16=True),
+    "SUB": dict(fused_activation_function="NONE", pot_scale_int16=True),
     "MUL": dict(fused_activation_function="NONE"),
     "SOFTMAX": dict(beta=1.0),
     "CONCATENATION": dict(axis=0, fused_activation_function="NONE"),
     "MEAN": dict(keep_dims=False),
     "RESHAPE": dict(new_shape=None),
+    "LEAKY_RELU": dict(alpha=0.2),
 }
 
 

@@ -1,12 +1,13 @@
-"""Reference activation kernels: SOFTMAX, LOGISTIC, HARD_SWISH, RELU, RELU6 (int8 and float32; SOFTMAX,
-RELU and RELU6 also int16).
+"""Reference activation kernels: SOFTMAX, LOGISTIC, HARD_SWISH, RELU, RELU6, TANH, LEAKY_RELU, RSQRT (int8 and
+float32; SOFTMAX, RELU and RELU6 also int16).
 
 The int8 kernels reproduce TFLite Micro's reference kernels bit for bit. SOFTMAX and LOGISTIC use
 gemmlowp's fixed-point exp and 1/(1+x) (TFLM's kernels/internal/fixedpoint.h), written here over int64
-numpy arrays holding int32 values; HARD_SWISH uses TFLM's int16 fixed-point steps. int16 SOFTMAX uses
-TFLM's two 513-entry interpolated tables of exp and 1/(1+x), built here by TFLM's float32 recipe.
-int16 LOGISTIC is not supported: TFLM reads a hard-coded 256-entry sigmoid table that no simple formula
-reproduces.
+numpy arrays holding int32 values, and TANH gemmlowp's tanh on the same functions; RSQRT uses TFLite's
+fixed-point inverse square root (GetInvSqrtQuantizedMultiplierExp); HARD_SWISH uses TFLM's int16
+fixed-point steps. int16 SOFTMAX uses TFLM's two 513-entry interpolated tables of exp and 1/(1+x), built
+here by TFLM's float32 recipe. int16 LOGISTIC is not supported: TFLM reads a hard-coded 256-entry sigmoid
+table that no simple formula reproduces.
 """
 
 from __future__ import annotations
@@ -428,3 +429,166 @@ def relu6(op: Op, args: list) -> np.ndarray:
     info = np.iinfo(src.dtype)
     six = min(max(quantize_in_float32(6.0, src.scale, src.zero_point), int(info.min)), int(info.max))
     return np.clip(x, src.zero_point, six).astype(src.dtype)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# TANH, LEAKY_RELU, RSQRT
+
+
+def _one_minus_x_over_one_plus_x_for_x_in_0_1(a: np.ndarray) -> np.ndarray:
+    """gemmlowp one_minus_x_over_one_plus_x_for_x_in_0_1: Q0 a -> Q0 (1-a)/(1+a); the same Newton-Raphson
+    division as _one_over_one_plus_x_for_x_in_0_1, then x - 1 (in Q2) rescaled to Q0."""
+    half_denominator = _rounding_half_sum(a, INT32_MAX)
+    x = 1515870810 + srdhm(half_denominator, -1010580540)
+    for _ in range(3):
+        one_minus_half_denominator_times_x = (1 << 29) - srdhm(half_denominator, x)
+        x = x + _multiply_by_pot(srdhm(x, one_minus_half_denominator_times_x), 2)
+    return _multiply_by_pot(x - (1 << 29), 2)
+
+
+def _tanh(a: np.ndarray, integer_bits: int) -> np.ndarray:
+    """gemmlowp tanh: Q`integer_bits` a -> Q0 tanh(a), as (1 - exp(-2|a|)) / (1 + exp(-2|a|)) with a's sign.
+    exp(-2|a|) reads the raw value of -|a| with one more integer bit (an exact doubling)."""
+    negative = a < 0
+    minus_magnitude = np.where(negative, a, -a)
+    t = _one_minus_x_over_one_plus_x_for_x_in_0_1(_exp_on_negative_values(minus_magnitude, integer_bits + 1))
+    return np.where(a == 0, 0, np.where(negative, -t, t))
+
+
+@kernel("TANH")
+def tanh(op: Op, args: list) -> np.ndarray:
+    """TANH. int8 as TFLM: the centred input is rescaled to Q4.27 (multiplier from frexp, as LOGISTIC) and fed
+    to gemmlowp's fixed-point tanh, whose Q0 result is rounded to Q7; inputs beyond the range radius
+    saturate to -128 / 127. TFLM writes the output as scale 1/128, zero point 0 without checking what the
+    output tensor declares (TFLite's converters always declare that), and so does this kernel."""
+    dtype = _check_unary(op)
+    x = args[0]
+    if dtype == "float32":
+        return np.tanh(x.astype(np.float64)).astype(np.float32)  # libm's tanhf, rounded once
+
+    src = op.inputs[0]
+    input_integer_bits = 4
+    fraction, left_shift = math.frexp(src.scale * (1 << (31 - input_integer_bits)))
+    multiplier = round_half_away(fraction * (1 << 31))  # TFLM rounds this one itself, unchecked
+    radius = math.floor(((1 << input_integer_bits) - 1) * (1 << (31 - input_integer_bits)) / 2.0 ** left_shift)
+
+    centred = x.astype(np.int64) - src.zero_point
+    in_q4 = multiply_by_quantized_multiplier(centred, multiplier, left_shift)
+    out = np.clip(rounding_divide_by_pot(_tanh(in_q4, input_integer_bits), 31 - 7), INT8_MIN, INT8_MAX)
+    return np.where(centred <= -radius, INT8_MIN, np.where(centred >= radius, INT8_MAX, out)).astype(np.int8)
+
+
+def _multiply_signed(x: np.ndarray, significand: int, shift: int) -> np.ndarray:
+    """TFLite's MultiplyByQuantizedMultiplier for a significand of either sign (a negative LEAKY_RELU alpha
+    gives a negative one): the same doubling high multiply and rounding shift, which are odd functions."""
+    shifted = wrap_int32(np.asarray(x, dtype=np.int64) << max(shift, 0))
+    return rounding_divide_by_pot(srdhm(shifted, significand), max(-shift, 0))
+
+
+def signed_multiplier(op: Op, real: float, what: str) -> tuple[int, int]:
+    """TFLite's QuantizeMultiplier for a real of either sign: the significand carries the sign."""
+    significand, shift = multiplier_for(op, abs(real), what)
+    return (-significand if real < 0 else significand), shift
+
+
+def leaky_relu_alpha(op: Op) -> np.float32:
+    """The option alpha, stored as float32 in the model."""
+    alpha = op.options.get("alpha", 0.2)
+    if isinstance(alpha, bool) or not isinstance(alpha, (int, float, np.floating)) or not math.isfinite(alpha):
+        raise ModelError(f"{op.where}: option alpha={alpha!r} must be a finite number")
+    return np.float32(alpha)
+
+
+def leaky_relu_multipliers(op: Op) -> tuple[tuple[int, int], tuple[int, int]]:
+    """TFLM's two LEAKY_RELU rescalings, (identity, alpha): s_in / s_out and s_in * alpha / s_out, both
+    computed in float32 as TFLM does, then widened to double."""
+    src, out = op.inputs[0], op.outputs[0]
+    f32 = np.float32
+    alpha = leaky_relu_alpha(op)
+    identity = multiplier_for(op, float(f32(src.scale) / f32(out.scale)), "input/output scale ratio")
+    sloped = signed_multiplier(op, float(f32(src.scale) * alpha / f32(out.scale)), "multiplier alpha * s_in / s_out")
+    return identity, sloped
+
+
+@kernel("LEAKY_RELU")
+def leaky_relu(op: Op, args: list) -> np.ndarray:
+    """LEAKY_RELU x if x > 0 else alpha * x (option alpha, any sign or size). int8 as TFLM: the centred input
+    is requantized to the output with the identity multiplier where it is >= 0 and with the alpha
+    multiplier where it is below, then offset by the output zero point and saturated."""
+    dtype = _check_unary(op)
+    alpha = leaky_relu_alpha(op)
+    x = args[0]
+    if dtype == "float32":
+        x = x.astype(np.float32)
+        return np.where(x > 0, x, x * alpha).astype(np.float32)
+
+    src, out = op.inputs[0], op.outputs[0]
+    (m_identity, s_identity), (m_alpha, s_alpha) = leaky_relu_multipliers(op)
+    centred = x.astype(np.int64) - src.zero_point
+    raw = np.where(centred >= 0, multiply_by_quantized_multiplier(centred, m_identity, s_identity),
+                   _multiply_signed(centred, m_alpha, s_alpha))
+    return np.clip(raw + out.zero_point, INT8_MIN, INT8_MAX).astype(np.int8)
+
+
+def _inverse_sqrt_multiplier(value: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """TFLite's GetInvSqrtQuantizedMultiplierExp for int32 values >= 0 (kReverseShift): 1/sqrt(value) as a
+    Q31 significand and a left shift. The value is normalised by pairs of bits into [2^27, 2^29), read as
+    Q3 (halved), and 1/sqrt of it found by five Newton-Raphson steps in Q3 from 1.0, times sqrt(2)/2.
+    Values 0 and 1 give (INT32_MAX, 0)."""
+    value = np.asarray(value, dtype=np.int64)
+    small = value <= 1
+    v = np.where(small, 4, value)  # any value > 1 keeps the arithmetic below defined; replaced at the end
+    shift = np.full(v.shape, 11, dtype=np.int64)
+    while np.any(v >= 1 << 29):  # only for inputs of 2^29 or more, kept for completeness
+        big = v >= 1 << 29
+        v = np.where(big, v // 4, v)
+        shift = shift + big
+    left_shift_bit_pairs = (_count_leading_zeros32(v) - 1) // 2 - 1
+    shift = shift - left_shift_bit_pairs
+    v = v << (2 * left_shift_bit_pairs)
+    half_input = rounding_divide_by_pot(v >> 1, 1)
+    half_three = (1 << 28) + (1 << 27)  # 1.5 in Q3
+    x = np.full(v.shape, 1 << 28, dtype=np.int64)  # 1.0 in Q3
+    for _ in range(5):
+        x3 = _multiply_by_pot(srdhm(srdhm(x, x), x), 6)  # Q9 -> Q3
+        x = _multiply_by_pot(srdhm(half_three, x) - srdhm(half_input, x3), 3)  # Q6 -> Q3
+    x = srdhm(x, 1518500250)  # times sqrt(2)/2 in Q0
+    x = np.where(shift < 0, wrap_int32(x << np.maximum(-shift, 0)), x)
+    shift = np.maximum(shift, 0)
+    return np.where(small, INT32_MAX, x), np.where(small, 0, -shift)
+
+
+def rsqrt_output_multiplier(op: Op) -> tuple[int, int]:
+    """TFLM's RSQRT output rescaling 1 / (sqrt(s_in) * s_out), in double."""
+    src, out = op.inputs[0], op.outputs[0]
+    return multiplier_for(op, 1.0 / (math.sqrt(float(src.scale)) * float(out.scale)),
+                          "output multiplier 1 / (sqrt(s_in) * s_out)")
+
+
+@kernel("RSQRT")
+def rsqrt(op: Op, args: list) -> np.ndarray:
+    """RSQRT 1 / sqrt(x). float32 as 1.0f / sqrtf(x). int8 as TFLM: the centred input's inverse square root as
+    a fixed-point multiplier (GetInvSqrtQuantizedMultiplierExp) applied to 1 << 20, then rescaled by
+    1 / (sqrt(s_in) * s_out) (the 2^20 taken back) and offset; a centred 0 gives 127 (TFLM takes values
+    close to 0 to mean the largest output).
+
+    TFLM fails the whole inference when an int8 input lies below its zero point (a negative real). This
+    kernel stays defined there instead and treats such inputs as 0 (127), what quantization noise around
+    0 (a variance, a mean of squares) calls for: refusing data here would refuse every random input the
+    memory planner and `validate` run. TFLM has no output to be exact with for those inputs.
+    """
+    dtype = _check_unary(op)
+    x = args[0]
+    if dtype == "float32":
+        x = x.astype(np.float32)
+        with np.errstate(divide="ignore", invalid="ignore"):  # sqrt(0) = 0 and sqrt(-1) = NaN, as in C
+            return (np.float32(1) / np.sqrt(x)).astype(np.float32)
+
+    src, out = op.inputs[0], op.outputs[0]
+    multiplier, shift = rsqrt_output_multiplier(op)
+    shift_to_keep_integer = 20
+    centred = np.maximum(x.astype(np.int64) - src.zero_point, 0)
+    inv_multiplier, inv_shift = _inverse_sqrt_multiplier(centred)
+    data = multiply_by_quantized_multiplier(np.ones_like(centred), inv_multiplier, inv_shift + shift_to_keep_integer)
+    raw = multiply_by_quantized_multiplier(data, multiplier, shift - shift_to_keep_integer) + out.zero_point
+    return np.where(centred == 0, INT8_MAX, np.clip(raw, INT8_MIN, INT8_MAX)).astype(np.int8)

@@ -51,14 +51,17 @@ static int32_t mf_one_over_one_plus_x(int32_t a) {
 }
 
 
+static inline int32_t mf_softmax_exp(const mf_softmax_s8_params *p, int32_t difference) {
+    return difference < p->exp_count ? p->exp_table[difference] : 0;
+}
+
 void mf_softmax_s8(const mf_softmax_s8_params *p, const int8_t *in, int8_t *out) {
-    const int32_t *table = p->exp_table;
     for (int32_t r = 0; r < p->rows; ++r, in += p->depth, out += p->depth) {
         int32_t max_value = -128;
         for (int32_t i = 0; i < p->depth; ++i) max_value = mf_max_i32(max_value, in[i]);
         uint32_t sum = 0; /* Q12.19, wrapping like TFLM's int32 */
         for (int32_t i = 0; i < p->depth; ++i)
-            sum += (uint32_t)mf_rounding_divide_by_pot(table[max_value - in[i]], 12);
+            sum += (uint32_t)mf_rounding_divide_by_pot(mf_softmax_exp(p, max_value - in[i]), 12);
         const int headroom_plus_one = mf_count_leading_zeros32((sum & 0x80000000u) ? 0xFFFFFFFFu : sum);
         const int num_bits_over_unit = 12 - headroom_plus_one;
         const int32_t shifted_sum_minus_one = (int32_t)((headroom_plus_one >= 32 ? 0u : sum << headroom_plus_one)
@@ -67,7 +70,8 @@ void mf_softmax_s8(const mf_softmax_s8_params *p, const int8_t *in, int8_t *out)
         /* TFLM aborts when a row's sum of exps reaches 512 (exponent > 31); we stay defined instead */
         const int exponent = (int)mf_clamp_i32(num_bits_over_unit + 31 - 8, 0, 31);
         for (int32_t i = 0; i < p->depth; ++i) {
-            const int32_t scaled = mf_rounding_divide_by_pot(mf_doubling_high_mul(reciprocal, table[max_value - in[i]]),
+            const int32_t scaled = mf_rounding_divide_by_pot(mf_doubling_high_mul(reciprocal,
+                                                                                  mf_softmax_exp(p, max_value - in[i])),
                                                              exponent);
             out[i] = (int8_t)mf_clamp_i32(scaled - 128, -128, 127);
         }
@@ -164,4 +168,19 @@ void mf_softmax_s16(const mf_softmax_s16_params *p, const int16_t *in, int16_t *
             out[i] = (int16_t)(y < 0 ? 0 : y > 32767 ? 32767 : y);
         }
     }
+}
+
+/* ---- TANH, LEAKY_RELU, RSQRT (float32) ---------------------------------------------------------------- */
+
+void mf_tanh_f32(const float *in, float *out, int32_t count) {
+    for (int32_t i = 0; i < count; ++i) out[i] = tanhf(in[i]);
+}
+
+/* alpha may exceed 1 or be negative, so this is no max(x, alpha * x) */
+void mf_leaky_relu_f32(const float *in, float *out, int32_t count, float alpha) {
+    for (int32_t i = 0; i < count; ++i) out[i] = in[i] > 0.0f ? in[i] : in[i] * alpha;
+}
+
+void mf_rsqrt_f32(const float *in, float *out, int32_t count) {
+    for (int32_t i = 0; i < count; ++i) out[i] = 1.0f / sqrtf(in[i]);
 }

@@ -7,7 +7,8 @@
  *
  * int8 SOFTMAX follows TFLM row by row: each input's difference to the row maximum (0..255) indexes a
  * table of gemmlowp exp values (Q0, zero where the difference is below diff_min), whose Q12 sum gives a
- * fixed-point reciprocal that scales every exp to the output (scale 1/256, zero point -128).
+ * fixed-point reciprocal that scales every exp to the output (scale 1/256, zero point -128). The table
+ * stops at its last nonzero entry: larger differences have an exp of 0.
  *
  * float32 SOFTMAX and LOGISTIC follow TFLM's float reference kernels step by step with the C library's
  * expf (libm: link with -lm); RELU, RELU6 and HARD_SWISH are direct loops.
@@ -26,7 +27,8 @@ void mf_relu_s16(const int16_t *in, int16_t *out, int32_t count, int32_t multipl
 
 typedef struct {
     int32_t rows, depth;
-    const int32_t *exp_table; /* [256]: exp of the rescaled difference -d for d = 0..255 (Q0) */
+    int32_t exp_count;        /* entries in exp_table, 1..256 */
+    const int32_t *exp_table; /* [exp_count]: exp of the rescaled difference -d for d = 0.. (Q0); 0 beyond */
 } mf_softmax_s8_params;
 
 void mf_softmax_s8(const mf_softmax_s8_params *p, const int8_t *in, int8_t *out);
@@ -53,5 +55,11 @@ void mf_logistic_f32(const float *in, float *out, int32_t count);
 void mf_relu_f32(const float *in, float *out, int32_t count);
 void mf_relu6_f32(const float *in, float *out, int32_t count);
 void mf_hard_swish_f32(const float *in, float *out, int32_t count);
+/* TANH, LEAKY_RELU and RSQRT: int8 through mf_lut_s8 (tables filled by the reference kernels); float32 as TFLM's
+ * reference: the C library's tanhf (close to the reference, not always to the bit), x > 0 ? x : alpha * x,
+ * and 1.0f / sqrtf(x) (exact: both correctly rounded). */
+void mf_tanh_f32(const float *in, float *out, int32_t count);
+void mf_leaky_relu_f32(const float *in, float *out, int32_t count, float alpha);
+void mf_rsqrt_f32(const float *in, float *out, int32_t count);
 
 #endif /* MF_ACTIVATIONS_H */

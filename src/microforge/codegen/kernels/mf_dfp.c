@@ -419,7 +419,7 @@ void mf_dfp_softmax(const mf_dfp_softmax_params *p, const int8_t *in, int32_t in
         for (int32_t d = 0; d < 256; ++d) scratch[d] = MF_DFP_EXP_ENTRY(d);
     }
 #undef MF_DFP_EXP_ENTRY
-    const mf_softmax_s8_params table = {p->rows_count, p->depth, scratch};
+    const mf_softmax_s8_params table = {p->rows_count, p->depth, 256, scratch};
     mf_softmax_s8(&table, in, out);
 }
 

@@ -160,3 +160,66 @@ MF_F32_ROW(mf_add_f32, x + y)
 MF_BCAST_DRIVER(mf_add_f32, mf_binary_f32_params, float, float, float)
 MF_F32_ROW(mf_mul_f32, x * y)
 MF_BCAST_DRIVER(mf_mul_f32, mf_binary_f32_params, float, float, float)
+
+/* ---- SUB, MAXIMUM, MINIMUM, SQUARED_DIFFERENCE, PRELU ---------------------------------------------- */
+
+/* The row functions read element i * stride of each input; the driver calls them with literal strides
+ * (1 or 0 for one of them), so once inlined the broadcast operand's work leaves the loop. */
+
+MF_INLINE void mf_sub_s8_row(const mf_add_s8_params *p, const int8_t *a, int32_t sa, const int8_t *b, int32_t sb,
+                             int8_t *out, int32_t n) {
+    for (int32_t i = 0; i < n; ++i)
+        out[i] = mf_add_s8_finish(p, mf_add_s8_scale_a(p, a[i * sa]), -mf_add_s8_scale_b(p, b[i * sb]));
+}
+
+MF_BCAST_DRIVER(mf_sub_s8, mf_add_s8_params, int8_t, int8_t, int8_t)
+
+MF_INLINE void mf_squared_difference_s8_row(const mf_add_s8_params *p, const int8_t *a, int32_t sa, const int8_t *b,
+                                            int32_t sb, int8_t *out, int32_t n) {
+    for (int32_t i = 0; i < n; ++i) {
+        /* each rescaled input is within 255 * 2^7 / 2, so the square of their difference fits int32 */
+        const int32_t d = mf_add_s8_scale_a(p, a[i * sa]) - mf_add_s8_scale_b(p, b[i * sb]);
+        const int32_t raw = mf_requantize(d * d, p->out_multiplier, p->out_shift);
+        out[i] = (int8_t)mf_offset_clamp(raw, p->out_offset, -128, 127);
+    }
+}
+
+MF_BCAST_DRIVER(mf_squared_difference_s8, mf_add_s8_params, int8_t, int8_t, int8_t)
+
+MF_INLINE void mf_prelu_s8_row(const mf_prelu_s8_params *p, const int8_t *in, int32_t sa, const int8_t *alpha,
+                               int32_t sb, int8_t *out, int32_t n) {
+    for (int32_t i = 0; i < n; ++i) {
+        const int32_t x = in[i * sa] + p->input_offset;
+        const int32_t raw = x >= 0 ? mf_requantize(x, p->positive_multiplier, p->positive_shift)
+                                   : mf_requantize(x * (alpha[i * sb] + p->alpha_offset), p->negative_multiplier,
+                                                   p->negative_shift);
+        out[i] = (int8_t)mf_offset_clamp(raw, p->out_offset, -128, 127);
+    }
+}
+
+MF_BCAST_DRIVER(mf_prelu_s8, mf_prelu_s8_params, int8_t, int8_t, int8_t)
+
+/* A row of out = EXPR(x, y) for kernels without parameters. */
+#define MF_PLAIN_ROW(NAME, T, EXPR)                                                                       \
+    MF_INLINE void NAME##_row(const void *p, const T *a, int32_t sa, const T *b, int32_t sb, T *out,     \
+                              int32_t n) {                                                               \
+        (void)p;                                                                                          \
+        for (int32_t i = 0; i < n; ++i) { const T x = a[i * sa], y = b[i * sb]; out[i] = (T)(EXPR); }      \
+    }
+
+MF_PLAIN_ROW(mf_maximum_s8, int8_t, x > y ? x : y)
+MF_BCAST_DRIVER(mf_maximum_s8, void, int8_t, int8_t, int8_t)
+MF_PLAIN_ROW(mf_minimum_s8, int8_t, x < y ? x : y)
+MF_BCAST_DRIVER(mf_minimum_s8, void, int8_t, int8_t, int8_t)
+
+MF_F32_ROW(mf_sub_f32, x - y)
+MF_BCAST_DRIVER(mf_sub_f32, mf_binary_f32_params, float, float, float)
+/* TFLM's order: a NaN in the first input loses the comparison, so the second is taken */
+MF_PLAIN_ROW(mf_maximum_f32, float, x > y ? x : y)
+MF_BCAST_DRIVER(mf_maximum_f32, void, float, float, float)
+MF_PLAIN_ROW(mf_minimum_f32, float, x < y ? x : y)
+MF_BCAST_DRIVER(mf_minimum_f32, void, float, float, float)
+MF_PLAIN_ROW(mf_squared_difference_f32, float, (x - y) * (x - y))
+MF_BCAST_DRIVER(mf_squared_difference_f32, void, float, float, float)
+MF_PLAIN_ROW(mf_prelu_f32, float, x >= 0.0f ? x : x * y)
+MF_BCAST_DRIVER(mf_prelu_f32, void, float, float, float)

@@ -1,4 +1,5 @@
 /* ADD and MUL with numpy broadcasting: int8 (bit-exact with TFLite Micro) and float32; ADD also int16.
+ * SUB, MAXIMUM, MINIMUM, SQUARED_DIFFERENCE and PRELU likewise, int8 and float32 (see the end of this file).
  *
  * Broadcasting is resolved at generation time into an mf_bcast: the output's dimensions, with size-1
  * dimensions dropped and neighbours that broadcast alike merged, and per input the element stride of
@@ -68,5 +69,35 @@ void mf_add_s8_prescaled(const mf_add_s8_params *p, const mf_bcast *bc, const in
 void mf_mul_s8(const mf_mul_s8_params *p, const mf_bcast *bc, const int8_t *a, const int8_t *b, int8_t *out);
 void mf_add_f32(const mf_binary_f32_params *p, const mf_bcast *bc, const float *a, const float *b, float *out);
 void mf_mul_f32(const mf_binary_f32_params *p, const mf_bcast *bc, const float *a, const float *b, float *out);
+
+/* ---- SUB, MAXIMUM, MINIMUM, SQUARED_DIFFERENCE, PRELU ----------------------------------------------------
+ *
+ * int8 SUB is TFLM's sub: ADD's arithmetic (mf_add_s8_params, left shift 20) with the rescaled second input
+ * subtracted; with a constant second input the generator stores it rescaled and negated and calls
+ * mf_add_s8_prescaled, and same-shape inputs go through mf_add_s8_table with a negated second table.
+ * int8 SQUARED_DIFFERENCE is TFLM's recipe in mf_add_s8_params (left shift 7, act_min/act_max unused): the
+ * difference of the two rescaled inputs squared in int32 and requantized to the output (any shift).
+ * int8 PRELU (input a, alpha b): x >= 0 rescaled by s_in / s_out, x < 0 times alpha by s_in * s_alpha / s_out.
+ * MAXIMUM and MINIMUM compare the raw values (int8 with one quantization throughout, as TFLM assumes);
+ * they, the float32 SQUARED_DIFFERENCE and PRELU take no parameters: their first argument, the slot the
+ * broadcast driver passes along, is unused (pass 0). float32 SUB clamps like ADD; the others do not. */
+typedef struct {
+    int32_t input_offset, alpha_offset;      /* minus the zero points */
+    int32_t positive_multiplier, positive_shift; /* s_in / s_out */
+    int32_t negative_multiplier, negative_shift; /* s_in * s_alpha / s_out */
+    int32_t out_offset;
+} mf_prelu_s8_params;
+
+void mf_sub_s8(const mf_add_s8_params *p, const mf_bcast *bc, const int8_t *a, const int8_t *b, int8_t *out);
+void mf_squared_difference_s8(const mf_add_s8_params *p, const mf_bcast *bc, const int8_t *a, const int8_t *b,
+                              int8_t *out);
+void mf_prelu_s8(const mf_prelu_s8_params *p, const mf_bcast *bc, const int8_t *in, const int8_t *alpha, int8_t *out);
+void mf_maximum_s8(const void *unused, const mf_bcast *bc, const int8_t *a, const int8_t *b, int8_t *out);
+void mf_minimum_s8(const void *unused, const mf_bcast *bc, const int8_t *a, const int8_t *b, int8_t *out);
+void mf_sub_f32(const mf_binary_f32_params *p, const mf_bcast *bc, const float *a, const float *b, float *out);
+void mf_maximum_f32(const void *unused, const mf_bcast *bc, const float *a, const float *b, float *out);
+void mf_minimum_f32(const void *unused, const mf_bcast *bc, const float *a, const float *b, float *out);
+void mf_squared_difference_f32(const void *unused, const mf_bcast *bc, const float *a, const float *b, float *out);
+void mf_prelu_f32(const void *unused, const mf_bcast *bc, const float *in, const float *alpha, float *out);
 
 #endif /* MF_ELEMENTWISE_H */

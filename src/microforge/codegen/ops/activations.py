@@ -1,12 +1,14 @@
-"""Lowerings of SOFTMAX, LOGISTIC, HARD_SWISH, RELU and RELU6 (kernels in mf_activations.c).
+"""Lowerings of SOFTMAX, LOGISTIC, HARD_SWISH, RELU, RELU6, TANH, LEAKY_RELU and RSQRT (kernels in
+mf_activations.c).
 
-int8 LOGISTIC, HARD_SWISH and RELU are 256-entry tables computed here by running the reference kernel
-(bit-exact with TFLite Micro) on every int8 value: exact by construction and one load per element.
-int8 RELU6 is a clamp. int8 SOFTMAX keeps TFLM's per-row fixed-point arithmetic but reads gemmlowp's
-exp of each difference to the row maximum from a 256-entry table computed with the reference's own
+int8 LOGISTIC, HARD_SWISH, RELU, TANH, LEAKY_RELU and RSQRT are 256-entry tables computed here by running
+the reference kernel (bit-exact with TFLite Micro) on every int8 value: exact by construction and one load
+per element. int8 RELU6 is a clamp. int8 SOFTMAX keeps TFLM's per-row fixed-point arithmetic but reads
+gemmlowp's exp of each difference to the row maximum from a 256-entry table computed with the reference's own
 fixed-point functions. float32 RELU, RELU6 and HARD_SWISH are direct loops; float32 SOFTMAX and LOGISTIC
 follow TFLM's float reference kernels with the C library's expf (the generated code links libm): they agree
-with the reference interpreter within a few float32 ulps (its numpy exp rounds differently), not bit for bit.
+with the reference interpreter within a few float32 ulps (its numpy exp rounds differently), not bit for bit;
+float32 TANH calls tanhf likewise. float32 LEAKY_RELU and RSQRT are direct loops, bit for bit.
 
 The helpers at the top (`reference_check`, `reference_table`, `struct_name`) are shared by the other
 lowering modules of this package.
@@ -18,6 +20,7 @@ import math
 
 import numpy as np
 
+from microforge.codegen.emit import c_value
 from microforge.codegen.lowering import Call, EmitContext, lowering
 from microforge.errors import MicroforgeError, ModelError, UnsupportedError
 from microforge.graph.ir import Op, Tensor
@@ -131,9 +134,11 @@ def lower_softmax(op: Op, ctx: EmitContext) -> Call:
                      "the C stays defined (saturated shift) but is not checked against TFLM there")
     if src.size == 0:
         return Call("/* empty SOFTMAX */")
-    table = ctx.constant(struct_name(op, "exp"), softmax_exp_table(op), "int32_t")
+    exps = softmax_exp_table(op)
+    used = int(np.flatnonzero(exps).max()) + 1  # exps[0] > 0; past the last nonzero entry every exp is 0
+    table = ctx.constant(struct_name(op, "exp"), exps[:used], "int32_t")
     p = ctx.struct("mf_softmax_s8_params", struct_name(op, "softmax"),
-                   {"rows": src.size // depth, "depth": depth, "exp_table": table})
+                   {"rows": src.size // depth, "depth": depth, "exp_count": used, "exp_table": table})
     return Call(f"mf_softmax_s8({p}, {ctx.tensor(src)}, {ctx.tensor(out)});", ("mf_activations.c",), notes=notes)
 
 
@@ -199,3 +204,22 @@ def lower_unary(op: Op, ctx: EmitContext) -> Call:
     fn = {"LOGISTIC": "mf_logistic_f32", "HARD_SWISH": "mf_hard_swish_f32", "RELU": "mf_relu_f32",
           "RELU6": "mf_relu6_f32"}[op.type]
     return Call(f"{fn}({x}, {y}, {src.size});", ("mf_activations.c",))
+
+
+@lowering("TANH", "LEAKY_RELU", "RSQRT")
+def lower_table_or_float_unary(op: Op, ctx: EmitContext) -> Call:
+    """int8: a 256-entry table of the reference kernel's outputs. float32: a loop."""
+    reference_check(op)
+    src, _out, x, y = _unary_io(op, ctx)
+    if src.size == 0:
+        return Call(f"/* empty {op.type} */")
+    if src.dtype == np.int8:
+        call = lut_call(op, ctx, reference_table(op))
+        if op.type == "RSQRT" and src.zero_point > -128:
+            call.notes.append(f"{op.where}: inputs below the zero point {src.zero_point} (negative reals) fail "
+                              "TFLM's inference; here, as in the reference interpreter, they count as 0 (127)")
+        return call
+    if op.type == "LEAKY_RELU":
+        alpha = ref_activations.leaky_relu_alpha(op)
+        return Call(f"mf_leaky_relu_f32({x}, {y}, {src.size}, {c_value(alpha)});", ("mf_activations.c",))
+    return Call(f"mf_{op.type.lower()}_f32({x}, {y}, {src.size});", ("mf_activations.c",))

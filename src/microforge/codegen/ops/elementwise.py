@@ -1,4 +1,4 @@
-"""Lowerings of ADD and MUL (kernels in mf_elementwise.c).
+"""Lowerings of ADD, MUL, SUB, MAXIMUM, MINIMUM, SQUARED_DIFFERENCE and PRELU (kernels in mf_elementwise.c).
 
 Broadcasting is planned here: output dimensions of size 1 are dropped and neighbours that broadcast
 alike are merged, so same-shape inputs become one flat loop, a per-channel constant becomes [outer, C]
@@ -8,6 +8,9 @@ rescaling); for int8 ADD it is stored already centred, shifted and rescaled as i
 the three requantizations per element. A same-shape int8 ADD reads both rescalings from 256-entry tables
 and requantizes the sum in one SMMLAR, a form checked exhaustively at generation time (_add_tables).
 int16 ADD (int16x8) is TFLM's general path, left shift 15, on both inputs as they are.
+int8 SUB takes ADD's paths with the second input's rescaled values negated (a constant one stored so, a
+same-shape one through a negated table), else its own kernel; it keeps its operands in order. MAXIMUM,
+MINIMUM, SQUARED_DIFFERENCE and PRELU run through the same broadcast plan with kernels of their own.
 """
 
 from __future__ import annotations
@@ -20,6 +23,12 @@ from microforge.errors import UnsupportedError
 from microforge.graph.ir import Op, Tensor
 from microforge.reference.checks import activation_of
 from microforge.reference.elementwise import ADD_LEFT_SHIFT as LEFT_SHIFTS
+from microforge.reference.elementwise import (
+    SQUARED_DIFFERENCE_LEFT_SHIFT,
+    prelu_multipliers,
+    squared_difference_multipliers,
+    sub_multipliers,
+)
 from microforge.reference.fixedpoint import (
     activation_range_float,
     activation_range_quantized,
@@ -171,7 +180,7 @@ def lower_binary(op: Op, ctx: EmitContext) -> Call:
 
 
 def _add_tables(a_offset: int, ma: int, sha: int, b_offset: int, mb: int, shb: int, mo: int, sho: int, out_zp: int,
-                lo: int, hi: int) -> tuple[np.ndarray, np.ndarray, dict] | None:
+                lo: int, hi: int, b_sign: int = 1) -> tuple[np.ndarray, np.ndarray, dict] | None:
     """mf_add_s8_table's constants, or None when its short requantization is not exact.
 
     Each input's rescaled value (TFLM: centre, shift left by 20, requantize) depends on its byte alone: a
@@ -179,10 +188,11 @@ def _add_tables(a_offset: int, ma: int, sha: int, b_offset: int, mb: int, shb: i
         out = clamp(SMMLAR(s << L, multiplier, K + ((s >> 31) & M)) >> E)
     with L = max(shift, 0) + 1, E = max(-shift, 0), M = -1 if E else 0, K = 2^(E-1) (0 if E = 0) plus
     out_zp << E, the form the convolutions use. There are only 65,536 input pairs, so instead of a bound
-    every one of them is checked against TFLM's arithmetic (the reference interpreter's functions)."""
+    every one of them is checked against TFLM's arithmetic (the reference interpreter's functions).
+    b_sign=-1 negates the second table: SUB, whose TFLM arithmetic subtracts the second rescaled input."""
     byte = np.arange(256, dtype=np.int64).astype(np.uint8).view(np.int8).astype(np.int64)
     a_table = multiply_by_quantized_multiplier((byte + a_offset) << ADD_LEFT_SHIFT, ma, sha)
-    b_table = multiply_by_quantized_multiplier((byte + b_offset) << ADD_LEFT_SHIFT, mb, shb)
+    b_table = b_sign * multiply_by_quantized_multiplier((byte + b_offset) << ADD_LEFT_SHIFT, mb, shb)
     sums = (a_table[:, None] + b_table[None, :]).reshape(-1)
     want = np.clip(multiply_by_quantized_multiplier(sums, mo, sho) + out_zp, lo, hi)
     left, right = max(sho, 0) + 1, max(-sho, 0)
@@ -196,3 +206,82 @@ def _add_tables(a_offset: int, ma: int, sha: int, b_offset: int, mb: int, shb: i
         return None
     short = {"multiplier": mo, "left": left, "right": right, "k": k, "m": m}
     return a_table.astype(np.int32), b_table.astype(np.int32), short
+
+
+def _same_shapes(a: Tensor, b: Tensor, out: Tensor) -> dict[int, int]:
+    """The overlaps of a kernel that reads element i of both inputs before writing element i: with equal
+    shapes the output may sit on either dying input (distance 0)."""
+    return {0: 0, 1: 0} if a.shape == b.shape == out.shape else {}
+
+
+@lowering("SUB")
+def lower_sub(op: Op, ctx: EmitContext) -> Call:
+    reference_check(op)
+    a, b = op.inputs
+    out = op.outputs[0]
+    if out.size == 0:
+        return Call("/* empty SUB */")
+    bcast = _bcast(op, ctx, a, b, out)
+    x, z = ctx.tensor(a), ctx.tensor(out)
+    overlaps = _same_shapes(a, b, out)
+    if out.dtype == np.float32:
+        lo, hi = activation_range_float(activation_of(op))
+        p = ctx.struct("mf_binary_f32_params", struct_name(op, "sub"),
+                       {"f_min": max(lo, -FLOAT32_MAX), "f_max": min(hi, FLOAT32_MAX)})
+        return Call(f"mf_sub_f32({p}, {bcast()}, {x}, {ctx.tensor(b)}, {z});", ("mf_elementwise.c",),
+                    overlaps=overlaps)
+
+    act_min, act_max = activation_range_quantized(activation_of(op), out.scale, out.zero_point, np.int8)
+    ma, sha, mb, shb, mo, sho = sub_multipliers(op)
+    same = a.shape == b.shape == out.shape
+    tables = _add_tables(-a.zero_point, ma, sha, -b.zero_point, mb, shb, mo, sho, out.zero_point, act_min,
+                         act_max, b_sign=-1) if same else None
+    if tables is not None:
+        a_table, b_table, short = tables
+        p = ctx.struct("mf_add_s8_table_params", struct_name(op, "sub_tables"), {
+            "a_table": ctx.constant(struct_name(op, "a_table"), a_table, "int32_t"),
+            "b_table": ctx.constant(struct_name(op, "b_table"), b_table, "int32_t"),
+            "count": out.size, **short, "act_min": act_min, "act_max": act_max})
+        return Call(f"mf_add_s8_table({p}, {x}, {ctx.tensor(b)}, {z});", ("mf_elementwise.c",), overlaps=overlaps,
+                    notes=["SUB through per-input tables (the second negated), one SMMLAR per element"])
+    p = ctx.struct("mf_add_s8_params", struct_name(op, "sub"), {
+        "a_offset": -a.zero_point, "b_offset": -b.zero_point, "left_shift": ADD_LEFT_SHIFT,
+        "a_multiplier": ma, "a_shift": sha, "b_multiplier": mb, "b_shift": shb,
+        "out_multiplier": mo, "out_shift": sho, "out_offset": out.zero_point,
+        "act_min": act_min, "act_max": act_max})
+    if b.is_constant:  # subtracting b is adding its negated rescaled values
+        centred = (np.asarray(b.data, dtype=np.int64).reshape(-1) - b.zero_point) << ADD_LEFT_SHIFT
+        negated = -multiply_by_quantized_multiplier(centred, mb, shb).astype(np.int32)
+        y = ctx.constant(struct_name(op, "prescaled"), negated, "int32_t")
+        return Call(f"mf_add_s8_prescaled({p}, {bcast()}, {x}, {y}, {z});", ("mf_elementwise.c",))
+    return Call(f"mf_sub_s8({p}, {bcast()}, {x}, {ctx.tensor(b)}, {z});", ("mf_elementwise.c",), overlaps=overlaps)
+
+
+@lowering("MAXIMUM", "MINIMUM", "SQUARED_DIFFERENCE", "PRELU")
+def lower_binary_without_activation(op: Op, ctx: EmitContext) -> Call:
+    reference_check(op)
+    a, b = op.inputs
+    out = op.outputs[0]
+    if out.size == 0:
+        return Call(f"/* empty {op.type} */")
+    bcast = _bcast(op, ctx, a, b, out)
+    kind = op.type.lower()
+    dtype = "f32" if out.dtype == np.float32 else "s8"
+    tensors = f"{bcast()}, {ctx.tensor(a)}, {ctx.tensor(b)}, {ctx.tensor(out)}"
+
+    def call(params: str) -> Call:
+        return Call(f"mf_{kind}_{dtype}({params}, {tensors});", ("mf_elementwise.c",), overlaps=_same_shapes(a, b, out))
+
+    if dtype == "f32" or op.type in ("MAXIMUM", "MINIMUM"):  # int8 MAXIMUM / MINIMUM compare raw bytes
+        return call("0")
+    if op.type == "PRELU":
+        m1, s1, m2, s2 = prelu_multipliers(op)
+        return call(ctx.struct("mf_prelu_s8_params", struct_name(op, "prelu"), {
+            "input_offset": -a.zero_point, "alpha_offset": -b.zero_point,
+            "positive_multiplier": m1, "positive_shift": s1, "negative_multiplier": m2, "negative_shift": s2,
+            "out_offset": out.zero_point}))
+    ma, sha, mb, shb, mo, sho = squared_difference_multipliers(op)
+    return call(ctx.struct("mf_add_s8_params", struct_name(op, "squared_difference"), {
+        "a_offset": -a.zero_point, "b_offset": -b.zero_point, "left_shift": SQUARED_DIFFERENCE_LEFT_SHIFT,
+        "a_multiplier": ma, "a_shift": sha, "b_multiplier": mb, "b_shift": shb,
+        "out_multiplier": mo, "out_shift": sho, "out_offset": out.zero_point, "act_min": -128, "act_max": 127}))
