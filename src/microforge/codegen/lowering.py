@@ -79,7 +79,8 @@ DYNAMIC_LOWERINGS: dict[str, Lowering] = {}
 # Lowerings of int16x8 ops: every op with an int16 activation (input or output) except those whose C only
 # moves bytes, whatever their type (COPYING_OPS, lowered by their ordinary lowering).
 INT16_LOWERINGS: dict[str, Lowering] = {}
-COPYING_OPS = ("RESHAPE", "SQUEEZE", "EXPAND_DIMS", "CONCATENATION")
+COPYING_OPS = ("RESHAPE", "SQUEEZE", "EXPAND_DIMS", "CONCATENATION", "TRANSPOSE", "SLICE", "STRIDED_SLICE",
+               "SPLIT", "SPLIT_V", "PACK", "UNPACK", "GATHER", "ZEROS_LIKE", "SHAPE", "FILL")
 
 
 def is_int16x8(op: Op) -> bool:

@@ -268,7 +268,7 @@ def _read_options(reader: _Reader, raw, op_type: str, where: str) -> dict:
             if values[name] not in names:
                 raise ModelError(f"{where}: option {name} has unknown value {values[name]}")
             values[name] = names[values[name]]
-    for name in ("keep_num_dims", "asymmetric_quantize_inputs", "keep_dims", "pot_scale_int16"):
+    for name in ("keep_num_dims", "asymmetric_quantize_inputs", "keep_dims", "pot_scale_int16", "offset"):
         if name in values:
             values[name] = bool(values[name])
     if "beta" in values:

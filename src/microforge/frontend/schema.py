@@ -38,6 +38,8 @@ ENUM_FIELDS = {
     "padding": _enum_names(tflite.Padding),
     "fused_activation_function": _enum_names(tflite.ActivationFunctionType),
     "weights_format": _enum_names(tflite.FullyConnectedOptionsWeightsFormat),
+    "output_type": TENSOR_TYPE_NAMES,  # ARG_MAX, ARG_MIN
+    "out_type": TENSOR_TYPE_NAMES,  # SHAPE
 }
 VECTOR_FIELDS = {"new_shape", "squeeze_dims"}
 
@@ -78,6 +80,20 @@ OPTIONS: dict[str, tuple[str, tuple[str, ...]]] = {
     "PADV2": ("PadV2Options", ()),
     "EXPAND_DIMS": ("ExpandDimsOptions", ()),
     "LEAKY_RELU": ("LeakyReluOptions", ("alpha",)),
+    "TRANSPOSE": ("TransposeOptions", ()),
+    "SLICE": ("SliceOptions", ()),
+    "STRIDED_SLICE": ("StridedSliceOptions", ("begin_mask", "end_mask", "ellipsis_mask", "new_axis_mask",
+                                              "shrink_axis_mask", "offset")),
+    "SPLIT": ("SplitOptions", ("num_splits",)),
+    "SPLIT_V": ("SplitVOptions", ("num_splits",)),
+    "PACK": ("PackOptions", ("values_count", "axis")),
+    "UNPACK": ("UnpackOptions", ("num", "axis")),
+    "GATHER": ("GatherOptions", ("axis", "batch_dims")),
+    "ARG_MAX": ("ArgMaxOptions", ("output_type",)),
+    "ARG_MIN": ("ArgMinOptions", ("output_type",)),
+    "ZEROS_LIKE": ("ZerosLikeOptions", ()),
+    "SHAPE": ("ShapeOptions", ("out_type",)),
+    "FILL": ("FillOptions", ()),
 }
 
 

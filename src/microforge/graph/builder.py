@@ -35,6 +35,12 @@ DEFAULT_OPTIONS: dict[str, dict] = {
     "MEAN": dict(keep_dims=False),
     "RESHAPE": dict(new_shape=None),
     "LEAKY_RELU": dict(alpha=0.2),
+    "STRIDED_SLICE": dict(begin_mask=0, end_mask=0, ellipsis_mask=0, new_axis_mask=0, shrink_axis_mask=0,
+                          offset=False),
+    "GATHER": dict(axis=0, batch_dims=0),
+    "ARG_MAX": dict(output_type="INT32"),
+    "ARG_MIN": dict(output_type="INT32"),
+    "SHAPE": dict(out_type="INT32"),
 }
 
 

@@ -144,7 +144,7 @@ def buffers_for(graph: Graph, schedule: list[int] | None = None, alignment: int 
     kept = {roots[t.index] for t in graph.outputs}
     for op_index, distances in (overlaps or {}).items():
         op, step = graph.ops[op_index], step_of[op_index]
-        out = by_root[roots[op.outputs[0].index]]
+        out = by_root[roots[op.outputs[0].index]]  # kernels with several outputs (SPLIT) declare none
         for position, distance in distances.items():
             source = op.inputs[position]
             if source is None or source.is_constant:

@@ -14,7 +14,7 @@ from microforge.errors import PlanError
 from microforge.graph.ir import Graph, Tensor
 from microforge.reference.interpreter import run_batched
 from microforge.reference.dynamic import DynamicValue
-from microforge.reference.registry import kernel_for
+from microforge.reference.registry import kernel_for, outputs_of
 
 
 def random_inputs(graph: Graph, count: int, seed: int = 0) -> list[np.ndarray]:
@@ -59,7 +59,8 @@ def run_in_arena(graph: Graph, schedule: list[int], tensor_offsets: dict[int, in
     for i in schedule:
         op = graph.ops[i]
         args = [None if t is None else t.data[np.newaxis] if t.is_constant else load(t) for t in op.inputs]
-        store(op.outputs[0], kernel_for(op).fn(op, args))
+        for t, value in zip(op.outputs, outputs_of(op, kernel_for(op).fn(op, args), count)):
+            store(t, value)
     return [load(t) for t in graph.outputs]
 
 

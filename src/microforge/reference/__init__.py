@@ -8,6 +8,7 @@ from microforge.reference import (  # noqa: F401
     conv,
     dynamic,
     elementwise,
+    movement,
     ood,
     pad,
     pool,

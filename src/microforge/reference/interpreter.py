@@ -13,7 +13,7 @@ import numpy as np
 
 from microforge.errors import InputError, MicroforgeError, ModelError, UnsupportedError
 from microforge.graph.ir import Graph, Tensor
-from microforge.reference.registry import kernel_for
+from microforge.reference.registry import kernel_for, outputs_of
 
 DEFAULT_CHUNK = 256  # samples per pass: bounds memory on large evaluations
 
@@ -39,6 +39,10 @@ def check_supported(graph: Graph) -> None:
     problems = unsupported_ops(graph)
     if problems:
         raise UnsupportedError("the model uses what microforge cannot run yet:\n  " + "\n  ".join(problems))
+    for op in graph.ops:  # what TFLM refuses in Prepare (a constant index out of range) fails at load too
+        entry = kernel_for(op)
+        if entry.prepare is not None:
+            entry.prepare(op)
 
 
 def to_batch(tensor: Tensor, x: np.ndarray) -> np.ndarray:
@@ -90,19 +94,22 @@ def run_batched(graph: Graph, batch_inputs: list[np.ndarray], observe: Observer 
             else:
                 args.append(values[t.index])
         try:
-            out = kernel_for(op).fn(op, args)
+            results = outputs_of(op, kernel_for(op).fn(op, args), len(batch_inputs[0]))
         except MicroforgeError:
             raise
         except Exception as exc:  # a kernel's unchecked assumption: report it against the op, not numpy
             raise ModelError(f"{op.where} failed on output '{op.outputs[0].name}': "
                              f"{type(exc).__name__}: {exc}") from exc
-        expected = (len(batch_inputs[0]),) + op.outputs[0].shape
-        if out.shape != expected or out.dtype != op.outputs[0].dtype:
-            raise ModelError(f"{op.where} produced {out.dtype} {list(out.shape[1:])}, but its output "
-                             f"'{op.outputs[0].name}' is declared {op.outputs[0].dtype} {list(op.outputs[0].shape)}")
-        values[op.outputs[0].index] = out
-        if observe is not None:
-            observe(op.outputs[0], out)
+        if len(results) != len(op.outputs):
+            raise ModelError(f"{op.where} produced {len(results)} values for its {len(op.outputs)} outputs")
+        for t, out in zip(op.outputs, results):
+            expected = (len(batch_inputs[0]),) + t.shape
+            if out.shape != expected or out.dtype != t.dtype:
+                raise ModelError(f"{op.where} produced {out.dtype} {list(out.shape[1:])}, but its output "
+                                 f"'{t.name}' is declared {t.dtype} {list(t.shape)}")
+            values[t.index] = out
+            if observe is not None:
+                observe(t, out)
         for t in op.inputs:  # free what no later op reads
             if t is not None and last_use.get(t.index) == op.index and t.index not in keep:
                 values.pop(t.index, None)
