@@ -206,7 +206,8 @@ def test_the_shipped_families_share_and_equal_tflm(name):
     from pathlib import Path
 
     family = load_family(Path(__file__).resolve().parents[1] / "models" / "dynamic" / name)
-    assert family.widths == [0.25, 0.5, 0.75, 1.0]
+    widths, depths = family.manifest["widths"], family.manifest.get("depths", [None])
+    assert list(zip(family.widths, family.depths)) == [(w, d) for w in widths for d in depths]  # every pair
     x = np.random.default_rng(6).integers(-128, 128, (6,) + family.graphs[0].inputs[0].shape, dtype=np.int8)
     for graph in family.graphs:
         ours = run(graph, x)

@@ -307,6 +307,19 @@ def softmax(op: Op, args: list) -> np.ndarray:
     return _softmax_int8(op, x, np.int8)
 
 
+Q4_INTEGER_BITS = 4  # int8 LOGISTIC and TANH compute on the input rescaled to Q4.27
+
+
+def _q4_input(src, x: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
+    """TFLM's int8 LOGISTIC/TANH input stage: (x - zero point, that rescaled to Q4.27, the input radius
+    beyond which the output saturates)."""
+    fraction, left_shift = math.frexp(src.scale * (1 << (31 - Q4_INTEGER_BITS)))
+    multiplier = round_half_away(fraction * (1 << 31))  # TFLM rounds this one itself, unchecked
+    radius = math.floor(((1 << Q4_INTEGER_BITS) - 1) * (1 << (31 - Q4_INTEGER_BITS)) / 2.0 ** left_shift)
+    centred = x.astype(np.int64) - src.zero_point
+    return centred, multiply_by_quantized_multiplier(centred, multiplier, left_shift), radius
+
+
 @kernel("LOGISTIC")
 def logistic(op: Op, args: list) -> np.ndarray:
     """LOGISTIC (sigmoid). int8 as TFLM: the centred input is rescaled to Q4.27 and fed to gemmlowp's
@@ -322,15 +335,8 @@ def logistic(op: Op, args: list) -> np.ndarray:
                         np.where(x < np.float32(-9), low, mid)).astype(np.float32)
 
     _require_output_1_over_256(op)
-    src = op.inputs[0]
-    input_integer_bits = 4
-    fraction, left_shift = math.frexp(src.scale * (1 << (31 - input_integer_bits)))
-    multiplier = round_half_away(fraction * (1 << 31))  # TFLM rounds this one itself, unchecked
-    radius = math.floor(((1 << input_integer_bits) - 1) * (1 << (31 - input_integer_bits)) / 2.0 ** left_shift)
-
-    centred = x.astype(np.int64) - src.zero_point
-    in_q4 = multiply_by_quantized_multiplier(centred, multiplier, left_shift)
-    out = rounding_divide_by_pot(_logistic(in_q4, input_integer_bits), 31 - 8) + INT8_MIN
+    centred, in_q4, radius = _q4_input(op.inputs[0], x)
+    out = rounding_divide_by_pot(_logistic(in_q4, Q4_INTEGER_BITS), 31 - 8) + INT8_MIN
     out = np.clip(out, INT8_MIN, INT8_MAX)
     return np.where(centred <= -radius, INT8_MIN, np.where(centred >= radius, INT8_MAX, out)).astype(np.int8)
 
@@ -466,15 +472,8 @@ def tanh(op: Op, args: list) -> np.ndarray:
     if dtype == "float32":
         return np.tanh(x.astype(np.float64)).astype(np.float32)  # libm's tanhf, rounded once
 
-    src = op.inputs[0]
-    input_integer_bits = 4
-    fraction, left_shift = math.frexp(src.scale * (1 << (31 - input_integer_bits)))
-    multiplier = round_half_away(fraction * (1 << 31))  # TFLM rounds this one itself, unchecked
-    radius = math.floor(((1 << input_integer_bits) - 1) * (1 << (31 - input_integer_bits)) / 2.0 ** left_shift)
-
-    centred = x.astype(np.int64) - src.zero_point
-    in_q4 = multiply_by_quantized_multiplier(centred, multiplier, left_shift)
-    out = np.clip(rounding_divide_by_pot(_tanh(in_q4, input_integer_bits), 31 - 7), INT8_MIN, INT8_MAX)
+    centred, in_q4, radius = _q4_input(op.inputs[0], x)
+    out = np.clip(rounding_divide_by_pot(_tanh(in_q4, Q4_INTEGER_BITS), 31 - 7), INT8_MIN, INT8_MAX)
     return np.where(centred <= -radius, INT8_MIN, np.where(centred >= radius, INT8_MAX, out)).astype(np.int8)
 
 
