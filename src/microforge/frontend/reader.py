@@ -182,6 +182,11 @@ def _read_quantization(reader: _Reader, quant, shape: tuple[int, ...], where: st
         raise ModelError(f"{where} has a scale that is not a positive finite number: {scale[:8].tolist()}")
     if np.any(np.abs(zero_point) > 2**31):
         raise ModelError(f"{where} has an absurd zero point: {zero_point[:8].tolist()}")
+    if n_scale > 1 and len(shape) == 1 and shape[0] == n_scale:
+        # one scale per element of a vector: axis 0 is the only reading. Some converters copy the filter's
+        # axis onto a bias (TFLM's person-detection model: axis 3 on a rank-1 bias), and TFLM, which
+        # takes bias scales from the filter, runs it.
+        axis = 0
     if n_scale > 1:
         if not 0 <= axis < len(shape):
             raise ModelError(f"{where} is quantized along axis {axis}, but its rank is {len(shape)}")

@@ -144,6 +144,7 @@ def _dsp_requant(w_data: np.ndarray, bias32: np.ndarray, significand: np.ndarray
 
 
 DSP_TARGETS = ("cortex-m4", "cortex-m7")
+TINY_FC_MACS = 256  # single-row FULLY_CONNECTED layers up to this size run the portable kernel (lower_fully_connected)
 
 
 @dataclass
@@ -692,7 +693,10 @@ def lower_fully_connected(op: Op, ctx: EmitContext) -> Call:
     w_data = constant_data(op, w, "weights")
     _check_depth(op, in_features)
     shared = ctx.shared_weights(w)  # a shared member reads the widest member's rows with their pitch
-    dsp = ctx.target in DSP_TARGETS and shared is None
+    # a tiny single row (TFLM's hello_world: 1 -> 16 -> 16 -> 1) takes the portable loop: the DSP kernel's
+    # widened copy of the row would cost more arena than the layer's few MACs gain from SMLAD
+    tiny = rows == 1 and in_features * out_features <= TINY_FC_MACS
+    dsp = ctx.target in DSP_TARGETS and shared is None and not tiny
     rq = _requant(op, x, w, out, w_data, out_features, axis=0, dsp=dsp)
     if rq.dq is not None:
         return _dsp_fc(ctx, name, w_data.reshape(out_features, in_features), rows, rq,
