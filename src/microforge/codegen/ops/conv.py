@@ -144,7 +144,6 @@ def _dsp_requant(w_data: np.ndarray, bias32: np.ndarray, significand: np.ndarray
 
 
 DSP_TARGETS = ("cortex-m4", "cortex-m7")
-TINY_FC_MACS = 256  # single-row FULLY_CONNECTED layers up to this size run the portable kernel (lower_fully_connected)
 
 
 @dataclass
@@ -317,9 +316,10 @@ def dsp_fc_scratch(rows: int, depth: int, outs: int) -> tuple[bool, int]:
 
     A single row whose widened copy would outweigh its input and output is widened again in every pass
     instead (2 more instructions per 16 MACs, no scratch): AD's 640 -> 128 layer keeps 1,280 bytes out of
-    the arena. The kernel then reads whole words: only for depths of whole groups of 8. Otherwise the
+    the arena. So is a short row (up to 32 deep: hello_world's 16 -> 16), whose few MACs gain less than its
+    scratch costs. The kernel then reads whole words: only for depths of whole groups of 8. Otherwise the
     widened rows are one (16 bytes per 8 depths), or a block of four."""
-    narrow = rows == 1 and depth % 8 == 0 and depth > outs
+    narrow = rows == 1 and depth % 8 == 0 and (depth > outs or depth <= 32)
     return narrow, 0 if narrow else (16 if rows == 1 else 64) * -(-depth // 8)
 
 
@@ -693,10 +693,9 @@ def lower_fully_connected(op: Op, ctx: EmitContext) -> Call:
     w_data = constant_data(op, w, "weights")
     _check_depth(op, in_features)
     shared = ctx.shared_weights(w)  # a shared member reads the widest member's rows with their pitch
-    # a tiny single row (TFLM's hello_world: 1 -> 16 -> 16 -> 1) takes the portable loop: the DSP kernel's
-    # widened copy of the row would cost more arena than the layer's few MACs gain from SMLAD
-    tiny = rows == 1 and in_features * out_features <= TINY_FC_MACS
-    dsp = ctx.target in DSP_TARGETS and shared is None and not tiny
+    # a single row of fewer than 8 inputs (TFLM's hello_world: 1 -> 16) takes the portable loop: the DSP
+    # kernel would widen it into 16 bytes of scratch for a handful of MACs
+    dsp = ctx.target in DSP_TARGETS and shared is None and not (rows == 1 and in_features < 8)
     rq = _requant(op, x, w, out, w_data, out_features, axis=0, dsp=dsp)
     if rq.dq is not None:
         return _dsp_fc(ctx, name, w_data.reshape(out_features, in_features), rows, rq,
