@@ -94,6 +94,8 @@ def test_the_firmware_runs_the_manager_like_python(measured, tmp_path):
     assert played["agreement"] >= 0.95
     assert played["infeasible"] == simulated["infeasible"]
     assert abs(played["deadlines_met"] - simulated["deadlines_met"]) <= 0.03
-    # the firmware's timer ticks every microsecond of virtual time (1000 instructions): at 26 MHz that is
-    # 38 us of the board's time, a few percent of this tiny model's inference
-    assert played["max_latency_gap_ms"] < 0.1 * max(p.latency_ms for p in points)
+    # the firmware's timer ticks every microsecond of virtual time (1000 instructions): at the slowest clock
+    # (26 MHz, one cycle each) a tick is 38 us of the board's time, and reading the timer around the
+    # inference and the background spin costs a few ticks, whatever the model
+    tick_ms = 1000 / (min(p.mhz for p in points) * 1000.0)
+    assert played["max_latency_gap_ms"] < 3 * tick_ms + 0.02 * max(p.latency_ms for p in points)
