@@ -91,6 +91,25 @@ def assert_same(case: Case, got: list[np.ndarray], where: str) -> None:
             np.testing.assert_allclose(have, want, rtol=2e-6, atol=1e-5, err_msg=where)
 
 
+def check_merged_on_qemu(cases: list[Case], target: str = "qemu-m4") -> dict:
+    """All cases merged into one firmware on `target`: every output equal to the reference's, byte for byte
+    (a case built with exact=False: within 1e-6). Returns validate_target's report."""
+    from microforge.codegen.validate import validate_target
+
+    report = validate_target(merge(cases), target, batches=[f for case in cases for f in case.feeds],
+                             keep_outputs=True)
+    got = iter(report["outputs"])
+    for case in cases:
+        for want in case.expected:
+            have = next(got).reshape(want.shape)
+            if case.exact:
+                assert np.array_equal(want.view(np.uint8), have.view(np.uint8)), case.graph.ops[0]
+            else:
+                np.testing.assert_allclose(have, want, rtol=1e-6, atol=1e-6)
+    assert next(got, None) is None and report["target"] == target and report["instructions_per_inference"] > 0
+    return report
+
+
 def check_cases(cases: list[Case], sanitize: bool = False, strategy: str = "auto") -> HostModel:
     graph = merge(cases)
     model = build_host(graph, sanitize=sanitize, strategy=strategy)

@@ -19,12 +19,11 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from oracle import run_both, tflm_run
-from test_codegen_ops import Case, check_cases, merge
+from test_codegen_ops import Case, check_cases, check_merged_on_qemu, merge
 from tflm_arena import tflm_reported_head_bytes
 
 import microforge
 from microforge.codegen import generate
-from microforge.codegen.validate import validate_target
 from microforge.errors import ModelError, UnsupportedError
 from microforge.frontend.reader import read_tflite
 from microforge.frontend.writer import write_tflite
@@ -295,18 +294,7 @@ def test_all_ops_under_sanitizers():
 def test_every_op_on_qemu_m4():
     """One model of every op, int8 and float32, in one firmware: int8 byte for byte, float32 too except
     TANH (newlib's tanhf)."""
-    cases = all_ops_graph(np.int8, seed=2) + all_ops_graph(np.float32, seed=2)
-    graph = merge(cases)
-    report = validate_target(graph, "qemu-m4", batches=[f for case in cases for f in case.feeds], keep_outputs=True)
-    got = iter(report["outputs"])
-    for case in cases:
-        for want in case.expected:
-            have = next(got).reshape(want.shape)
-            if case.exact:
-                assert np.array_equal(want.view(np.uint8), have.view(np.uint8)), case.graph.ops[0]
-            else:
-                np.testing.assert_allclose(have, want, rtol=1e-6, atol=1e-6)
-    assert next(got, None) is None and report["target"] == "qemu-m4" and report["instructions_per_inference"] > 0
+    check_merged_on_qemu(all_ops_graph(np.int8, seed=2) + all_ops_graph(np.float32, seed=2))
 
 
 # ----------------------------------------------------------------------------------------------------------
